@@ -1,0 +1,167 @@
+"""The client address rules and the webhook calls.
+
+Settings (all optional):
+
+DOORMAN_API_URL          doorman's API, default "http://127.0.0.1:9181";
+                         empty disables reporting.
+DOORMAN_API_TOKEN        sent as "Authorization: Bearer <token>" when set.
+DOORMAN_TIMEOUT          seconds per socket operation of one call, default 0.5.
+DOORMAN_TRUSTED_PROXIES  IPs or CIDRs (list, or one comma-separated string)
+                         whose DOORMAN_CLIENT_IP_HEADER is believed; default
+                         "127.0.0.0/8,::1/128" like doorman's own default.
+DOORMAN_CLIENT_IP_HEADER the header the trusted proxy overwrites with the
+                         client address, default "X-Real-IP".
+DOORMAN_BLOCK_ON_BAN     when the failure webhook answers "banned": true, the
+                         login attempt itself is answered 403; default False.
+"""
+
+import functools
+import ipaddress
+import json
+import logging
+import urllib.error
+import urllib.request
+
+from django.conf import settings
+
+logger = logging.getLogger("doorman_django")
+
+DEFAULT_API_URL = "http://127.0.0.1:9181"
+DEFAULT_TIMEOUT = 0.5
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
+DEFAULT_CLIENT_IP_HEADER = "X-Real-IP"
+
+# doorman rejects bodies over 4 KiB; a username is only logged there.
+MAX_USERNAME = 256
+MAX_ANSWER = 64 * 1024
+
+def _setting(name, default):
+    return getattr(settings, name, default)
+
+
+def _as_tuple(value):
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(v.strip() for v in value if v and v.strip())
+
+
+@functools.lru_cache(maxsize=8)
+def parse_networks(entries):
+    """Parse a tuple of IPs/CIDRs; a bare IP is a /32 or /128.
+
+    Raises ValueError naming the bad entry.
+    """
+    nets = []
+    for e in entries:
+        try:
+            nets.append(ipaddress.ip_network(e, strict=False))
+        except ValueError:
+            raise ValueError("DOORMAN_TRUSTED_PROXIES: %r is not an IP or CIDR" % e) from None
+    return tuple(nets)
+
+
+def trusted_proxies():
+    return parse_networks(_as_tuple(_setting("DOORMAN_TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES)))
+
+
+def meta_key(header):
+    """"X-Real-IP" -> "HTTP_X_REAL_IP" (a META key is accepted as is)."""
+    if header.startswith("HTTP_"):
+        return header
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def parse_ip(value):
+    """One IP address, IPv4-mapped IPv6 unmapped, zone dropped; None if bad."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if "%" in value:
+        value = value.split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip
+
+
+def client_ip(request):
+    """The client address of request as a string, or None.
+
+    REMOTE_ADDR is the client unless it is a trusted proxy; then the
+    proxy's DOORMAN_CLIENT_IP_HEADER is the client. A trusted proxy that
+    sent no usable header gives None: reporting the proxy's own address
+    would ban the proxy. X-Forwarded-For is never read: any client can
+    write it, and proxies append to it rather than overwrite it.
+    """
+    if request is None:
+        return None
+    peer = parse_ip(request.META.get("REMOTE_ADDR"))
+    if peer is None:
+        return None
+    if not any(peer in net for net in trusted_proxies() if net.version == peer.version):
+        return str(peer)
+    header = _setting("DOORMAN_CLIENT_IP_HEADER", DEFAULT_CLIENT_IP_HEADER)
+    if not header:
+        return str(peer)
+    # A repeated header arrives joined with commas and does not parse.
+    ip = parse_ip(request.META.get(meta_key(header)))
+    if ip is None:
+        logger.warning("doorman: trusted proxy %s sent no usable %s header; login not reported", peer, header)
+        return None
+    return str(ip)
+
+
+def post(path, payload):
+    """POST payload as JSON to doorman; the decoded answer, or None on any error."""
+    base = _setting("DOORMAN_API_URL", DEFAULT_API_URL)
+    if not base:
+        return None
+    data = json.dumps(payload).encode()
+    req = urllib.request.Request(base.rstrip("/") + path, data=data, method="POST")
+    req.add_header("Content-Type", "application/json")
+    token = _setting("DOORMAN_API_TOKEN", "")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    timeout = float(_setting("DOORMAN_TIMEOUT", DEFAULT_TIMEOUT))
+    # No proxies: an http_proxy variable in the environment must not route
+    # the token and the client addresses through some other host.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            body = resp.read(MAX_ANSWER)
+    except urllib.error.HTTPError as e:
+        logger.warning("doorman: POST %s: HTTP %s", path, e.code)
+        return None
+    except Exception as e:  # timeouts, refused connections, bad URLs: never break the login
+        logger.warning("doorman: POST %s: %s", path, e)
+        return None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        logger.warning("doorman: POST %s: answer is not JSON", path)
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def report_failure(request, username=None):
+    """Report a failed login; doorman's answer (a dict) or None."""
+    ip = client_ip(request)
+    if ip is None:
+        return None
+    payload = {"ip": ip}
+    if username:
+        payload["username"] = str(username)[:MAX_USERNAME]
+    return post("/v1/failures", payload)
+
+
+def report_success(request):
+    """Report a successful login, which resets the address's failure count."""
+    ip = client_ip(request)
+    if ip is None:
+        return None
+    return post("/v1/successes", {"ip": ip})

@@ -1,0 +1,261 @@
+"""doorman_django against a fake doorman (a stdlib HTTP server in a thread)."""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+from django.contrib.auth import get_user_model
+from django.core.checks import run_checks
+from django.test import TestCase, override_settings
+
+from doorman_django import client_ip
+
+LOGIN = "/admin/login/"
+PASSWORD = "right-password"
+
+
+class FakeDoorman:
+    """Records every request; answers per mode: "ok", "hang", "error", "garbage"."""
+
+    def __init__(self, mode="ok", banned=False):
+        self.mode = mode
+        self.banned = banned
+        self.requests = []
+        self.release = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.requests.append(SimpleNamespace(path=self.path, headers=dict(self.headers), body=json.loads(body)))
+                if fake.mode == "hang":
+                    fake.release.wait(10)
+                    return
+                if fake.mode == "error":
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                if fake.mode == "garbage":
+                    answer = b"<html>not json"
+                else:
+                    answer = json.dumps({"ip": "x", "key": "x/32", "failures": 1, "banned": fake.banned}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.url = "http://127.0.0.1:%d" % self.server.server_port
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def bodies(self, path):
+        return [r.body for r in self.requests if r.path == path]
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class LoginTestCase(TestCase):
+    mode = "ok"
+    banned = False
+
+    @classmethod
+    def setUpTestData(cls):
+        get_user_model().objects.create_superuser("admin", "admin@example.com", PASSWORD)
+
+    def setUp(self):
+        self.doorman = FakeDoorman(self.mode, self.banned)
+        self.addCleanup(self.doorman.close)
+        self.settings_override = override_settings(DOORMAN_API_URL=self.doorman.url)
+        self.settings_override.enable()
+        self.addCleanup(self.settings_override.disable)
+
+    def fail_login(self, **extra):
+        extra.setdefault("REMOTE_ADDR", "203.0.113.5")
+        return self.client.post(LOGIN, {"username": "admin", "password": "wrong"}, **extra)
+
+    def good_login(self, **extra):
+        extra.setdefault("REMOTE_ADDR", "203.0.113.5")
+        return self.client.post(LOGIN, {"username": "admin", "password": PASSWORD}, **extra)
+
+
+class ReportTests(LoginTestCase):
+    def test_failure_posts_ip_and_username(self):
+        resp = self.fail_login()
+        self.assertEqual(resp.status_code, 200)
+        self.assertContains(resp, "Please enter the correct username and password")
+        self.assertEqual(self.doorman.bodies("/v1/failures"), [{"ip": "203.0.113.5", "username": "admin"}])
+        self.assertEqual(self.doorman.bodies("/v1/successes"), [])
+        self.assertEqual(self.doorman.requests[0].headers.get("Content-Type"), "application/json")
+
+    def test_success_posts_ip(self):
+        resp = self.good_login()
+        self.assertEqual(resp.status_code, 302)
+        self.assertEqual(self.doorman.bodies("/v1/successes"), [{"ip": "203.0.113.5"}])
+        self.assertEqual(self.doorman.bodies("/v1/failures"), [])
+
+    def test_no_token_no_authorization_header(self):
+        self.fail_login()
+        self.assertNotIn("Authorization", self.doorman.requests[0].headers)
+
+    def test_token_is_sent_as_bearer(self):
+        with self.settings(DOORMAN_API_TOKEN="s3cret"):
+            self.fail_login()
+            self.good_login()
+        self.assertEqual([r.headers.get("Authorization") for r in self.doorman.requests],
+                         ["Bearer s3cret", "Bearer s3cret"])
+
+    def test_long_username_is_cut(self):
+        self.client.post(LOGIN, {"username": "u" * 1000, "password": "x"}, REMOTE_ADDR="203.0.113.5")
+        self.assertEqual(len(self.doorman.bodies("/v1/failures")[0]["username"]), 256)
+
+    def test_empty_api_url_disables(self):
+        with self.settings(DOORMAN_API_URL=""):
+            self.assertEqual(self.fail_login().status_code, 200)
+        self.assertEqual(self.doorman.requests, [])
+
+    def test_proxy_environment_is_ignored(self):
+        # An http_proxy variable must not route the webhook elsewhere.
+        import os
+        from unittest import mock
+        with mock.patch.dict(os.environ, {"http_proxy": "http://127.0.0.1:%d" % closed_port(),
+                                          "HTTP_PROXY": "http://127.0.0.1:%d" % closed_port(), "no_proxy": ""}):
+            self.fail_login()
+        self.assertEqual(len(self.doorman.bodies("/v1/failures")), 1)
+
+
+class ClientIPTests(LoginTestCase):
+    def reported(self, **extra):
+        self.doorman.requests.clear()
+        self.assertEqual(self.fail_login(**extra).status_code, 200)
+        return [b["ip"] for b in self.doorman.bodies("/v1/failures")]
+
+    def test_rules(self):
+        cases = [
+            ("untrusted peer, headers ignored", {"REMOTE_ADDR": "203.0.113.5", "HTTP_X_REAL_IP": "198.51.100.1",
+                                                 "HTTP_X_FORWARDED_FOR": "198.51.100.2"}, None, ["203.0.113.5"]),
+            ("trusted peer, X-Real-IP used", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "198.51.100.7"},
+             None, ["198.51.100.7"]),
+            ("trusted peer, spoofed XFF ignored", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "198.51.100.7",
+                                                   "HTTP_X_FORWARDED_FOR": "192.0.2.1"}, None, ["198.51.100.7"]),
+            ("trusted peer, only XFF: not reported", {"REMOTE_ADDR": "127.0.0.1",
+                                                      "HTTP_X_FORWARDED_FOR": "192.0.2.1"}, None, []),
+            ("trusted peer, no header: not reported", {"REMOTE_ADDR": "::1"}, None, []),
+            ("trusted peer, repeated header: not reported", {"REMOTE_ADDR": "127.0.0.1",
+                                                             "HTTP_X_REAL_IP": "198.51.100.7, 192.0.2.1"}, None, []),
+            ("trusted peer, garbage header: not reported", {"REMOTE_ADDR": "127.0.0.1",
+                                                            "HTTP_X_REAL_IP": "evil"}, None, []),
+            ("trusted peer, IPv6 header", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "2001:db8::7"},
+             None, ["2001:db8::7"]),
+            ("mapped peer unmapped", {"REMOTE_ADDR": "::ffff:203.0.113.9"}, None, ["203.0.113.9"]),
+            ("custom proxies as string", {"REMOTE_ADDR": "10.1.2.3", "HTTP_X_REAL_IP": "198.51.100.8"},
+             {"DOORMAN_TRUSTED_PROXIES": " 10.0.0.0/8 , 192.168.0.1"}, ["198.51.100.8"]),
+            ("loopback not trusted when not listed", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "198.51.100.8"},
+             {"DOORMAN_TRUSTED_PROXIES": ["10.0.0.0/8"]}, ["127.0.0.1"]),
+            ("no proxies trusted", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "198.51.100.8"},
+             {"DOORMAN_TRUSTED_PROXIES": []}, ["127.0.0.1"]),
+            ("custom header", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "198.51.100.1",
+                               "HTTP_X_CLIENT_IP": "198.51.100.9"},
+             {"DOORMAN_CLIENT_IP_HEADER": "X-Client-IP"}, ["198.51.100.9"]),
+        ]
+        for name, extra, overrides, want in cases:
+            with self.subTest(name), self.settings(**(overrides or {})):
+                self.assertEqual(self.reported(**extra), want)
+
+    def test_client_ip_function(self):
+        self.assertIsNone(client_ip(None))
+        self.assertIsNone(client_ip(SimpleNamespace(META={})))
+        self.assertIsNone(client_ip(SimpleNamespace(META={"REMOTE_ADDR": "bogus"})))
+        self.assertEqual(client_ip(SimpleNamespace(META={"REMOTE_ADDR": "fe80::1%eth0"})), "fe80::1")
+
+
+class SlowDoormanTests(LoginTestCase):
+    mode = "hang"
+
+    def timed(self, fn):
+        start = time.monotonic()
+        resp = fn()
+        return resp, time.monotonic() - start
+
+    def test_login_page_renders_within_timeout(self):
+        with self.settings(DOORMAN_TIMEOUT=0.3):
+            resp, took = self.timed(self.fail_login)
+        self.assertEqual(resp.status_code, 200)
+        self.assertContains(resp, "Please enter the correct username and password")
+        self.assertEqual(len(self.doorman.requests), 1)
+        self.assertLess(took, 1.5, "a hanging doorman held the login page")
+
+    def test_login_succeeds_within_timeout(self):
+        with self.settings(DOORMAN_TIMEOUT=0.3):
+            resp, took = self.timed(self.good_login)
+        self.assertEqual(resp.status_code, 302)
+        self.assertLess(took, 1.5)
+
+
+class BrokenDoormanTests(LoginTestCase):
+    def test_down(self):
+        with self.settings(DOORMAN_API_URL="http://127.0.0.1:%d" % closed_port()):
+            self.assertEqual(self.fail_login().status_code, 200)
+            self.assertEqual(self.good_login().status_code, 302)
+
+    def test_bad_url(self):
+        with self.settings(DOORMAN_API_URL="http://[bad"):
+            self.assertEqual(self.fail_login().status_code, 200)
+
+    def test_error_status(self):
+        self.doorman.mode = "error"
+        self.assertEqual(self.fail_login().status_code, 200)
+        self.assertEqual(len(self.doorman.requests), 1)
+
+    def test_not_json(self):
+        self.doorman.mode = "garbage"
+        self.assertEqual(self.fail_login().status_code, 200)
+
+    def test_bad_trusted_proxies_setting(self):
+        with self.settings(DOORMAN_TRUSTED_PROXIES="10.0.0.0/33"):
+            self.assertEqual(self.fail_login(REMOTE_ADDR="127.0.0.1").status_code, 200)
+            errors = [e for e in run_checks() if e.id == "doorman_django.E001"]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("'10.0.0.0/33'", errors[0].msg)
+        self.assertEqual(self.doorman.requests, [])
+
+
+class BlockOnBanTests(LoginTestCase):
+    banned = True
+
+    def test_ban_answer_blocks_when_enabled(self):
+        with self.settings(DOORMAN_BLOCK_ON_BAN=True):
+            resp = self.fail_login()
+        self.assertEqual(resp.status_code, 403)
+        self.assertEqual(len(self.doorman.bodies("/v1/failures")), 1)
+
+    def test_ban_answer_ignored_by_default(self):
+        self.assertEqual(self.fail_login().status_code, 200)
+
+    def test_no_ban_no_block(self):
+        self.doorman.banned = False
+        with self.settings(DOORMAN_BLOCK_ON_BAN=True):
+            self.assertEqual(self.fail_login().status_code, 200)
+
+    def test_down_doorman_does_not_block(self):
+        with self.settings(DOORMAN_BLOCK_ON_BAN=True, DOORMAN_API_URL="http://127.0.0.1:%d" % closed_port()):
+            self.assertEqual(self.fail_login().status_code, 200)
