@@ -110,10 +110,7 @@ def client_ip(request):
         return str(peer)
     # A repeated header arrives joined with commas and does not parse.
     ip = parse_ip(request.META.get(meta_key(header)))
-    if ip is None:
-        logger.warning("doorman: trusted proxy %s sent no usable %s header; login not reported", peer, header)
-        return None
-    return str(ip)
+    return None if ip is None else str(ip)
 
 
 def post(path, payload):
@@ -122,22 +119,22 @@ def post(path, payload):
     if not base:
         return None
     data = json.dumps(payload).encode()
-    req = urllib.request.Request(base.rstrip("/") + path, data=data, method="POST")
-    req.add_header("Content-Type", "application/json")
     token = _setting("DOORMAN_API_TOKEN", "")
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    timeout = float(_setting("DOORMAN_TIMEOUT", DEFAULT_TIMEOUT))
     # No proxies: an http_proxy variable in the environment must not route
     # the token and the client addresses through some other host.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
+        timeout = float(_setting("DOORMAN_TIMEOUT", DEFAULT_TIMEOUT))
+        req = urllib.request.Request(base.rstrip("/") + path, data=data, method="POST")
+        req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
         with opener.open(req, timeout=timeout) as resp:
             body = resp.read(MAX_ANSWER)
     except urllib.error.HTTPError as e:
         logger.warning("doorman: POST %s: HTTP %s", path, e.code)
         return None
-    except Exception as e:  # timeouts, refused connections, bad URLs: never break the login
+    except Exception as e:  # timeouts, refused connections, bad settings: never break the login
         logger.warning("doorman: POST %s: %s", path, e)
         return None
     try:
@@ -148,10 +145,18 @@ def post(path, payload):
     return answer if isinstance(answer, dict) else None
 
 
+def _no_client(request):
+    header = _setting("DOORMAN_CLIENT_IP_HEADER", DEFAULT_CLIENT_IP_HEADER)
+    meta = getattr(request, "META", None) or {}
+    logger.warning("doorman: no usable client address (REMOTE_ADDR=%r, %s=%r); login not reported",
+                   meta.get("REMOTE_ADDR"), header, meta.get(meta_key(header)) if header else None)
+
+
 def report_failure(request, username=None):
     """Report a failed login; doorman's answer (a dict) or None."""
     ip = client_ip(request)
     if ip is None:
+        _no_client(request)
         return None
     payload = {"ip": ip}
     if username:
@@ -163,5 +168,6 @@ def report_success(request):
     """Report a successful login, which resets the address's failure count."""
     ip = client_ip(request)
     if ip is None:
+        _no_client(request)
         return None
     return post("/v1/successes", {"ip": ip})
