@@ -1,0 +1,281 @@
+package decide
+
+import (
+	"errors"
+	"math"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Reason says why a verdict was reached. Its String form is the value of the
+// X-Doorman-Reason header.
+type Reason uint8
+
+const (
+	Allowed Reason = iota
+	Denylisted
+	NotAllowlisted
+	Banned
+	NoClientIP
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"allowed", "denylisted", "not-allowlisted", "banned", "no-client-ip"}
+
+func (r Reason) String() string { return reasonNames[r] }
+
+// Reasons lists every Reason, in order.
+func Reasons() []Reason { return []Reason{Allowed, Denylisted, NotAllowlisted, Banned, NoClientIP} }
+
+// Verdict is the answer for one address at one instant.
+type Verdict struct {
+	Allow  bool
+	Reason Reason
+	Key    netip.Prefix // the ban's key, for Banned
+	Until  time.Time    // the ban's end, for Banned
+}
+
+// Policy is what failures lead to.
+type Policy struct {
+	MaxFailures int           // failures within FindTime that ban
+	FindTime    time.Duration // the sliding window failures are counted in
+	BanTime     time.Duration // the first ban's length
+	BanFactor   float64       // each further ban of a unit lasts this much longer
+	MaxBanTime  time.Duration // cap on a ban's length; also how long a unit's ban count is remembered after its last ban ends
+	IPv4Prefix  int           // bits of an IPv4 ban unit (32: the address)
+	IPv6Prefix  int           // bits of an IPv6 ban unit (64: its /64)
+}
+
+// Core makes decisions and records failures and bans. It is safe for
+// concurrent use; see the package doc for what each method may cost.
+type Core struct {
+	policy Policy
+	lists  atomic.Pointer[Lists]
+	bans   *BanTable
+	fails  *Tracker
+	wmu    sync.Mutex // serializes writers, so a failure and a ban of one unit never interleave
+}
+
+// New returns a Core holding at most maxBans ban records and maxTracked
+// failure trackers.
+func New(p Policy, lists *Lists, maxBans, maxTracked int) *Core {
+	c := &Core{policy: p, bans: NewBanTable(maxBans), fails: NewTracker(maxTracked, p.MaxFailures)}
+	if lists == nil {
+		lists = NewLists(nil, nil, nil)
+	}
+	c.lists.Store(lists)
+	return c
+}
+
+// Policy returns the policy the Core was built with.
+func (c *Core) Policy() Policy { return c.policy }
+
+// SetLists swaps in new lists; decisions in flight finish with the old ones.
+func (c *Core) SetLists(l *Lists) { c.lists.Store(l) }
+
+// Lists returns the lists in force.
+func (c *Core) Lists() *Lists { return c.lists.Load() }
+
+// Table returns the ban table, for metrics and listings.
+func (c *Core) Table() *BanTable { return c.bans }
+
+// Tracker returns the failure tracker, for metrics.
+func (c *Core) Tracker() *Tracker { return c.fails }
+
+// Clean unmaps an IPv4-mapped IPv6 address and drops any zone.
+func Clean(a netip.Addr) netip.Addr {
+	if a.Is4In6() {
+		return a.Unmap()
+	}
+	if a.Zone() != "" {
+		return a.WithZone("")
+	}
+	return a
+}
+
+// Unit returns the ban unit of a (clean) address: the address itself for IPv4
+// at the default /32, its /64 for IPv6 at the default /64.
+func (c *Core) Unit(a netip.Addr) netip.Prefix {
+	bits := c.policy.IPv6Prefix
+	if a.Is4() {
+		bits = c.policy.IPv4Prefix
+	}
+	p, _ := a.Prefix(bits) // bits were validated against the family's length
+	return p
+}
+
+// Decide returns the verdict for a at now: denylisted, then outside the allow
+// list, then banned, else allowed. It does not allocate.
+func (c *Core) Decide(a netip.Addr, now time.Time) Verdict {
+	a = Clean(a)
+	if !a.IsValid() {
+		return Verdict{Reason: NoClientIP} // fail closed
+	}
+	l := c.lists.Load()
+	if l.Denied(a) {
+		return Verdict{Reason: Denylisted}
+	}
+	if l.NotAllowed(a) {
+		return Verdict{Reason: NotAllowlisted}
+	}
+	if key, r, ok := c.bans.lookup(a, c.Unit(a), now.UnixNano()); ok && !l.NeverBan(a) {
+		return Verdict{Reason: Banned, Key: key, Until: time.Unix(0, r.until).UTC()}
+	}
+	return Verdict{Allow: true, Reason: Allowed}
+}
+
+// FailResult is what one failure led to.
+type FailResult struct {
+	Key      netip.Prefix
+	Failures int  // failures of Key within the window, this one included
+	NeverBan bool // the address is in the never-ban list
+	Banned   bool // this failure started a ban
+	Ban      Ban  // the ban, when Banned
+	Evicted  []Ban
+	// TrackerEvicted is true when another unit's failures were forgotten to make room.
+	TrackerEvicted bool
+}
+
+// Fail records a failed login from a at now. When it is the MaxFailures-th
+// within FindTime, the unit is banned before Fail returns: the next Decide,
+// from any goroutine, denies it.
+func (c *Core) Fail(a netip.Addr, now time.Time) FailResult {
+	a = Clean(a)
+	key := c.Unit(a)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	n, ev := c.fails.Add(key, now.UnixNano(), int64(c.policy.FindTime))
+	res := FailResult{Key: key, Failures: n, TrackerEvicted: ev, NeverBan: c.lists.Load().NeverBan(a)}
+	if n < c.policy.MaxFailures || res.NeverBan {
+		return res
+	}
+	if _, r, ok := c.bans.lookup(a, key, now.UnixNano()); ok && r.until > now.UnixNano() {
+		return res // already banned (by a range, or a ban this tracker raced with)
+	}
+	c.fails.Reset(key)
+	res.Banned = true
+	res.Ban = Ban{Key: key, Count: c.nextCount(key, true, now), Failures: n}
+	res.Ban.Until = now.Add(c.duration(res.Ban.Count))
+	if ev, did, _ := c.bans.put(res.Ban, true); did {
+		res.Evicted = append(res.Evicted, ev)
+	}
+	return res
+}
+
+// Succeed records a successful login from a: its unit's failures are forgotten.
+// An active ban stays.
+func (c *Core) Succeed(a netip.Addr) netip.Prefix {
+	key := c.Unit(Clean(a))
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.fails.Reset(key)
+	return key
+}
+
+// Failures returns the failures counted for a's unit at now.
+func (c *Core) Failures(a netip.Addr, now time.Time) int {
+	return c.fails.Count(c.Unit(Clean(a)), now.UnixNano(), int64(c.policy.FindTime))
+}
+
+// ErrTooManyRanges is returned by BanPrefix when the table holds its maximum
+// of range bans.
+var ErrTooManyRanges = errors.New("too many range bans")
+
+// BanPrefix bans p for d (0: the policy's escalating ban time) at now, as an
+// operator's manual ban. A single address is widened to its ban unit; a wider
+// or narrower CIDR bans exactly that range.
+func (c *Core) BanPrefix(p netip.Prefix, d time.Duration, note string, now time.Time) (Ban, []Ban, error) {
+	p = c.normalize(p)
+	unit := isUnit(p, c.policy.IPv4Prefix, c.policy.IPv6Prefix)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := Ban{Key: p, Manual: true, Note: note, Count: c.nextCount(p, unit, now)}
+	if d <= 0 {
+		d = c.duration(b.Count)
+	}
+	b.Until = now.Add(d)
+	ev, did, ok := c.bans.put(b, unit)
+	if !ok {
+		return Ban{}, nil, ErrTooManyRanges
+	}
+	if did {
+		return b, []Ban{ev}, nil
+	}
+	return b, nil, nil
+}
+
+// Apply stores b as it is, with no escalation: for bans loaded from the store
+// or learned from other instances. It returns a record evicted to make room.
+func (c *Core) Apply(b Ban) []Ban {
+	b.Key = c.normalize(b.Key)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	ev, did, _ := c.bans.put(b, isUnit(b.Key, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
+	if did {
+		return []Ban{ev}
+	}
+	return nil
+}
+
+// Unban lifts the bans covering a (its unit's and every range containing it)
+// and forgets its failures. It returns the bans lifted, active or expired.
+func (c *Core) Unban(a netip.Addr) []Ban {
+	a = Clean(a)
+	key := c.Unit(a)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.fails.Reset(key)
+	var out []Ban
+	if b, ok := c.bans.remove(key, true); ok {
+		out = append(out, b)
+	}
+	for _, k := range c.bans.covering(a) {
+		if b, ok := c.bans.remove(k, false); ok {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Remove deletes the record under exactly p, if any.
+func (c *Core) Remove(p netip.Prefix) (Ban, bool) {
+	p = c.normalize(p)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.bans.remove(p, isUnit(p, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
+}
+
+// Bans returns the bans in force at now, oldest first.
+func (c *Core) Bans(now time.Time) []Ban { return c.bans.All(now, true) }
+
+// Records returns every ban record held, expired ones included.
+func (c *Core) Records(now time.Time) []Ban { return c.bans.All(now, false) }
+
+// normalize widens a single address to its ban unit and clears host bits.
+func (c *Core) normalize(p netip.Prefix) netip.Prefix {
+	if p.Bits() == p.Addr().BitLen() {
+		return c.Unit(p.Addr())
+	}
+	return p.Masked()
+}
+
+// nextCount is the ban count for a new ban of key: one more than the last,
+// when the last ended less than MaxBanTime ago; else 1.
+func (c *Core) nextCount(key netip.Prefix, unit bool, now time.Time) int {
+	r, ok := c.bans.get(key, unit)
+	if !ok || now.UnixNano()-r.until > int64(c.policy.MaxBanTime) {
+		return 1
+	}
+	return int(r.count) + 1
+}
+
+// duration is BanTime × BanFactor^(count-1), capped at MaxBanTime.
+func (c *Core) duration(count int) time.Duration {
+	d := float64(c.policy.BanTime) * math.Pow(c.policy.BanFactor, float64(count-1))
+	if d >= float64(c.policy.MaxBanTime) || math.IsNaN(d) || math.IsInf(d, 0) {
+		return c.policy.MaxBanTime
+	}
+	return time.Duration(d)
+}

@@ -1,0 +1,281 @@
+// Package config reads doorman's configuration from environment variables into
+// one struct, validates it once, and prints the reference that `doorman env`
+// shows. Every error names the variable and quotes the bad value.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"reflect"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/doorman/doorman/decide"
+)
+
+// Config is every setting. The env tag names the variable, envDefault its
+// default, and help its one-line meaning for `doorman env` and the README.
+type Config struct {
+	DecideAddr     string `env:"DOORMAN_DECIDE_ADDR" envDefault:"127.0.0.1:9180" help:"decision listener (nginx auth_request): host:port or unix:/path.sock"`
+	APIAddr        string `env:"DOORMAN_API_ADDR" envDefault:"127.0.0.1:9181" help:"API listener (webhook, bans, /healthz, /metrics): host:port or unix:/path.sock; the CLI's target"`
+	APIToken       string `env:"DOORMAN_API_TOKEN" help:"bearer token required on /v1/ when set; required when the API address is not loopback or a unix socket"`
+	ClientIPHeader string `env:"DOORMAN_CLIENT_IP_HEADER" envDefault:"X-Real-IP" help:"header carrying the client address, read only from trusted proxies"`
+	TrustedProxies string `env:"DOORMAN_TRUSTED_PROXIES" envDefault:"127.0.0.0/8,::1/128" help:"peers whose client-IP header is believed (IPs/CIDRs); unix-socket peers are always trusted"`
+
+	Allow     string `env:"DOORMAN_ALLOW" help:"if set, only these IPs/CIDRs are allowed (comma-separated)"`
+	Deny      string `env:"DOORMAN_DENY" help:"IPs/CIDRs always denied (comma-separated)"`
+	NeverBan  string `env:"DOORMAN_NEVER_BAN" help:"IPs/CIDRs whose failures are counted but never banned"`
+	AllowFile string `env:"DOORMAN_ALLOW_FILE" help:"file of allow entries, one per line, # comments; merged with DOORMAN_ALLOW; re-read on SIGHUP"`
+	DenyFile  string `env:"DOORMAN_DENY_FILE" help:"file of deny entries, as DOORMAN_ALLOW_FILE; merged with DOORMAN_DENY; re-read on SIGHUP"`
+
+	MaxFailures int           `env:"DOORMAN_MAX_FAILURES" envDefault:"5" help:"failures within DOORMAN_FIND_TIME that ban the ban unit"`
+	FindTime    time.Duration `env:"DOORMAN_FIND_TIME" envDefault:"10m" help:"sliding window in which failures are counted"`
+	BanTime     time.Duration `env:"DOORMAN_BAN_TIME" envDefault:"1h" help:"length of a unit's first ban"`
+	BanFactor   float64       `env:"DOORMAN_BAN_FACTOR" envDefault:"2" help:"the n-th ban lasts BAN_TIME × FACTOR^(n-1)"`
+	MaxBanTime  time.Duration `env:"DOORMAN_MAX_BAN_TIME" envDefault:"168h" help:"cap on a ban's length; a unit's ban count is forgotten this long after its last ban ends"`
+	IPv4Prefix  int           `env:"DOORMAN_IPV4_PREFIX" envDefault:"32" help:"prefix length of an IPv4 ban unit"`
+	IPv6Prefix  int           `env:"DOORMAN_IPV6_PREFIX" envDefault:"64" help:"prefix length of an IPv6 ban unit"`
+	MaxBans     int           `env:"DOORMAN_MAX_BANS" envDefault:"1000000" help:"ban records held at most; the oldest is evicted first"`
+	MaxTracked  int           `env:"DOORMAN_MAX_TRACKED" envDefault:"1000000" help:"addresses whose failures are tracked at most; the least recently failing is evicted first"`
+	DryRun      bool          `env:"DOORMAN_DRY_RUN" envDefault:"false" help:"answer 204 always; the would-be verdict goes to metrics, logs and X-Doorman-Reason as dry-run-…"`
+
+	StateFile  string `env:"DOORMAN_STATE_FILE" envDefault:"doorman.db" help:"embedded store for bans; empty keeps state in memory only"`
+	StateReset bool   `env:"DOORMAN_STATE_RESET" envDefault:"false" help:"when the state file is unreadable, move it aside to FILE.corrupt-TIME and start empty instead of refusing to start"`
+	RedisURL   string `env:"DOORMAN_REDIS_URL" help:"cluster mode: share failures and bans through this Redis (redis:// or rediss://)"`
+
+	LogFormat string `env:"DOORMAN_LOG_FORMAT" envDefault:"text" help:"text or json"`
+	LogLevel  string `env:"DOORMAN_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+
+	// Parsed by Validate.
+	Trusted      []netip.Prefix `env:"-"`
+	AllowList    []netip.Prefix `env:"-"`
+	DenyList     []netip.Prefix `env:"-"`
+	NeverBanList []netip.Prefix `env:"-"`
+}
+
+// Error is a configuration error about one variable.
+type Error struct {
+	Var, Value, Problem string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %q %s", e.Var, e.Value, e.Problem) }
+
+// Load reads the configuration through lookup (os.LookupEnv in production) and
+// validates it.
+func Load(lookup func(string) (string, bool)) (*Config, error) {
+	vars := map[string]string{}
+	for _, f := range fields() {
+		if v, ok := lookup(f.Var); ok {
+			vars[f.Var] = v
+		}
+	}
+	var c Config
+	if err := env.ParseWithOptions(&c, env.Options{Environment: vars}); err != nil {
+		var agg env.AggregateError
+		if errors.As(err, &agg) {
+			for _, e := range agg.Errors {
+				var pe env.ParseError
+				if errors.As(e, &pe) {
+					name := varOf(pe.Name)
+					return nil, &Error{Var: name, Value: vars[name], Problem: "is not a valid " + kind(pe.Type)}
+				}
+			}
+		}
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func kind(t reflect.Type) string {
+	switch t {
+	case reflect.TypeFor[time.Duration]():
+		return "duration (e.g. 90s, 10m, 1h)"
+	case reflect.TypeFor[bool]():
+		return "boolean (true or false)"
+	case reflect.TypeFor[int]():
+		return "integer"
+	case reflect.TypeFor[float64]():
+		return "number"
+	}
+	return t.String()
+}
+
+// Validate checks every value and parses the lists.
+func (c *Config) Validate() error {
+	var err error
+	lists := []struct {
+		name, val string
+		out       *[]netip.Prefix
+	}{
+		{"DOORMAN_TRUSTED_PROXIES", c.TrustedProxies, &c.Trusted},
+		{"DOORMAN_ALLOW", c.Allow, &c.AllowList},
+		{"DOORMAN_DENY", c.Deny, &c.DenyList},
+		{"DOORMAN_NEVER_BAN", c.NeverBan, &c.NeverBanList},
+	}
+	for _, l := range lists {
+		if *l.out, err = decide.ParseList(l.val); err != nil {
+			return fmt.Errorf("%s: %v", l.name, err)
+		}
+	}
+	for _, a := range []struct{ name, val string }{{"DOORMAN_DECIDE_ADDR", c.DecideAddr}, {"DOORMAN_API_ADDR", c.APIAddr}} {
+		if err := checkAddr(a.val); err != nil {
+			return &Error{Var: a.name, Value: a.val, Problem: err.Error()}
+		}
+	}
+	if c.APIToken == "" && !LocalAddr(c.APIAddr) {
+		return &Error{Var: "DOORMAN_API_ADDR", Value: c.APIAddr,
+			Problem: "is neither loopback nor a unix socket; set DOORMAN_API_TOKEN to expose the API"}
+	}
+	if strings.ContainsAny(c.APIToken, " \t\r\n") {
+		return &Error{Var: "DOORMAN_API_TOKEN", Value: "(hidden)", Problem: "must not contain white space"}
+	}
+	if !validHeaderName(c.ClientIPHeader) {
+		return &Error{Var: "DOORMAN_CLIENT_IP_HEADER", Value: c.ClientIPHeader, Problem: "is not a header name"}
+	}
+	checks := []struct {
+		ok       bool
+		name     string
+		val      any
+		expected string
+	}{
+		{c.MaxFailures >= 1 && c.MaxFailures <= 1000, "DOORMAN_MAX_FAILURES", c.MaxFailures, "must be from 1 to 1000"},
+		{c.FindTime > 0, "DOORMAN_FIND_TIME", c.FindTime, "must be positive"},
+		{c.BanTime > 0, "DOORMAN_BAN_TIME", c.BanTime, "must be positive"},
+		{c.BanFactor >= 1, "DOORMAN_BAN_FACTOR", c.BanFactor, "must be at least 1"},
+		{c.MaxBanTime >= c.BanTime, "DOORMAN_MAX_BAN_TIME", c.MaxBanTime, "must be at least DOORMAN_BAN_TIME"},
+		{c.IPv4Prefix >= 8 && c.IPv4Prefix <= 32, "DOORMAN_IPV4_PREFIX", c.IPv4Prefix, "must be from 8 to 32"},
+		{c.IPv6Prefix >= 16 && c.IPv6Prefix <= 128, "DOORMAN_IPV6_PREFIX", c.IPv6Prefix, "must be from 16 to 128"},
+		{c.MaxBans >= 1, "DOORMAN_MAX_BANS", c.MaxBans, "must be at least 1"},
+		{c.MaxTracked >= 1, "DOORMAN_MAX_TRACKED", c.MaxTracked, "must be at least 1"},
+		{c.LogFormat == "text" || c.LogFormat == "json", "DOORMAN_LOG_FORMAT", c.LogFormat, "must be text or json"},
+		{oneOf(strings.ToLower(c.LogLevel), "debug", "info", "warn", "error"), "DOORMAN_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error"},
+		{c.RedisURL == "" || strings.HasPrefix(c.RedisURL, "redis://") || strings.HasPrefix(c.RedisURL, "rediss://") || strings.HasPrefix(c.RedisURL, "unix://"),
+			"DOORMAN_REDIS_URL", c.RedisURL, "must start with redis://, rediss:// or unix://"},
+	}
+	for _, k := range checks {
+		if !k.ok {
+			return &Error{Var: k.name, Value: fmt.Sprint(k.val), Problem: k.expected}
+		}
+	}
+	return nil
+}
+
+// Policy returns the ban policy.
+func (c *Config) Policy() decide.Policy {
+	return decide.Policy{MaxFailures: c.MaxFailures, FindTime: c.FindTime, BanTime: c.BanTime, BanFactor: c.BanFactor,
+		MaxBanTime: c.MaxBanTime, IPv4Prefix: c.IPv4Prefix, IPv6Prefix: c.IPv6Prefix}
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, x := range set {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkAddr accepts host:port and unix:/path.
+func checkAddr(s string) error {
+	if path, ok := strings.CutPrefix(s, "unix:"); ok {
+		if path == "" {
+			return errors.New("has no socket path")
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return errors.New("is not host:port or unix:/path")
+	}
+	return nil
+}
+
+// LocalAddr reports whether a listen address is a unix socket or loopback only.
+func LocalAddr(s string) bool {
+	if strings.HasPrefix(s, "unix:") {
+		return true
+	}
+	host, _, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// Field describes one variable.
+type Field struct{ Var, Default, Help string }
+
+func fields() []Field {
+	t := reflect.TypeFor[Config]()
+	var out []Field
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name := f.Tag.Get("env")
+		if name == "" || name == "-" {
+			continue
+		}
+		out = append(out, Field{Var: name, Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help")})
+	}
+	return out
+}
+
+// Fields returns every variable, in declaration order.
+func Fields() []Field { return fields() }
+
+func varOf(field string) string {
+	if f, ok := reflect.TypeFor[Config]().FieldByName(field); ok {
+		return f.Tag.Get("env")
+	}
+	return field
+}
+
+// WriteReference prints the variable table; markdown selects a Markdown table.
+func WriteReference(w io.Writer, markdown bool) error {
+	if markdown {
+		fmt.Fprintln(w, "| variable | default | meaning |")
+		fmt.Fprintln(w, "| --- | --- | --- |")
+		for _, f := range fields() {
+			def := "`" + f.Default + "`"
+			if f.Default == "" {
+				def = "(unset)"
+			}
+			if _, err := fmt.Fprintf(w, "| `%s` | %s | %s |\n", f.Var, def, strings.ReplaceAll(f.Help, "|", "\\|")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, f := range fields() {
+		def := f.Default
+		if def == "" {
+			def = "(unset)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Var, def, f.Help)
+	}
+	return tw.Flush()
+}

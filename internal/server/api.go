@@ -1,0 +1,385 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/doorman/doorman/decide"
+)
+
+// MaxBody is the largest request body the API reads.
+const MaxBody = 4 << 10
+
+// API is the JSON API handler.
+type API struct {
+	Core    *decide.Core
+	Backend Backend
+	Token   string // empty: no token required
+	Now     func() time.Time
+	Metrics *Metrics
+	Log     *slog.Logger
+	Timeout time.Duration // per request, for backend calls; 0 means 5 s
+	// Ready reports whether the instance can serve (state loaded); nil means ready.
+	Ready func() error
+}
+
+type failureIn struct {
+	IP       string `json:"ip"`
+	Username string `json:"username"`
+}
+
+type failureOut struct {
+	IP       string `json:"ip"`
+	Key      string `json:"key"`
+	Failures int    `json:"failures"`
+	Banned   bool   `json:"banned"`
+	Until    string `json:"until,omitempty"`
+	NeverBan bool   `json:"never_ban,omitempty"`
+}
+
+type banIn struct {
+	IP       string `json:"ip"`
+	Duration string `json:"duration"`
+	Reason   string `json:"reason"`
+}
+
+// BanJSON is a ban as the API shows it.
+type BanJSON struct {
+	Key    string `json:"key"`
+	Until  string `json:"until"`
+	Reason string `json:"reason"`
+	Count  int    `json:"count"`
+	Note   string `json:"note,omitempty"`
+}
+
+// DecideJSON explains a decision.
+type DecideJSON struct {
+	IP       string `json:"ip"`
+	Verdict  string `json:"verdict"`
+	Reason   string `json:"reason"`
+	Key      string `json:"key,omitempty"`
+	Until    string `json:"until,omitempty"`
+	Failures int    `json:"failures"`
+}
+
+func banJSON(b decide.Ban) BanJSON {
+	return BanJSON{Key: b.Key.String(), Until: b.Until.Format(time.RFC3339), Reason: b.Reason(), Count: b.Count, Note: b.Note}
+}
+
+// Handle routes one API request.
+func (a *API) Handle(ctx *fasthttp.RequestCtx) {
+	path := string(ctx.Path())
+	switch {
+	case path == "/healthz":
+		if !a.method(ctx, "GET", "HEAD") {
+			return
+		}
+		if a.Ready != nil {
+			if err := a.Ready(); err != nil {
+				writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+				return
+			}
+		}
+		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
+		return
+	case path == "/metrics":
+		if !a.method(ctx, "GET") {
+			return
+		}
+		ctx.SetContentType("text/plain; version=0.0.4")
+		a.Metrics.Write(ctx)
+		return
+	case !strings.HasPrefix(path, "/v1/"):
+		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
+		return
+	}
+	if !a.authorized(ctx) {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="doorman"`)
+		apiError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
+		return
+	}
+	timeout := a.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	c, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	switch {
+	case path == "/v1/failures":
+		if a.method(ctx, "POST") {
+			a.failure(c, ctx)
+		}
+	case path == "/v1/successes":
+		if a.method(ctx, "POST") {
+			a.success(c, ctx)
+		}
+	case path == "/v1/bans":
+		if !a.method(ctx, "GET", "POST") {
+			return
+		}
+		if ctx.IsGet() {
+			a.listBans(ctx)
+		} else {
+			a.ban(c, ctx)
+		}
+	case strings.HasPrefix(path, "/v1/bans/"):
+		if a.method(ctx, "DELETE") {
+			a.unban(c, ctx, strings.TrimPrefix(path, "/v1/bans/"))
+		}
+	case path == "/v1/decide":
+		if a.method(ctx, "GET") {
+			a.explain(ctx)
+		}
+	default:
+		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
+	}
+}
+
+func (a *API) authorized(ctx *fasthttp.RequestCtx) bool {
+	if a.Token == "" {
+		return true
+	}
+	got, ok := bytes.CutPrefix(ctx.Request.Header.Peek("Authorization"), []byte("Bearer "))
+	return ok && subtle.ConstantTimeCompare(got, []byte(a.Token)) == 1
+}
+
+func (a *API) method(ctx *fasthttp.RequestCtx, allowed ...string) bool {
+	m := string(ctx.Method())
+	for _, x := range allowed {
+		if m == x {
+			return true
+		}
+	}
+	ctx.Response.Header.Set("Allow", strings.Join(allowed, ", "))
+	apiError(ctx, fasthttp.StatusMethodNotAllowed, "method %s not allowed; use %s", m, strings.Join(allowed, " or "))
+	return false
+}
+
+func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
+	var in failureIn
+	if !readJSON(ctx, &in) {
+		return
+	}
+	ip, ok := parseIP(ctx, in.IP)
+	if !ok {
+		return
+	}
+	if len(in.Username) > 256 {
+		in.Username = in.Username[:256]
+	}
+	now := a.Now()
+	res, err := a.Backend.Fail(c, ip, now)
+	if err != nil && !res.Banned {
+		a.backendError(ctx, err)
+		return
+	}
+	a.Log.Info("failure", "ip", ip.String(), "key", res.Key.String(), "username", in.Username, "failures", res.Failures)
+	out := failureOut{IP: ip.String(), Key: res.Key.String(), Failures: res.Failures, NeverBan: res.NeverBan}
+	if res.Banned {
+		out.Banned, out.Until = true, res.Ban.Until.Format(time.RFC3339)
+	} else if v := a.Core.Decide(ip, now); v.Reason == decide.Banned {
+		out.Banned, out.Until = true, v.Until.Format(time.RFC3339)
+	}
+	if err != nil {
+		a.backendError(ctx, err) // the ban holds in memory; say it was not saved
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
+	var in failureIn
+	if !readJSON(ctx, &in) {
+		return
+	}
+	ip, ok := parseIP(ctx, in.IP)
+	if !ok {
+		return
+	}
+	if err := a.Backend.Succeed(c, ip, a.Now()); err != nil {
+		a.backendError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"ip": ip.String(), "key": a.Core.Unit(ip).String(), "failures": 0})
+}
+
+func (a *API) listBans(ctx *fasthttp.RequestCtx) {
+	bans := a.Core.Bans(a.Now())
+	out := make([]BanJSON, len(bans))
+	for i, b := range bans {
+		out[i] = banJSON(b)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"bans": out})
+}
+
+func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
+	var in banIn
+	if !readJSON(ctx, &in) {
+		return
+	}
+	p, err := decide.ParsePrefix(strings.TrimSpace(in.IP))
+	if in.IP == "" {
+		apiError(ctx, fasthttp.StatusBadRequest, `missing "ip": an IP or CIDR`)
+		return
+	} else if err != nil {
+		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %v`, err)
+		return
+	}
+	var d time.Duration
+	if in.Duration != "" {
+		if d, err = time.ParseDuration(in.Duration); err != nil || d <= 0 {
+			apiError(ctx, fasthttp.StatusBadRequest, `"duration": %q is not a positive duration (e.g. 90s, 1h)`, in.Duration)
+			return
+		}
+	}
+	if len(in.Reason) > 256 {
+		apiError(ctx, fasthttp.StatusBadRequest, `"reason": longer than 256 bytes`)
+		return
+	}
+	b, err := a.Backend.Ban(c, p, d, in.Reason, a.Now())
+	if errors.Is(err, decide.ErrTooManyRanges) {
+		apiError(ctx, fasthttp.StatusConflict, "%v (DOORMAN_MAX_BANS)", err)
+		return
+	} else if err != nil {
+		a.backendError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusCreated, banJSON(b))
+}
+
+func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
+	now := a.Now()
+	var lifted []decide.Ban
+	var err error
+	if strings.Contains(arg, "/") {
+		p, perr := decide.ParsePrefix(arg)
+		if perr != nil {
+			apiError(ctx, fasthttp.StatusBadRequest, "%v", perr)
+			return
+		}
+		var b decide.Ban
+		var ok bool
+		if b, ok, err = a.Backend.Remove(c, p, now); ok {
+			lifted = append(lifted, b)
+		}
+	} else {
+		ip, ok := parseIP(ctx, arg)
+		if !ok {
+			return
+		}
+		lifted, err = a.Backend.Unban(c, ip, now)
+	}
+	if err != nil {
+		a.backendError(ctx, err)
+		return
+	}
+	active := 0
+	for _, b := range lifted {
+		if b.Active(now) {
+			active++
+		}
+	}
+	if active == 0 {
+		apiError(ctx, fasthttp.StatusNotFound, "no ban covers %s", arg)
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (a *API) explain(ctx *fasthttp.RequestCtx) {
+	ip, ok := parseIP(ctx, string(ctx.QueryArgs().Peek("ip")))
+	if !ok {
+		return
+	}
+	now := a.Now()
+	v := a.Core.Decide(ip, now)
+	out := DecideJSON{IP: ip.String(), Verdict: "deny", Reason: v.Reason.String(), Failures: a.Core.Failures(ip, now)}
+	if v.Allow {
+		out.Verdict = "allow"
+	}
+	if v.Reason == decide.Banned {
+		out.Key, out.Until = v.Key.String(), v.Until.Format(time.RFC3339)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+func (a *API) backendError(ctx *fasthttp.RequestCtx, err error) {
+	a.Log.Error("api", "path", string(ctx.Path()), "err", err)
+	apiError(ctx, fasthttp.StatusServiceUnavailable, "%v", err)
+}
+
+// readJSON decodes one JSON object into v, strictly: unknown fields, wrong
+// types and trailing data are a 400.
+func readJSON(ctx *fasthttp.RequestCtx, v any) bool {
+	body := ctx.PostBody()
+	if len(body) > MaxBody {
+		apiError(ctx, fasthttp.StatusRequestEntityTooLarge, "body larger than %d bytes", MaxBody)
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		apiError(ctx, fasthttp.StatusBadRequest, "bad JSON: %v", err)
+		return false
+	}
+	if dec.More() {
+		apiError(ctx, fasthttp.StatusBadRequest, "bad JSON: data after the object")
+		return false
+	}
+	return true
+}
+
+func parseIP(ctx *fasthttp.RequestCtx, s string) (netip.Addr, bool) {
+	if s == "" {
+		apiError(ctx, fasthttp.StatusBadRequest, `missing "ip"`)
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %q is not an IP address`, truncate(s, 64))
+		return netip.Addr{}, false
+	}
+	return decide.Clean(a), true
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	b, _ := json.Marshal(v)
+	ctx.SetBody(append(b, '\n'))
+}
+
+func apiError(ctx *fasthttp.RequestCtx, status int, format string, args ...any) {
+	writeJSON(ctx, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+// APIError answers a request the server could not read: 413 for a body over
+// MaxBody, 431 for oversized headers, else 400; always JSON.
+func APIError(ctx *fasthttp.RequestCtx, err error) {
+	var tooBig *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		apiError(ctx, fasthttp.StatusRequestEntityTooLarge, "body larger than %d bytes", MaxBody)
+	case errors.As(err, &tooBig):
+		apiError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+	default:
+		apiError(ctx, fasthttp.StatusBadRequest, "bad request: %v", err)
+	}
+}

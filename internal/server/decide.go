@@ -1,0 +1,132 @@
+package server
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/gaissmai/bart"
+	"github.com/valyala/fasthttp"
+
+	"github.com/doorman/doorman/decide"
+)
+
+var (
+	hdrVerdict    = []byte("X-Doorman-Verdict")
+	hdrReason     = []byte("X-Doorman-Reason")
+	hdrRetryAfter = []byte("Retry-After")
+	valAllow      = []byte("allow")
+	valDeny       = []byte("deny")
+	// reasonValues are the X-Doorman-Reason values by [dry run][reason].
+	reasonValues = func() (v [2][6][]byte) {
+		for _, r := range decide.Reasons() {
+			v[0][r] = []byte(r.String())
+			v[1][r] = []byte("dry-run-" + r.String())
+		}
+		return v
+	}()
+)
+
+// Decider is the decision handler.
+type Decider struct {
+	Core    *decide.Core
+	Header  string     // the client-IP header, e.g. X-Real-IP
+	Trusted *bart.Lite // peers whose Header is believed
+	Unix    bool       // the listener is a unix socket: every peer is trusted
+	DryRun  bool       // always allow; report the would-be verdict
+	Now     func() time.Time
+	Metrics *Metrics
+	Log     *slog.Logger
+}
+
+// NewTrusted builds the trusted-proxy table.
+func NewTrusted(ps []netip.Prefix) *bart.Lite {
+	t := new(bart.Lite)
+	for _, p := range ps {
+		t.Insert(p)
+	}
+	return t
+}
+
+// Handle answers one auth_request subrequest. It does not allocate.
+func (d *Decider) Handle(ctx *fasthttp.RequestCtx) {
+	now := d.Now()
+	var v decide.Verdict
+	if a, ok := d.client(ctx); ok {
+		v = d.Core.Decide(a, now)
+	} else {
+		v = decide.Verdict{Reason: decide.NoClientIP}
+	}
+	d.Metrics.Decision(v.Reason)
+	h := &ctx.Response.Header
+	if v.Allow || d.DryRun {
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		h.SetBytesKV(hdrVerdict, valAllow)
+	} else {
+		ctx.SetStatusCode(fasthttp.StatusForbidden)
+		h.SetBytesKV(hdrVerdict, valDeny)
+		if v.Reason == decide.Banned {
+			var buf [20]byte
+			h.SetBytesKV(hdrRetryAfter, strconv.AppendInt(buf[:0], retryAfter(v.Until, now), 10))
+		}
+	}
+	dry := 0
+	if d.DryRun {
+		dry = 1
+		if !v.Allow {
+			d.Log.Info("dry-run deny", "reason", v.Reason.String(), "peer", ctx.RemoteAddr().String())
+		}
+	}
+	h.SetBytesKV(hdrReason, reasonValues[dry][v.Reason])
+}
+
+// retryAfter is the whole seconds left, rounded up so a client never retries early.
+func retryAfter(until, now time.Time) int64 {
+	left := until.Sub(now)
+	return int64((left + time.Second - 1) / time.Second)
+}
+
+// client returns the address to decide on. The header is believed only from a
+// trusted peer; from any other peer it is ignored and the peer is the client.
+// A trusted peer must send the header exactly once with a parseable address:
+// anything else is a misconfiguration or a forgery, so no client (deny).
+func (d *Decider) client(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
+	if !d.Unix {
+		peer := peerAddr(ctx)
+		if !peer.IsValid() {
+			return netip.Addr{}, false
+		}
+		if !d.Trusted.Lookup(peer) {
+			return peer, true
+		}
+	}
+	vals := ctx.Request.Header.PeekAll(d.Header)
+	if len(vals) != 1 {
+		return netip.Addr{}, false
+	}
+	// The string does not outlive this call: ParseAddr copies what it keeps.
+	a, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(vals[0]), len(vals[0])))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return decide.Clean(a), true
+}
+
+func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	if t, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		a, _ := netip.AddrFromSlice(t.IP)
+		return a.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// DecideError answers a request the server could not read: 403, fail closed.
+func DecideError(ctx *fasthttp.RequestCtx, _ error) {
+	ctx.ResetBody()
+	ctx.SetStatusCode(fasthttp.StatusForbidden)
+	ctx.Response.Header.SetBytesKV(hdrVerdict, valDeny)
+	ctx.Response.Header.SetBytesKV(hdrReason, reasonValues[0][decide.NoClientIP])
+}

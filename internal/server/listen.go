@@ -1,0 +1,99 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Listen opens host:port or unix:/path. A stale socket file is replaced; the
+// socket gets mode perm, so nginx's user can reach the decision socket while
+// the API socket stays private.
+func Listen(addr string, perm fs.FileMode) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
+		if c, err := net.DialTimeout("unix", path, 100*time.Millisecond); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another process is listening", path)
+		}
+		os.Remove(path)
+	} else if err == nil {
+		return nil, fmt.Errorf("%s exists and is not a socket", path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, perm); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// IdleTimeout keeps idle keep-alive connections from nginx open longer than
+// nginx's own upstream keepalive_timeout (60 s by default), so nginx, not
+// doorman, closes them: a connection closed by doorman while nginx reuses it
+// costs that request a retry.
+const IdleTimeout = 75 * time.Second
+
+// NewDecideServer returns the decision listener's server. Limits are set for
+// nginx as the only client: small headers, no body, short reads.
+func NewDecideServer(d *Decider, log *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                       d.Handle,
+		ErrorHandler:                  DecideError,
+		Name:                          "doorman",
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		DisablePreParseMultipartForm:  true,
+		ReadBufferSize:                8 << 10, // max request head; larger is a 403
+		WriteBufferSize:               4 << 10,
+		MaxRequestBodySize:            4 << 10,
+		ReadTimeout:                   10 * time.Second,
+		WriteTimeout:                  10 * time.Second,
+		IdleTimeout:                   IdleTimeout,
+		Concurrency:                   64 << 10,
+		Logger:                        slogPrinter{log},
+		SecureErrorLogMessage:         true,
+		DisableHeaderNamesNormalizing: false,
+	}
+}
+
+// NewAPIServer returns the API listener's server.
+func NewAPIServer(a *API, log *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      a.Handle,
+		ErrorHandler:                 APIError,
+		Name:                         "doorman",
+		NoDefaultServerHeader:        true,
+		DisablePreParseMultipartForm: true,
+		ReadBufferSize:               8 << 10,
+		MaxRequestBodySize:           MaxBody,
+		ReadTimeout:                  10 * time.Second,
+		WriteTimeout:                 30 * time.Second, // GET /v1/bans can be large
+		IdleTimeout:                  IdleTimeout,
+		Concurrency:                  16 << 10,
+		Logger:                       slogPrinter{log},
+		SecureErrorLogMessage:        true,
+	}
+}
+
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, args ...any) {
+	p.log.Debug("http", "msg", fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,179 @@
+// Package store keeps doorman's ban records in an embedded bbolt file, so that
+// bans survive restarts and kill -9. Put returns only after the record is on
+// disk (fsync), so a ban the API acknowledged is never lost. Concurrent Puts are
+// committed together in one transaction. A Store is safe for concurrent use.
+//
+// Failure counters are not stored: losing them on a crash only delays a ban.
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/doorman/doorman/decide"
+)
+
+var bucket = []byte("bans")
+
+const version = 1
+
+// Store is an open state file.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// CorruptError says the state file exists but cannot be read as one.
+type CorruptError struct {
+	Path string
+	Err  error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("state file %s is unreadable (%v); set DOORMAN_STATE_RESET=true to move it aside and start empty", e.Path, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Open opens or creates the state file at path. A file that is not a valid
+// store gives a *CorruptError and is left as it is.
+func Open(path string) (s *Store, err error) {
+	defer func() {
+		// bbolt can panic on some damaged files; that is a corrupt file, not a crash.
+		if r := recover(); r != nil {
+			s, err = nil, &CorruptError{Path: path, Err: fmt.Errorf("%v", r)}
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("state file %s is locked by another process", path)
+		}
+		if _, statErr := os.Stat(path); statErr == nil && !errors.Is(err, os.ErrPermission) {
+			return nil, &CorruptError{Path: path, Err: err}
+		}
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	db.MaxBatchDelay = 2 * time.Millisecond
+	db.MaxBatchSize = 4096
+	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
+			return err
+		}
+		var first error
+		for err := range tx.Check() { // drain: Check's goroutine sends every error
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+	if err != nil {
+		db.Close()
+		return nil, &CorruptError{Path: path, Err: err}
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// MoveAside renames a damaged state file to path.corrupt-<unix seconds> and
+// returns the new name.
+func MoveAside(path string, now time.Time) (string, error) {
+	to := fmt.Sprintf("%s.corrupt-%d", path, now.Unix())
+	return to, os.Rename(path, to)
+}
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Put writes b durably.
+func (s *Store) Put(b decide.Ban) error {
+	k, v := encode(b)
+	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(k, v) })
+}
+
+// Delete removes the records under keys durably.
+func (s *Store) Delete(keys ...netip.Prefix) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		for _, k := range keys {
+			if err := b.Delete([]byte(k.String())); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Load returns the records still worth keeping at now: those whose ban ended
+// less than forget ago (their count drives escalation). Older records and
+// records that do not decode are deleted.
+func (s *Store) Load(now time.Time, forget time.Duration) (out []decide.Ban, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, &CorruptError{Path: s.path, Err: fmt.Errorf("%v", r)}
+		}
+	}()
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucket)
+		var stale [][]byte
+		err := bk.ForEach(func(k, v []byte) error {
+			b, ok := decode(k, v)
+			if !ok || now.Sub(b.Until) > forget {
+				stale = append(stale, append([]byte(nil), k...))
+				return nil
+			}
+			out = append(out, b)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range stale {
+			if err := bk.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Record layout: version(1) until(8) count(4) failures(2) manual(1) note(rest).
+func encode(b decide.Ban) ([]byte, []byte) {
+	v := make([]byte, 16, 16+len(b.Note))
+	v[0] = version
+	binary.BigEndian.PutUint64(v[1:], uint64(b.Until.UnixNano()))
+	binary.BigEndian.PutUint32(v[9:], uint32(b.Count))
+	binary.BigEndian.PutUint16(v[13:], uint16(min(b.Failures, 1<<16-1)))
+	if b.Manual {
+		v[15] = 1
+	}
+	return []byte(b.Key.String()), append(v, b.Note...)
+}
+
+func decode(k, v []byte) (decide.Ban, bool) {
+	p, err := netip.ParsePrefix(string(k))
+	if err != nil || len(v) < 16 || v[0] != version {
+		return decide.Ban{}, false
+	}
+	return decide.Ban{
+		Key:      p,
+		Until:    time.Unix(0, int64(binary.BigEndian.Uint64(v[1:]))).UTC(),
+		Count:    int(binary.BigEndian.Uint32(v[9:])),
+		Failures: int(binary.BigEndian.Uint16(v[13:])),
+		Manual:   v[15] == 1,
+		Note:     string(v[16:]),
+	}, true
+}

@@ -1,0 +1,243 @@
+// Command doorman answers nginx auth_request subrequests with 204 (allow) or
+// 403 (deny) from CIDR lists and a table of bans, and takes failed-login
+// reports from the app through a JSON webhook. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/config"
+	"github.com/doorman/doorman/internal/server"
+	"github.com/doorman/doorman/internal/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal now ends the process at once
+	}()
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "doorman:", err)
+	}
+	os.Exit(exitCode(err))
+}
+
+// usageError is a bad command line or configuration: exit status 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func exitCode(err error) int {
+	var u usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &u):
+		return 2
+	}
+	return 1
+}
+
+// run is the whole program; tests call it directly.
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "doorman", version)
+		return nil
+	case "env":
+		md := len(args) > 0 && args[0] == "-markdown"
+		return config.WriteReference(stdout, md)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	cfg, err := config.Load(lookup)
+	if err != nil {
+		return usageError{err}
+	}
+	switch cmd {
+	case "serve":
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("serve takes no arguments")}
+		}
+		return serve(ctx, cfg, stderr)
+	case "bans", "ban", "unban", "check", "health":
+		return client(ctx, cfg, cmd, args, stdout)
+	}
+	return usageError{fmt.Errorf("unknown command %q\n%s", cmd, usage)}
+}
+
+const usage = `usage: doorman [command]
+  serve                         run the sidecar (default)
+  bans                          list active bans
+  ban IP|CIDR [-for 1h] [-reason text]
+  unban IP|CIDR                 lift the ban covering IP (or exactly CIDR)
+  check IP                      explain the decision for IP
+  health                        exit 0 when the API answers /healthz
+  env [-markdown]               every variable, its default and meaning
+  version
+Configuration is by DOORMAN_* environment variables; see 'doorman env'.
+`
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs both listeners until ctx ends, reloading the list files on SIGHUP.
+func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
+	log := newLogger(cfg, stderr)
+	lists, err := cfg.Lists()
+	if err != nil {
+		return usageError{err}
+	}
+	core := decide.New(cfg.Policy(), lists, cfg.MaxBans, cfg.MaxTracked)
+	st, err := openState(cfg, core, log)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		defer st.Close()
+	}
+	m := server.NewMetrics(core, cfg.DryRun, time.Now)
+	local := &server.Local{Core: core, Store: st, Log: log, Metrics: m}
+	var backend server.Backend = local
+	if cfg.RedisURL != "" {
+		return usageError{errors.New("DOORMAN_REDIS_URL: cluster mode is not available in this build")}
+	}
+
+	decideLn, err := server.Listen(cfg.DecideAddr, 0o666)
+	if err != nil {
+		return fmt.Errorf("DOORMAN_DECIDE_ADDR: %w", err)
+	}
+	apiLn, err := server.Listen(cfg.APIAddr, 0o660)
+	if err != nil {
+		decideLn.Close()
+		return fmt.Errorf("DOORMAN_API_ADDR: %w", err)
+	}
+	d := &server.Decider{Core: core, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
+		Unix: strings.HasPrefix(cfg.DecideAddr, "unix:"), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
+	api := &server.API{Core: core, Backend: backend, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log}
+	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
+	errc := make(chan error, 2)
+	for i, ln := range []net.Listener{decideLn, apiLn} {
+		go func() { errc <- servers[i].Serve(ln) }()
+	}
+	allow, deny, never := lists.Sizes()
+	log.Info("doorman started", "version", version, "decide", cfg.DecideAddr, "api", cfg.APIAddr,
+		"allow", allow, "deny", deny, "never_ban", never, "bans", core.Table().ActiveCount(time.Now()),
+		"state_file", cfg.StateFile, "dry_run", cfg.DryRun)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			reload(cfg, core, m, log)
+		case err := <-errc:
+			shutdown(servers, log)
+			return fmt.Errorf("listener stopped: %w", err)
+		case <-ctx.Done():
+			log.Info("shutting down")
+			shutdown(servers, log)
+			return nil
+		}
+	}
+}
+
+func reload(cfg *config.Config, core *decide.Core, m *server.Metrics, log *slog.Logger) {
+	lists, err := cfg.Lists()
+	if err != nil {
+		m.ReloadsFail.Inc()
+		log.Error("reload failed; keeping the lists in force", "err", err)
+		return
+	}
+	core.SetLists(lists)
+	m.ReloadsOK.Inc()
+	allow, deny, never := lists.Sizes()
+	log.Info("lists reloaded", "allow", allow, "deny", deny, "never_ban", never)
+}
+
+func shutdown(servers []*fasthttp.Server, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.ShutdownWithContext(ctx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
+}
+
+// openState opens the state file and loads its bans into core. A damaged file
+// stops the start, unless DOORMAN_STATE_RESET moves it aside.
+func openState(cfg *config.Config, core *decide.Core, log *slog.Logger) (*store.Store, error) {
+	if cfg.StateFile == "" {
+		return nil, nil
+	}
+	st, err := store.Open(cfg.StateFile)
+	var corrupt *store.CorruptError
+	if errors.As(err, &corrupt) && cfg.StateReset {
+		moved, merr := store.MoveAside(cfg.StateFile, time.Now())
+		if merr != nil {
+			return nil, fmt.Errorf("%w; moving it aside failed: %v", err, merr)
+		}
+		log.Warn("state file unreadable; moved aside, starting empty", "file", cfg.StateFile, "moved_to", moved, "err", corrupt.Err)
+		st, err = store.Open(cfg.StateFile)
+	}
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	recs, err := st.Load(now, cfg.MaxBanTime)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	// Oldest ban first, so that a table smaller than the file keeps the newest.
+	slices.SortFunc(recs, func(a, b decide.Ban) int { return a.Until.Compare(b.Until) })
+	var dropped []decide.Ban
+	for _, b := range recs {
+		dropped = append(dropped, core.Apply(b)...)
+	}
+	if len(dropped) > 0 {
+		keys := make([]netip.Prefix, len(dropped))
+		for i, b := range dropped {
+			keys[i] = b.Key
+		}
+		if err := st.Delete(keys...); err != nil {
+			log.Warn("state file cleanup failed", "err", err)
+		}
+	}
+	log.Info("state loaded", "file", cfg.StateFile, "records", len(recs), "active", core.Table().ActiveCount(now))
+	return st, nil
+}
