@@ -314,13 +314,15 @@ func TestNginxFailClosed(t *testing.T) {
 
 	// A doorman that accepts but does not answer fails closed after the
 	// location's proxy_read_timeout (2s), not nginx's default 60s.
-	if err := s.d.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	proc := s.d.Cmd.Process
+	if err := proc.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { proc.Signal(syscall.SIGCONT) }) // runs before doorman's stop
 	start := time.Now()
 	hung := get(t, good, admin)
 	elapsed := time.Since(start)
-	if err := s.d.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := proc.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	wantPage(t, "doorman hung", hung, 503, page503)
