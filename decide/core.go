@@ -247,6 +247,21 @@ func (c *Core) Remove(p netip.Prefix) (Ban, bool) {
 	return c.bans.remove(p, isUnit(p, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
 }
 
+// Record returns the record held under exactly p (a single address is widened
+// to its ban unit), active or expired: for the cluster sync, which must tell a
+// ban it already holds from a new one.
+func (c *Core) Record(p netip.Prefix) (Ban, bool) {
+	p = c.normalize(p)
+	r, ok := c.bans.get(p, isUnit(p, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
+	if !ok {
+		return Ban{}, false
+	}
+	c.bans.mu.RLock()
+	note := c.bans.notes[p]
+	c.bans.mu.RUnlock()
+	return r.ban(p, note), true
+}
+
 // Bans returns the bans in force at now, oldest first.
 func (c *Core) Bans(now time.Time) []Ban { return c.bans.All(now, true) }
 
