@@ -45,9 +45,10 @@ type Config struct {
 	MaxTracked  int           `env:"DOORMAN_MAX_TRACKED" envDefault:"1000000" help:"addresses whose failures are tracked at most; the least recently failing is evicted first"`
 	DryRun      bool          `env:"DOORMAN_DRY_RUN" envDefault:"false" help:"answer 204 always; the would-be verdict goes to metrics, logs and X-Doorman-Reason as dry-run-…"`
 
-	StateFile  string `env:"DOORMAN_STATE_FILE" envDefault:"doorman.db" help:"embedded store for bans; empty keeps state in memory only"`
-	StateReset bool   `env:"DOORMAN_STATE_RESET" envDefault:"false" help:"when the state file is unreadable, move it aside to FILE.corrupt-TIME and start empty instead of refusing to start"`
-	RedisURL   string `env:"DOORMAN_REDIS_URL" help:"cluster mode: share failures and bans through this Redis (redis:// or rediss://)"`
+	StateFile   string `env:"DOORMAN_STATE_FILE" envDefault:"doorman.db" help:"embedded store for bans; empty keeps state in memory only"`
+	StateReset  bool   `env:"DOORMAN_STATE_RESET" envDefault:"false" help:"when the state file is unreadable, move it aside to FILE.corrupt-TIME and start empty instead of refusing to start"`
+	RedisURL    string `env:"DOORMAN_REDIS_URL" help:"cluster mode: share failures and bans through this Redis (redis:// or rediss://); see docs/cluster.md"`
+	RedisPrefix string `env:"DOORMAN_REDIS_PREFIX" envDefault:"doorman:" help:"cluster mode: prefix of every Redis key and of the pub/sub channel; doormen that share bans share it"`
 
 	LogFormat string `env:"DOORMAN_LOG_FORMAT" envDefault:"text" help:"text or json"`
 	LogLevel  string `env:"DOORMAN_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
@@ -160,6 +161,7 @@ func (c *Config) Validate() error {
 		{oneOf(strings.ToLower(c.LogLevel), "debug", "info", "warn", "error"), "DOORMAN_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error"},
 		{c.RedisURL == "" || strings.HasPrefix(c.RedisURL, "redis://") || strings.HasPrefix(c.RedisURL, "rediss://") || strings.HasPrefix(c.RedisURL, "unix://"),
 			"DOORMAN_REDIS_URL", c.RedisURL, "must start with redis://, rediss:// or unix://"},
+		{c.RedisPrefix != "" && !strings.ContainsAny(c.RedisPrefix, "{}* \t\r\n"), "DOORMAN_REDIS_PREFIX", c.RedisPrefix, "must be non-empty, without braces, * or white space"},
 	}
 	for _, k := range checks {
 		if !k.ok {
