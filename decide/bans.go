@@ -161,7 +161,7 @@ func (t *BanTable) put(b Ban, unit bool) (evicted Ban, didEvict, ok bool) {
 	} else {
 		delete(t.notes, b.Key)
 	}
-	t.expiry[r.until/1e9]++
+	t.expiry[expirySecond(r.until)]++
 	return evicted, didEvict, true
 }
 
@@ -201,7 +201,7 @@ func (t *BanTable) covering(addr netip.Addr) []netip.Prefix {
 }
 
 func (t *BanTable) untrack(r record) {
-	s := r.until / 1e9
+	s := expirySecond(r.until)
 	if n := t.expiry[s] - 1; n > 0 {
 		t.expiry[s] = n
 	} else {
@@ -209,15 +209,18 @@ func (t *BanTable) untrack(r record) {
 	}
 }
 
+// expirySecond is the second a record stops being active: until, rounded up.
+func expirySecond(until int64) int64 { return (until + 1e9 - 1) / 1e9 }
+
 // ActiveCount returns how many records are in force at now, to the second.
-// It also forgets the expiry buckets that have passed.
+// It forgets the expiry buckets that have passed, so now must not go back.
 func (t *BanTable) ActiveCount(now time.Time) int {
 	sec := now.Unix()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
 	for s, c := range t.expiry {
-		if s < sec {
+		if s <= sec {
 			delete(t.expiry, s)
 			continue
 		}

@@ -90,6 +90,14 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 		}
 		return nil, err
 	}
+	// A variable set to "" means empty, not "use the default": DOORMAN_STATE_FILE=
+	// turns the state file off. (The env package applies defaults to empty values.)
+	rv := reflect.ValueOf(&c).Elem()
+	for i, f := range reflect.VisibleFields(rv.Type()) {
+		if v, ok := vars[f.Tag.Get("env")]; ok && v == "" && f.Type.Kind() == reflect.String {
+			rv.Field(i).SetString("")
+		}
+	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}

@@ -7,11 +7,13 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -41,44 +43,70 @@ func (e *CorruptError) Error() string {
 
 func (e *CorruptError) Unwrap() error { return e.Err }
 
-// Open opens or creates the state file at path. A file that is not a valid
-// store gives a *CorruptError and is left as it is.
-func Open(path string) (s *Store, err error) {
-	defer func() {
-		// bbolt can panic on some damaged files; that is a corrupt file, not a crash.
-		if r := recover(); r != nil {
-			s, err = nil, &CorruptError{Path: path, Err: fmt.Errorf("%v", r)}
+// Open opens or creates the state file at path. An existing file is first
+// read through, read-only, so that a damaged one gives a *CorruptError and is
+// left byte for byte as it was.
+func Open(path string) (*Store, error) {
+	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+		if err := verify(path); err != nil {
+			return nil, err
 		}
-	}()
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("state file %s is locked by another process", path)
-		}
-		if _, statErr := os.Stat(path); statErr == nil && !errors.Is(err, os.ErrPermission) {
-			return nil, &CorruptError{Path: path, Err: err}
-		}
-		return nil, fmt.Errorf("state file %s: %w", path, err)
+		return nil, openError(path, err)
 	}
 	db.MaxBatchDelay = 2 * time.Millisecond
 	db.MaxBatchSize = 4096
 	err = db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
-			return err
-		}
-		var first error
-		for err := range tx.Check() { // drain: Check's goroutine sends every error
-			if first == nil {
-				first = err
-			}
-		}
-		return first
+		_, err := tx.CreateBucketIfNotExists(bucket)
+		return err
 	})
 	if err != nil {
 		db.Close()
-		return nil, &CorruptError{Path: path, Err: err}
+		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	return &Store{db: db, path: path}, nil
+}
+
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, bolt.ErrTimeout):
+		return fmt.Errorf("state file %s is locked by another process", path)
+	case errors.Is(err, os.ErrPermission), errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("state file %s: %w", path, err)
+	}
+	return &CorruptError{Path: path, Err: err}
+}
+
+// verify opens path read-only and visits every record. A damaged file can make
+// bbolt panic or fault on its memory map: both are a corrupt file, not a crash.
+func verify(path string) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &CorruptError{Path: path, Err: fmt.Errorf("%v", r)}
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if err != nil {
+		return openError(path, err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(k, v []byte) error {
+				if _, ok := decode(k, v); !ok && bytes.Equal(name, bucket) {
+					return fmt.Errorf("undecodable record %q", k)
+				}
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return &CorruptError{Path: path, Err: err}
+	}
+	return nil
 }
 
 // MoveAside renames a damaged state file to path.corrupt-<unix seconds> and
