@@ -23,7 +23,7 @@ func TestPutLoadDelete(t *testing.T) {
 	bans := []decide.Ban{
 		{Key: netip.MustParsePrefix("192.0.2.1/32"), Until: t0.Add(time.Hour), Count: 2, Failures: 5},
 		{Key: netip.MustParsePrefix("2001:db8::/64"), Until: t0.Add(2 * time.Hour), Count: 1, Manual: true, Note: "scanner"},
-		{Key: netip.MustParsePrefix("10.0.0.0/8"), Until: t0.Add(-time.Hour), Count: 3},       // expired, remembered
+		{Key: netip.MustParsePrefix("10.0.0.0/8"), Until: t0.Add(-time.Hour), Count: 3},        // expired, remembered
 		{Key: netip.MustParsePrefix("10.1.0.0/16"), Until: t0.Add(-200 * time.Hour), Count: 1}, // forgotten
 	}
 	for _, b := range bans {
