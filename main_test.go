@@ -299,3 +299,20 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("env: %q %v", out, err)
 	}
 }
+
+// TestREADMEEnvTable keeps the README's variable table equal to `doorman env -markdown`.
+func TestREADMEEnvTable(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if err := run(context.Background(), []string{"env", "-markdown"}, nil, &want, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok1 := strings.Cut(string(readme), "<!-- env:start -->\n")
+	got, _, ok2 := strings.Cut(rest, "<!-- env:end -->")
+	if !ok1 || !ok2 || got != want.String() {
+		t.Fatalf("README.md's table between the env markers differs from `doorman env -markdown`:\n%s", want.String())
+	}
+}
