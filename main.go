@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
@@ -132,7 +133,16 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	local := &server.Local{Core: core, Store: st, Log: log, Metrics: m}
 	var backend server.Backend = local
 	if cfg.RedisURL != "" {
-		return usageError{errors.New("DOORMAN_REDIS_URL: cluster mode is not available in this build")}
+		cl, err := cluster.New(cluster.Options{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Local: local})
+		if err != nil {
+			return usageError{fmt.Errorf("DOORMAN_REDIS_URL: %q: %v", cluster.Redact(cfg.RedisURL), err)}
+		}
+		syncCtx, stopSync := context.WithCancel(context.Background())
+		synced := make(chan struct{})
+		go func() { cl.Run(syncCtx); close(synced) }()
+		defer func() { stopSync(); <-synced }() // before the state file closes
+		backend = cl
+		log.Info("cluster mode", "redis", cluster.Redact(cfg.RedisURL), "prefix", cfg.RedisPrefix)
 	}
 
 	decideLn, err := server.Listen(cfg.DecideAddr, 0o666)
