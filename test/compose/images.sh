@@ -63,6 +63,12 @@ build_nginx() {
 build_go() {
   rootfs "$work/go" ca-certificates,git
   cp -a "$goroot" "$work/go/usr/local/go"
+  # Trust the host's local CAs too, so `go mod download` works where TLS to
+  # the module proxy goes through an intercepting proxy.
+  if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$work/go/usr/local/share/ca-certificates/"
+    chroot "$work/go" update-ca-certificates >/dev/null
+  fi
   import "$work/go" "$go_image" \
     'ENV PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     'ENV GOTOOLCHAIN=local' 'CMD ["go", "version"]'
