@@ -20,6 +20,10 @@ import (
 // MaxBody is the largest request body the API reads.
 const MaxBody = 4 << 10
 
+// MaxManualBan is the longest manual ban: ten years, far from the end of
+// the nanosecond clock the ban table keeps (year 2262).
+const MaxManualBan = 10 * 365 * 24 * time.Hour
+
 // API is the JSON API handler.
 type API struct {
 	Core    *decide.Core
@@ -237,8 +241,8 @@ func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	var d time.Duration
 	if in.Duration != "" {
-		if d, err = time.ParseDuration(in.Duration); err != nil || d <= 0 {
-			apiError(ctx, fasthttp.StatusBadRequest, `"duration": %q is not a positive duration (e.g. 90s, 1h)`, in.Duration)
+		if d, err = time.ParseDuration(in.Duration); err != nil || d <= 0 || d > MaxManualBan {
+			apiError(ctx, fasthttp.StatusBadRequest, `"duration": %q is not a duration from 1s to %v (e.g. 90s, 1h)`, in.Duration, MaxManualBan)
 			return
 		}
 	}

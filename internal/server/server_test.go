@@ -279,6 +279,7 @@ func TestAPIErrors(t *testing.T) {
 		{"wrong method delete", "POST", "/v1/bans/192.0.2.1", ``, 405},
 		{"bad duration", "POST", "/v1/bans", `{"ip":"192.0.2.1","duration":"forever"}`, 400},
 		{"negative duration", "POST", "/v1/bans", `{"ip":"192.0.2.1","duration":"-1h"}`, 400},
+		{"too long", "POST", "/v1/bans", `{"ip":"192.0.2.1","duration":"100000h"}`, 400},
 		{"bad cidr", "POST", "/v1/bans", `{"ip":"10.0.0.0/33"}`, 400},
 		{"unban garbage", "DELETE", "/v1/bans/nope", ``, 400},
 		{"unban none", "DELETE", "/v1/bans/192.0.2.1", ``, 404},
