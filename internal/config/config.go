@@ -161,6 +161,7 @@ func (c *Config) Validate() error {
 		{c.BanTime > 0, "DOORMAN_BAN_TIME", c.BanTime, "must be positive"},
 		{c.BanFactor >= 1, "DOORMAN_BAN_FACTOR", c.BanFactor, "must be at least 1"},
 		{c.MaxBanTime >= c.BanTime, "DOORMAN_MAX_BAN_TIME", c.MaxBanTime, "must be at least DOORMAN_BAN_TIME"},
+		{c.MaxBanTime <= 87600*time.Hour, "DOORMAN_MAX_BAN_TIME", c.MaxBanTime, "must be at most 87600h (ten years)"},
 		{c.IPv4Prefix >= 8 && c.IPv4Prefix <= 32, "DOORMAN_IPV4_PREFIX", c.IPv4Prefix, "must be from 8 to 32"},
 		{c.IPv6Prefix >= 16 && c.IPv6Prefix <= 128, "DOORMAN_IPV6_PREFIX", c.IPv6Prefix, "must be from 16 to 128"},
 		{c.MaxBans >= 1, "DOORMAN_MAX_BANS", c.MaxBans, "must be at least 1"},
