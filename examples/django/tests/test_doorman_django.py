@@ -202,13 +202,13 @@ class SlowDoormanTests(LoginTestCase):
         self.assertEqual(resp.status_code, 200)
         self.assertContains(resp, "Please enter the correct username and password")
         self.assertEqual(len(self.doorman.requests), 1)
-        self.assertLess(took, 1.5, "a hanging doorman held the login page")
+        self.assertLess(took, 3, "a hanging doorman held the login page")  # it would hang 10 s
 
     def test_login_succeeds_within_timeout(self):
         with self.settings(DOORMAN_TIMEOUT=0.3):
             resp, took = self.timed(self.good_login)
         self.assertEqual(resp.status_code, 302)
-        self.assertLess(took, 1.5)
+        self.assertLess(took, 3)
 
 
 class BrokenDoormanTests(LoginTestCase):
