@@ -311,12 +311,22 @@ func TestFail2banJail(t *testing.T) {
 	if out, err := exec.Command("cp", "-r", etc, dir).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v\n%s", err, out)
 	}
+	write := func(path string, b []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Only the doorman jail: the distribution's enabled jails would need
 	// their own log files.
-	os.RemoveAll(filepath.Join(dir, "jail.d"))
-	os.MkdirAll(filepath.Join(dir, "jail.d"), 0o755)
+	if err := os.RemoveAll(filepath.Join(dir, "jail.d")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "jail.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	logPath := filepath.Join(t.TempDir(), "doorman.log")
-	os.WriteFile(logPath, nil, 0o644)
+	write(logPath, nil)
 	root := filepath.Join(repoRoot(t), "nginx", "fail2ban")
 	jail, err := os.ReadFile(filepath.Join(root, "jail.d", "doorman.conf"))
 	if err != nil {
@@ -327,12 +337,12 @@ func TestFail2banJail(t *testing.T) {
 		t.Fatalf("jail.d/doorman.conf no longer contains %q", shippedLog)
 	}
 	jail = bytes.Replace(jail, []byte(shippedLog), []byte("logpath = "+logPath), 1)
-	os.WriteFile(filepath.Join(dir, "jail.d", "doorman.conf"), jail, 0o644)
+	write(filepath.Join(dir, "jail.d", "doorman.conf"), jail)
 	filter, err := os.ReadFile(filepath.Join(root, "filter.d", "doorman.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "filter.d", "doorman.conf"), filter, 0o644)
+	write(filepath.Join(dir, "filter.d", "doorman.conf"), filter)
 
 	out, err := exec.Command("fail2ban-client", "-c", dir, "-t").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "OK: configuration test is successful") {
@@ -378,10 +388,7 @@ for n in range(1, 11):
 	if err != nil {
 		t.Fatalf("evaluating bantime.formula %q: %v", settings["bantime.formula"], err)
 	}
-	var got []string
-	for _, s := range strings.Fields(string(res)) {
-		got = append(got, s)
-	}
+	got := strings.Fields(string(res))
 	var want []string
 	for n := 1; n <= 10; n++ {
 		d := time.Hour << (n - 1) // BAN_TIME * 2^(n-1)
