@@ -42,10 +42,26 @@ func rawExchange(t *testing.T, src, addr string, req []byte) (rawResponse, error
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(req); err != nil {
-		return rawResponse{}, err
+	// Write while reading: a server may answer and close before it has read
+	// an oversized request.
+	werr := make(chan error, 1)
+	go func() { _, err := c.Write(req); werr <- err }()
+	r, err := readRawResponse(bufio.NewReader(c))
+	if err != nil {
+		if we := <-werr; we != nil {
+			return r, fmt.Errorf("%w (writing: %v)", err, we)
+		}
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	return r, err
+}
+
+// readRawResponse reads one final response (its body up to 1 MiB) from
+// br, skipping 1xx interim responses.
+func readRawResponse(br *bufio.Reader) (rawResponse, error) {
+	resp, err := http.ReadResponse(br, nil)
+	for err == nil && resp.StatusCode < 200 {
+		resp, err = http.ReadResponse(br, nil)
+	}
 	if err != nil {
 		return rawResponse{}, err
 	}
