@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -55,6 +56,12 @@ type Cluster struct {
 	workers []chan job
 	wg      sync.WaitGroup
 
+	// keyLocks serialize, per ban key, an API call (Redis, then the Core and
+	// the state file) with the sync loop applying a peer's change to that key,
+	// so a peer's unban published right after this instance's ban is never
+	// applied before the ban itself.
+	keyLocks [64]sync.Mutex
+
 	reconnects *metrics.Counter
 	errors     *metrics.Counter
 	pushed     *metrics.Counter
@@ -102,8 +109,9 @@ func New(o Options) (*Cluster, error) {
 		log: l.Log.With("component", "cluster"), now: o.Now, tick: o.Tick,
 		pending: map[netip.Prefix]pendingUnban{},
 	}
-	// go-redis logs through a package-level logger; one doorman runs one cluster.
-	redis.SetLogger(redisLogger{c.log})
+	// go-redis logs through a package-level logger: set once, to the first
+	// cluster's log (a doorman runs one).
+	setLogger.Do(func() { redis.SetLogger(redisLogger{c.log}) })
 	s := l.Metrics.Set()
 	s.NewGauge("doorman_redis_up", func() float64 {
 		if c.state.Load() == stateUp {
@@ -143,6 +151,12 @@ func (c *Cluster) normalize(p netip.Prefix) netip.Prefix {
 
 func ms(d time.Duration) int64 { return d.Milliseconds() }
 
+func (c *Cluster) lockKey(k netip.Prefix) func() {
+	m := &c.keyLocks[maphash.Comparable(shardSeed, k)%uint64(len(c.keyLocks))]
+	m.Lock()
+	return m.Unlock
+}
+
 // Fail implements server.Backend: the failure is counted in Redis; the
 // failure that reaches the threshold bans, there and here, before Fail returns.
 func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
@@ -154,6 +168,7 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 	never := c.core.Lists().NeverBan(a)
 	// Already banned here (possibly by a range Redis cannot match): count, do not ban again.
 	hold := never || c.core.Decide(a, now).Reason == decide.Banned
+	defer c.lockKey(key)()
 	p := c.policy
 	member := c.id + ":" + strconv.FormatUint(c.seq.Add(1), 36)
 	v, err := failScript.Run(ctx, c.rdb,
@@ -216,6 +231,7 @@ func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note
 		return c.localBan(ctx, p, d, note, now)
 	}
 	key := c.normalize(p)
+	defer c.lockKey(key)()
 	pol := c.policy
 	dms := int64(0)
 	if d > 0 {
@@ -252,6 +268,7 @@ func (c *Cluster) localBan(ctx context.Context, p netip.Prefix, d time.Duration,
 // ranges this instance knows to contain it) are lifted here, then in Redis.
 func (c *Cluster) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
 	a = decide.Clean(a)
+	defer c.lockKey(c.core.Unit(a))() // ranges lifted here are not locked: they are rare and manual
 	lifted := c.core.Unban(a)
 	keys := []netip.Prefix{c.core.Unit(a)}
 	byKey := map[netip.Prefix]decide.Ban{}
@@ -269,6 +286,7 @@ func (c *Cluster) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]dec
 // then in Redis.
 func (c *Cluster) Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
 	key := c.normalize(p)
+	defer c.lockKey(key)()
 	byKey := map[netip.Prefix]decide.Ban{}
 	b, ok := c.core.Remove(key)
 	if ok {
@@ -296,7 +314,7 @@ func (c *Cluster) unbanKeys(ctx context.Context, keys []netip.Prefix, local map[
 			}
 			h, err := unbanScript.Run(ctx, c.rdb,
 				[]string{c.key("ban", k), c.key("count", k), c.key("unban", k), c.key("fail", k)},
-				now.UnixMilli(), now.UnixMilli(), lu, c.events, k.String(), ip, c.id).StringSlice()
+				now.UnixMilli(), -1, lu, c.events, k.String(), ip, c.id).StringSlice()
 			if err == nil {
 				if b, ok := parseHash(k, h); ok {
 					if _, had := local[k]; !had {
@@ -433,3 +451,5 @@ func (c *Cluster) keyOf(redisKey string) (netip.Prefix, bool) {
 }
 
 var errStalled = errors.New("no reply on the pub/sub connection")
+
+var setLogger sync.Once

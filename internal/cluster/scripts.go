@@ -10,7 +10,8 @@ import "github.com/redis/go-redis/v9"
 // Keys of one ban key K share the hash tag {K}, so each script touches a
 // single slot and the layout works on Redis Cluster too:
 //
-//	PREFIX ban:{K}    hash: until, at (ms since the epoch), count, failures, manual (0/1), note, ip, origin; PX = until-now
+//	PREFIX ban:{K}    hash: until, at (ms since the epoch; absent when pushed by reconcile),
+//	                  count, failures, manual (0/1), note, ip, origin; PX = until-now
 //	PREFIX fail:{K}   sorted set of failure times (ms); PX = find time
 //	PREFIX count:{K}  the ban count, for escalation; PX = ban length + max ban time
 //	PREFIX unban:{K}  tombstone: the until of the last ban lifted, PX = until-now
@@ -103,7 +104,7 @@ if tonumber(redis.call('GET', KEYS[3]) or '0') >= untilv then return -1 end
 if tonumber(redis.call('HGET', KEYS[1], 'until') or '0') >= untilv then return 0 end
 local ttl = untilv - now
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'until', int(untilv), 'at', int(now), 'count', count, 'failures', ARGV[4],
+redis.call('HSET', KEYS[1], 'until', int(untilv), 'count', count, 'failures', ARGV[4],
   'manual', ARGV[5], 'note', ARGV[6], 'ip', ARGV[10], 'origin', ARGV[11])
 redis.call('PEXPIRE', KEYS[1], int(ttl))
 if tonumber(redis.call('GET', KEYS[2]) or '0') < count then
@@ -121,9 +122,10 @@ return 1
 // message) drops it at its next sync instead of pushing it back.
 //
 // KEYS: ban, count, unban, fail
-// ARGV: now, before (only a ban made at or before this time is lifted: an
-// unban queued during an outage must not lift a newer ban), until of the ban
-// this instance lifted locally (0: none), channel, key, ip, origin
+// ARGV: now, before (-1: lift whatever is there; else only a ban made at or
+// before this time is lifted: an unban queued during an outage must not lift
+// a newer ban), until of the ban this instance lifted locally (0: none),
+// channel, key, ip, origin
 // Returns the lifted ban's hash as a flat list, or an empty list.
 var unbanScript = redis.NewScript(`
 local now, before, localUntil = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -133,7 +135,16 @@ local tomb = localUntil
 if #h > 0 then
   local f = {}
   for i = 1, #h, 2 do f[h[i]] = h[i + 1] end
-  if tonumber(f['at'] or '0') > before then return {} end
+  if before >= 0 then
+    -- A queued unban lifts the ban it saw, not a newer one. A pushed ban has
+    -- no 'at' (its making time is not known): it is the same ban when it ends
+    -- no later than the one lifted.
+    if f['at'] then
+      if tonumber(f['at']) > before then return {} end
+    elseif tonumber(f['until']) > localUntil then
+      return {}
+    end
+  end
   if tonumber(f['until']) > tomb then tomb = tonumber(f['until']) end
   redis.call('DEL', KEYS[1], KEYS[2])
 elseif localUntil == 0 then

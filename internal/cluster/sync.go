@@ -115,7 +115,12 @@ func (c *Cluster) Run(ctx context.Context) {
 			switch m := msg.(type) {
 			case *redis.Subscription:
 				if m.Kind == "subscribe" { // a new connection: catch up
+					// Messages queued during the sync may predate what it
+					// read; a second pass a tick later, once they are
+					// applied, settles them.
 					synced = c.sync(ctx)
+					c.dirty.Store(true)
+					lastTick = time.Now()
 				}
 			case *redis.Message:
 				c.handle(m.Payload)
@@ -196,6 +201,7 @@ func (c *Cluster) handle(payload string) {
 		c.learn(m.IP, decide.Ban{Key: key, Until: time.UnixMilli(m.Until).UTC(), Manual: m.Manual,
 			Note: m.Note, Count: m.Count, Failures: m.Failures})
 	case "unban":
+		defer c.lockKey(key)()
 		if b, ok := c.core.Remove(key); ok {
 			c.enqueue(job{b: b, ip: m.IP})
 		}
@@ -212,6 +218,7 @@ func (c *Cluster) handle(payload string) {
 // learn applies a ban held in Redis, unless this instance holds it or a
 // longer one under the same key.
 func (c *Cluster) learn(ip string, b decide.Ban) {
+	defer c.lockKey(b.Key)()
 	if old, ok := c.core.Record(b.Key); ok && !old.Until.Before(b.Until) {
 		return
 	}

@@ -1,0 +1,356 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/store"
+)
+
+var ctx = context.Background()
+
+// Failures split across three instances, sent concurrently, ban at exactly
+// the threshold: one ban per address, reported by the failure that crossed.
+func TestThresholdAcrossInstances(t *testing.T) {
+	url, pfx := redisURL(t), prefix(t)
+	nodes := []*node{
+		startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true}),
+		startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true}),
+		startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true}),
+	}
+	now := time.Now()
+	const addrs = 20
+	for i := range addrs {
+		ip := netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", i+1))
+		var wg sync.WaitGroup
+		results := make([]decide.FailResult, testPolicy.MaxFailures)
+		for j := range results {
+			wg.Go(func() {
+				res, err := nodes[j%len(nodes)].c.Fail(ctx, ip, now)
+				if err != nil {
+					t.Error(err)
+				}
+				results[j] = res
+			})
+		}
+		wg.Wait()
+		bans, counts := 0, map[int]int{}
+		for _, r := range results {
+			counts[r.Failures]++
+			if r.Banned {
+				bans++
+				if r.Failures != testPolicy.MaxFailures || r.Ban.Count != 1 {
+					t.Errorf("%v: crossing result %+v, want failures %d, count 1", ip, r, testPolicy.MaxFailures)
+				}
+			}
+		}
+		if bans != 1 {
+			t.Errorf("%v: %d results say banned, want exactly 1 (%+v)", ip, bans, results)
+		}
+		for f := 1; f <= testPolicy.MaxFailures; f++ {
+			if counts[f] != 1 {
+				t.Errorf("%v: failure counts %v, want each of 1..%d once", ip, counts, testPolicy.MaxFailures)
+				break
+			}
+		}
+		for k, n := range nodes {
+			waitFor(t, fmt.Sprintf("node %d bans %v", k, ip), 2*time.Second, func() bool { return banned(n.core, ip.String(), now) })
+		}
+	}
+	waitFor(t, "ban lines", 2*time.Second, func() bool {
+		total := 0
+		for _, n := range nodes {
+			total += n.log.count("msg=ban ", "source=cluster")
+		}
+		return total == addrs*(len(nodes)-1)
+	})
+	own := 0
+	for _, n := range nodes {
+		own += n.log.count("msg=ban ") - n.log.count("msg=ban ", "source=cluster")
+	}
+	if own != addrs {
+		t.Errorf("%d ban lines without source=cluster, want %d (one per ban)", own, addrs)
+	}
+}
+
+// The n-th ban of a unit lasts BanTime × BanFactor^(n-1), capped; the count
+// is shared. Time is passed in.
+func TestEscalationShared(t *testing.T) {
+	url, pfx := redisURL(t), prefix(t)
+	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	b := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	ip := netip.MustParseAddr("2001:db8:1:2:3:4:5:6")
+	now := time.Now().Truncate(time.Millisecond)
+	want := []time.Duration{time.Hour, 2 * time.Hour, 4 * time.Hour, 5 * time.Hour}
+	for round, d := range want {
+		var res decide.FailResult
+		for i := range testPolicy.MaxFailures {
+			n := []*node{a, b}[i%2]
+			var err error
+			if res, err = n.c.Fail(ctx, ip, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !res.Banned || res.Ban.Count != round+1 || !res.Ban.Until.Equal(now.Add(d)) {
+			t.Fatalf("round %d: %+v, want ban #%d until now+%v", round+1, res, round+1, d)
+		}
+		if k := netip.MustParsePrefix("2001:db8:1:2::/64"); res.Key != k {
+			t.Fatalf("key %v, want the /64 %v", res.Key, k)
+		}
+		now = res.Ban.Until.Add(time.Second) // the ban has ended
+	}
+}
+
+// Never-ban addresses are counted but not banned; a success resets the
+// shared count.
+func TestNeverBanAndSuccess(t *testing.T) {
+	url, pfx := redisURL(t), prefix(t)
+	lists := decide.NewLists(nil, nil, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")})
+	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true, lists: lists})
+	b := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	now := time.Now()
+	never := netip.MustParseAddr("192.0.2.1")
+	for range 2 * testPolicy.MaxFailures {
+		res, err := a.c.Fail(ctx, never, now)
+		if err != nil || res.Banned || !res.NeverBan {
+			t.Fatalf("never-ban address: %+v, %v", res, err)
+		}
+	}
+	ip := netip.MustParseAddr("198.51.100.1")
+	for range testPolicy.MaxFailures - 1 {
+		if _, err := a.c.Fail(ctx, ip, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.c.Succeed(ctx, ip, now); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.c.Fail(ctx, ip, now)
+	if err != nil || res.Failures != 1 || res.Banned {
+		t.Fatalf("after a success on another instance: %+v, %v; want failures 1", res, err)
+	}
+}
+
+// Manual bans (addresses and ranges), unbans and removals reach every
+// instance, and Redis holds exactly what is in force.
+func TestManualBansPropagate(t *testing.T) {
+	url, pfx := redisURL(t), prefix(t)
+	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	b := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	rc := rawClient(t, url)
+	now := time.Now()
+
+	ban, err := a.c.Ban(ctx, netip.MustParsePrefix("10.0.0.0/8"), 10*time.Minute, "scanner", now)
+	if err != nil || ban.Count != 1 || !ban.Manual {
+		t.Fatalf("Ban: %+v, %v", ban, err)
+	}
+	waitFor(t, "range ban on b", time.Second, func() bool { return banned(b.core, "10.9.8.7", now) })
+	if r, ok := b.core.Record(netip.MustParsePrefix("10.0.0.0/8")); !ok || r.Note != "scanner" || !r.Until.Equal(ban.Until) {
+		t.Fatalf("b holds %+v, want %+v", r, ban)
+	}
+	lifted, err := b.c.Unban(ctx, netip.MustParseAddr("10.9.8.7"), now)
+	if err != nil || len(lifted) != 1 || lifted[0].Key.String() != "10.0.0.0/8" {
+		t.Fatalf("Unban: %v, %v", lifted, err)
+	}
+	waitFor(t, "unban on a", time.Second, func() bool { return !banned(a.core, "10.9.8.7", now) })
+	if n, _ := rc.Exists(ctx, pfx+"ban:{10.0.0.0/8}").Result(); n != 0 {
+		t.Error("the range ban is still in Redis")
+	}
+
+	if _, err := b.c.Ban(ctx, netip.MustParsePrefix("198.51.100.7/32"), 0, "", now); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "address ban on a", time.Second, func() bool { return banned(a.core, "198.51.100.7", now) })
+	got, ok, err := a.c.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now)
+	if err != nil || !ok || got.Key.String() != "198.51.100.7/32" {
+		t.Fatalf("Remove: %+v %v %v", got, ok, err)
+	}
+	waitFor(t, "removal on b", time.Second, func() bool { return !banned(b.core, "198.51.100.7", now) })
+	if _, ok, _ := a.c.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now); ok {
+		t.Error("a second Remove found a ban")
+	}
+	waitFor(t, "unban lines", time.Second, func() bool { return b.log.count("msg=unban", "source=cluster") == 1 })
+}
+
+// An instance that missed an unban drops the ban at its next sync (the
+// tombstone says so) instead of pushing it back; a ban only it holds, with no
+// tombstone, is pushed to Redis and so to the others.
+func TestReconcileTombstoneAndPush(t *testing.T) {
+	url, pfx := redisURL(t), prefix(t)
+	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	b := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	now := time.Now()
+	if _, err := a.c.Ban(ctx, netip.MustParsePrefix("198.51.100.20/32"), time.Hour, "", now); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ban on b", time.Second, func() bool { return banned(b.core, "198.51.100.20", now) })
+	b.stop() // b is partitioned: it keeps its table but hears nothing
+	if _, err := a.c.Unban(ctx, netip.MustParseAddr("198.51.100.20"), now); err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile b learned a ban nobody else has (as if made during an outage).
+	b.core.Apply(decide.Ban{Key: netip.MustParsePrefix("198.51.100.21/32"), Until: now.Add(time.Hour).Truncate(time.Millisecond), Count: 1, Failures: 5})
+
+	b2 := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true, core: b.core})
+	if banned(b2.core, "198.51.100.20", now) {
+		t.Error("b kept a ban lifted while it was away")
+	}
+	waitFor(t, "pushed ban on a", time.Second, func() bool { return banned(a.core, "198.51.100.21", now) })
+	if b2.log.count("msg=unban", "key=198.51.100.20/32", "source=cluster") != 1 {
+		t.Errorf("b's log lacks the unban line:\n%s", b2.log)
+	}
+}
+
+// Redis down: the backend counts and bans locally, each outage and recovery is
+// logged once, and when Redis comes back empty (no persistence) the local
+// bans are pushed and the unbans made meanwhile are not undone.
+func TestOutageAndRecovery(t *testing.T) {
+	r := ownRedis(t)
+	pfx := prefix(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a := startNode(t, nodeOpt{url: r.url, prefix: pfx, waitUp: true, store: st})
+	b := startNode(t, nodeOpt{url: r.url, prefix: pfx, waitUp: true})
+	now := time.Now()
+	for _, ip := range []string{"203.0.113.1", "203.0.113.2"} {
+		if _, err := a.c.Ban(ctx, netip.MustParsePrefix(ip+"/32"), time.Hour, "", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "bans on b", time.Second, func() bool { return banned(b.core, "203.0.113.2", now) })
+
+	r.kill()
+	waitFor(t, "a sees the outage", 5*time.Second, func() bool { return !a.c.Up() })
+	var res decide.FailResult
+	for range testPolicy.MaxFailures {
+		if res, err = a.c.Fail(ctx, netip.MustParseAddr("203.0.113.3"), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !res.Banned || !banned(a.core, "203.0.113.3", now) {
+		t.Fatalf("local fallback did not ban: %+v", res)
+	}
+	if lifted, err := a.c.Unban(ctx, netip.MustParseAddr("203.0.113.1"), now); err != nil || len(lifted) != 1 {
+		t.Fatalf("Unban during the outage: %v, %v", lifted, err)
+	}
+	if recs, _ := st.Load(now, time.Hour); len(recs) != 2 {
+		t.Errorf("state file holds %d bans during the outage, want 2", len(recs))
+	}
+
+	r.restart(t) // empty: no persistence
+	rc := rawClient(t, r.url)
+	waitFor(t, "a back up", 5*time.Second, a.c.Up)
+	waitFor(t, "b back up", 5*time.Second, b.c.Up)
+	waitFor(t, "bans restored in Redis", 5*time.Second, func() bool {
+		n, _ := rc.Exists(ctx, pfx+"ban:{203.0.113.2/32}", pfx+"ban:{203.0.113.3/32}").Result()
+		return n == 2
+	})
+	waitFor(t, "fallback ban on b", 2*time.Second, func() bool { return banned(b.core, "203.0.113.3", now) })
+	// b never heard the unban of .1 and pushed it back on reconnect, or a's
+	// tombstone (written when a replayed the unban) dropped it: either order
+	// must end with .1 unbanned everywhere.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, _ := rc.Exists(ctx, pfx+"ban:{203.0.113.1/32}").Result()
+		if n == 0 && !banned(a.core, "203.0.113.1", now) && !banned(b.core, "203.0.113.1", now) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("unban of .1 undone: in redis %d, on a %v, on b %v\na:\n%s\nb:\n%s", n,
+				banned(a.core, "203.0.113.1", now), banned(b.core, "203.0.113.1", now), a.log, b.log)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	for name, n := range map[string]*node{"a": a, "b": b} {
+		if o, rec := n.log.count("msg=\"redis unreachable;"), n.log.count("msg=\"redis reachable again;"); o != 1 || rec != 1 {
+			t.Errorf("%s logged %d outages and %d recoveries, want 1 and 1:\n%s", name, o, rec, n.log)
+		}
+	}
+	var sb strings.Builder
+	a.local.Metrics.Write(&sb)
+	for _, want := range []string{"doorman_redis_up 1", "doorman_redis_reconnects_total 1"} {
+		if !strings.Contains(sb.String(), want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// A start while Redis is unreachable works from the local table, and joins
+// the cluster when Redis appears.
+func TestStartWhileRedisDown(t *testing.T) {
+	requireRedisServer(t)
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+	core := decide.New(testPolicy, nil, 100, 100)
+	now := time.Now()
+	core.Apply(decide.Ban{Key: netip.MustParsePrefix("203.0.113.9/32"), Until: now.Add(time.Hour).Truncate(time.Millisecond), Count: 1})
+	a := startNode(t, nodeOpt{url: url, prefix: prefix(t), core: core})
+	waitFor(t, "outage logged", 5*time.Second, func() bool { return a.log.count("redis unreachable at start") == 1 })
+	res, err := a.c.Fail(ctx, netip.MustParseAddr("203.0.113.10"), now)
+	if err != nil || res.Failures != 1 {
+		t.Fatalf("Fail while down: %+v, %v", res, err)
+	}
+	if !banned(a.core, "203.0.113.9", now) {
+		t.Fatal("the ban from the local table is not in force")
+	}
+	r, err := spawnRedis(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.kill() })
+	waitFor(t, "a joins", 10*time.Second, a.c.Up)
+	rc := rawClient(t, url)
+	waitFor(t, "local ban pushed", 2*time.Second, func() bool {
+		n, _ := rc.Exists(ctx, a.c.prefix+"ban:{203.0.113.9/32}").Result()
+		return n == 1
+	})
+}
+
+func TestNewClientURLs(t *testing.T) {
+	for _, tc := range []struct {
+		name, url string
+		want      string // type
+		bad       bool
+	}{
+		{"single", "redis://user:secret@127.0.0.1:6379/2", "*redis.Client", false},
+		{"tls", "rediss://127.0.0.1:6380/0", "*redis.Client", false},
+		{"unix", "unix:///run/redis.sock?db=1", "*redis.Client", false},
+		{"sentinel", "redis://127.0.0.1:26379?master_name=main&addr=127.0.0.2:26379", "*redis.Client", false},
+		{"cluster seeds", "redis://127.0.0.1:7000?addr=127.0.0.1:7001", "*redis.ClusterClient", false},
+		{"cluster one seed", "redis://127.0.0.1:7000?cluster=true", "*redis.ClusterClient", false},
+		{"unknown option", "redis://127.0.0.1:6379?bogus=1", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := NewClient(tc.url)
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("no error for %q", tc.url)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := fmt.Sprintf("%T", c); got != tc.want {
+				t.Errorf("%T, want %s", c, tc.want)
+			}
+		})
+	}
+	if got := Redact("redis://user:secret@127.0.0.1:6379/0"); strings.Contains(got, "secret") {
+		t.Errorf("Redact left the password: %s", got)
+	}
+}

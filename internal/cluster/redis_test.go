@@ -1,0 +1,267 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/server"
+	"github.com/doorman/doorman/internal/store"
+)
+
+// These tests run against a real redis-server: the one DOORMAN_TEST_REDIS
+// names (as CI sets it), else one started here on a free loopback port. Each
+// test uses its own key prefix, so tests sharing a server do not interfere.
+
+var shared struct {
+	once sync.Once
+	url  string
+	err  error
+}
+
+// requireRedisServer skips without the redis-server binary, or fails when
+// DOORMAN_TEST_REQUIRE_ALL=1.
+func requireRedisServer(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err == nil {
+		return bin
+	}
+	msg := "redis-server not found; install with: apt-get install redis-server"
+	if os.Getenv("DOORMAN_TEST_REQUIRE_ALL") == "1" {
+		t.Fatal(msg + " (DOORMAN_TEST_REQUIRE_ALL=1)")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// redisURL returns the URL of a running redis-server for this test process.
+func redisURL(t *testing.T) string {
+	t.Helper()
+	if u := os.Getenv("DOORMAN_TEST_REDIS"); u != "" {
+		return u
+	}
+	requireRedisServer(t)
+	shared.once.Do(func() {
+		var r *redisProc
+		r, shared.err = spawnRedis(0)
+		if shared.err == nil {
+			shared.url = r.url
+			// Stopped by the process exit: it was started for the whole package.
+		}
+	})
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.url
+}
+
+// redisProc is a redis-server started by a test, without persistence.
+type redisProc struct {
+	port int
+	url  string
+	cmd  *exec.Cmd
+	dir  string
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// spawnRedis starts redis-server on port (0: a free one) and waits for PONG.
+func spawnRedis(port int) (*redisProc, error) {
+	var err error
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "doorman-redis-")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &redisProc{port: port, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port), cmd: cmd, dir: dir}
+	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			return nil, fmt.Errorf("redis-server on port %d did not answer:\n%s", port, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return r, nil
+}
+
+func (r *redisProc) kill() {
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+}
+
+// ownRedis starts a redis-server this test may kill and restart.
+func ownRedis(t *testing.T) *redisProc {
+	t.Helper()
+	requireRedisServer(t)
+	r, err := spawnRedis(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.kill(); os.RemoveAll(r.dir) })
+	return r
+}
+
+// restart starts redis-server again on the same port, empty.
+func (r *redisProc) restart(t *testing.T) {
+	t.Helper()
+	r.kill()
+	n, err := spawnRedis(r.port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cmd = n.cmd
+	os.RemoveAll(n.dir)
+}
+
+// prefix is a key prefix of this test's own.
+func prefix(t *testing.T) string {
+	r := strings.NewReplacer("/", ".", " ", "_", "{", "(", "}", ")", "*", "x")
+	return fmt.Sprintf("dmtest:%s:%d:", r.Replace(t.Name()), time.Now().UnixNano())
+}
+
+// logBuf is a log sink safe for concurrent writes.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// count returns the log lines containing all of parts.
+func (l *logBuf) count(parts ...string) int {
+	n := 0
+	for line := range strings.SplitSeq(l.String(), "\n") {
+		ok := line != ""
+		for _, p := range parts {
+			ok = ok && strings.Contains(line, p)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+var testPolicy = decide.Policy{MaxFailures: 5, FindTime: 10 * time.Minute, BanTime: time.Hour, BanFactor: 2,
+	MaxBanTime: 5 * time.Hour, IPv4Prefix: 32, IPv6Prefix: 64}
+
+// node is one doorman's backend: a Core, its Local, and the Cluster.
+type node struct {
+	c      *Cluster
+	core   *decide.Core
+	local  *server.Local
+	log    *logBuf
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type nodeOpt struct {
+	url, prefix string
+	core        *decide.Core  // nil: a new one with testPolicy
+	store       *store.Store  // nil: memory only
+	waitUp      bool          // return once Redis is reachable
+	lists       *decide.Lists // nil: none
+}
+
+func startNode(t *testing.T, o nodeOpt) *node {
+	t.Helper()
+	core := o.core
+	if core == nil {
+		core = decide.New(testPolicy, o.lists, 10000, 10000)
+	}
+	lb := &logBuf{}
+	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	local := &server.Local{Core: core, Store: o.store, Log: log, Metrics: server.NewMetrics(core, false, time.Now)}
+	c, err := New(Options{URL: o.url, Prefix: o.prefix, Local: local, Tick: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{c: c, core: core, local: local, log: lb, cancel: cancel, done: make(chan struct{})}
+	go func() { c.Run(ctx); close(n.done) }()
+	t.Cleanup(n.stop)
+	if o.waitUp {
+		waitFor(t, "redis up", 5*time.Second, c.Up)
+	}
+	return n
+}
+
+func (n *node) stop() {
+	n.cancel()
+	<-n.done
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// rawClient is a plain client on url, for looking at the keys.
+func rawClient(t *testing.T, url string) *redis.Client {
+	t.Helper()
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// banned reports whether core bans a at now.
+func banned(core *decide.Core, a string, now time.Time) bool {
+	return core.Decide(netip.MustParseAddr(a), now).Reason == decide.Banned
+}
