@@ -1,0 +1,358 @@
+#!/usr/bin/env bash
+# doorman's benchmark: real nginx (one worker) driven by wrk (16 connections)
+# against a static file behind five kinds of protection, alternated within one
+# run, then webhook ingest, the ack-to-403 latency and memory. See
+# docs/benchmarks.md for what each figure means.
+#
+# usage: bench/run.sh [http] [ingest] [memory]      (default: all three)
+#
+#   BENCH_SECONDS=5     seconds per variant per round
+#   BENCH_ROUNDS=3      rounds; each round runs every variant once, in turn
+#   BENCH_QUICK=1       smoke run: 1 s, 1 round, small tables (CI)
+#   BENCH_OUT=DIR       where results go (default: a new temp dir, printed)
+#   BENCH_CHART=FILE    the CPU-per-request chart (default: BENCH_OUT/cpu.png)
+#   BENCH_DOORMAN_B=BIN a second doorman binary (e.g. a candidate change): its
+#                       allow path runs as variant 4b in the same rounds
+#
+# Needs nginx, wrk, gnuplot (Debian: nginx, wrk, gnuplot-nox), python3 and Go.
+# Traffic goes to loopback only. Every process started here is stopped on exit.
+set -euo pipefail
+export PATH=/usr/local/go/bin:$PATH:/usr/sbin:/sbin
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+parts=${*:-http ingest memory}
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+  secs=${BENCH_SECONDS:-1}; rounds=${BENCH_ROUNDS:-1}
+  nprefix=100000; nbans=10000; ingest_d=1s; acktrials=20; mem_bans=50000; mem_fail=100000
+else
+  secs=${BENCH_SECONDS:-5}; rounds=${BENCH_ROUNDS:-3}
+  nprefix=100000; nbans=100000; ingest_d=5s; acktrials=500; mem_bans=1000000; mem_fail=2000000
+fi
+out=${BENCH_OUT:-$(mktemp -d /tmp/doorman-bench.XXXXXX)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+chart=${BENCH_CHART:-$out/cpu.png}
+work=$(mktemp -d /tmp/doorman-bench-work.XXXXXX)
+for tool in nginx wrk gnuplot python3 go curl; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool not found (Debian: nginx wrk gnuplot-nox python3 curl; Go at /usr/local/go)" >&2; exit 1; }
+done
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+log() { echo "bench: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { # utime+stime of the given pids, in clock ticks
+  local t=0 p f
+  for p in "$@"; do
+    read -r -a f <"/proc/$p/stat"  # the comm field has no spaces here
+    t=$((t + f[13] + f[14]))
+  done
+  echo "$t"
+}
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# wait_http URL: poll until it answers (any status), 15 s at most.
+wait_http() {
+  for _ in $(seq 150); do
+    curl -s -o /dev/null --max-time 1 "$1" && return 0
+    sleep 0.1
+  done
+  die "no answer from $1"
+}
+status_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@"; }
+
+log "building into $work"
+(cd "$repo" && go build -o "$work/doorman" . && go build -o "$work/floor" ./bench/floor && go build -o "$work/load" ./bench/load)
+"$work/load" lists -dir "$work" -deny "$nprefix" -allow 1000
+
+# start_doorman NAME DECIDE_ADDR API_PORT [VAR=value ...]: memory-only unless
+# a DOORMAN_STATE_FILE is passed; logs to $work/NAME.log. $bin overrides the binary.
+start_doorman() {
+  local name=$1 dec=$2 api=$3; shift 3
+  env DOORMAN_STATE_FILE= DOORMAN_DECIDE_ADDR="$dec" DOORMAN_API_ADDR="127.0.0.1:$api" "$@" \
+    "${bin:-$work/doorman}" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  eval "pid_$name=$!"
+  wait_http "http://127.0.0.1:$api/healthz"
+}
+
+results=$out/results.md
+: >"$results"
+
+# ---------------------------------------------------------------- http
+run_http() {
+  local port ftcp dtcp_api dunix_api dtcp
+  port=$(freeport); ftcp=$(freeport); dtcp=$(freeport); dtcp_api=$(freeport); dunix_api=$(freeport)
+  local fsock=$work/floor.sock dsock=$work/decide.sock
+
+  "$work/floor" "127.0.0.1:$ftcp" & pids+=($!); pid_floor_tcp=$!
+  "$work/floor" "unix:$fsock" & pids+=($!); pid_floor_unix=$!
+  local lists=(DOORMAN_DENY_FILE="$work/deny.txt" DOORMAN_ALLOW_FILE="$work/allow.txt" DOORMAN_LOG_LEVEL=warn)
+  start_doorman dm_tcp "127.0.0.1:$dtcp" "$dtcp_api" "${lists[@]}"
+  start_doorman dm_unix "unix:$dsock" "$dunix_api" "${lists[@]}"
+  local apis=("$dtcp_api" "$dunix_api") sidecars=(floor_tcp:127.0.0.1:$ftcp floor_unix:unix:$fsock dm_tcp:127.0.0.1:$dtcp dm_unix:unix:$dsock)
+  if [ -n "${BENCH_DOORMAN_B:-}" ]; then
+    local btcp btcp_api bunix_api; btcp=$(freeport); btcp_api=$(freeport); bunix_api=$(freeport)
+    bin=$BENCH_DOORMAN_B start_doorman dm_b_tcp "127.0.0.1:$btcp" "$btcp_api" "${lists[@]}"
+    bin=$BENCH_DOORMAN_B start_doorman dm_b_unix "unix:$work/decide-b.sock" "$bunix_api" "${lists[@]}"
+    apis+=("$btcp_api" "$bunix_api"); sidecars+=(dm_b_tcp:127.0.0.1:$btcp dm_b_unix:unix:$work/decide-b.sock)
+  fi
+  log "loading $nbans bans into each doorman"
+  for a in "${apis[@]}"; do
+    "$work/load" bans -api "127.0.0.1:$a" -n "$nbans" -c 32 >&2
+  done
+  for a in "${apis[@]}"; do
+    curl -s "http://127.0.0.1:$a/metrics" | grep -E '^doorman_(bans_active|list_prefixes)' | tr '\n' ' ' >&2; echo >&2
+  done
+
+  # nginx: the shipped upstream and location snippets, renamed per sidecar.
+  mkdir -p "$work/nginx/www" "$work/nginx/tmp"
+  head -c 612 /dev/zero | tr '\0' 'x' >"$work/nginx/www/index.html"
+  local ups="" locs=""
+  for v in "${sidecars[@]}"; do
+    local name=${v%%:*} addr=${v#*:} u l
+    u=$(sed -e "s|^upstream doorman {|upstream $name {|" -e "s|^\( *\)server 127.0.0.1:9180;|\1server $addr;|" "$repo/nginx/doorman-upstream.conf")
+    l=$(sed -e "s|^location = /_doorman {|location = /_$name {|" -e "s|proxy_pass http://doorman/decide;|proxy_pass http://$name/decide;|" "$repo/nginx/doorman-location.conf")
+    grep -q "upstream $name {" <<<"$u" && grep -q "server $addr;" <<<"$u" || die "nginx/doorman-upstream.conf changed shape; update bench/run.sh"
+    grep -q "location = /_$name {" <<<"$l" && grep -q "http://$name/decide;" <<<"$l" || die "nginx/doorman-location.conf changed shape; update bench/run.sh"
+    ups+=$u$'\n'; locs+=$l$'\n'
+    locs+="location /$name/ { auth_request /_$name; alias $work/nginx/www/; }"$'\n'
+  done
+  local root=$work/nginx/www
+  cat >"$work/nginx/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    default_type text/html;
+    access_log off;
+    client_body_temp_path $work/nginx/tmp/body;
+    proxy_temp_path $work/nginx/tmp/proxy;
+    fastcgi_temp_path $work/nginx/tmp/fastcgi;
+    uwsgi_temp_path $work/nginx/tmp/uwsgi;
+    scgi_temp_path $work/nginx/tmp/scgi;
+$ups
+    server {
+        listen 127.0.0.1:$port;
+        location /native/ { allow 127.0.0.1; deny all; alias $root/; }
+        location /ar204/ { auth_request /_ar204; alias $root/; }
+        location = /_ar204 { internal; return 204; }
+$locs
+    }
+}
+EOF
+  nginx -t -q -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf"
+  nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+  pids+=($!); local nginx_master=$!
+  wait_http "http://127.0.0.1:$port/native/index.html"
+  local nginx_worker
+  nginx_worker=$(pgrep -P "$nginx_master")
+  [ -n "$nginx_worker" ] || die "no nginx worker"
+
+  # variant: label path sidecar_pid expected_status
+  local variants=(
+    "1-nginx-allow-deny native - 200"
+    "2-auth_request-return-204 ar204 - 200"
+    "3-fasthttp-204-tcp floor_tcp $pid_floor_tcp 200"
+    "3-fasthttp-204-unix floor_unix $pid_floor_unix 200"
+    "4-doorman-allow-tcp dm_tcp $pid_dm_tcp 200"
+    "4-doorman-allow-unix dm_unix $pid_dm_unix 200"
+    "5-doorman-deny-tcp dm_tcp $pid_dm_tcp 403"
+    "5-doorman-deny-unix dm_unix $pid_dm_unix 403"
+  )
+  if [ -n "${BENCH_DOORMAN_B:-}" ]; then
+    variants+=("4b-doorman-B-allow-tcp dm_b_tcp $pid_dm_b_tcp 200" "4b-doorman-B-allow-unix dm_b_unix $pid_dm_b_unix 200")
+  fi
+  local raw=$out/http-raw.tsv
+  printf 'variant\tround\trequests\tnon2xx\trps\tp50_us\tp99_us\tnginx_ticks\tsidecar_ticks\n' >"$raw"
+  local hz; hz=$(getconf CLK_TCK)
+  for r in $(seq "$rounds"); do
+    for v in "${variants[@]}"; do
+      read -r label path spid want <<<"$v"
+      if [[ $label == 5-* && $label == *-tcp ]]; then  # the deny path: ban the bench source
+        for a in "${apis[@]}"; do
+          [ "$(status_of -X POST -d '{"ip":"127.0.0.1","duration":"1h"}' "http://127.0.0.1:$a/v1/bans")" = 201 ] || die "ban 127.0.0.1 failed"
+        done
+      fi
+      local url="http://127.0.0.1:$port/$path/index.html" got
+      got=$(status_of "$url")
+      [ "$got" = "$want" ] || die "$label: $url answered $got, want $want"
+      local n0 s0=0 n1 s1=0
+      n0=$(cpu_ticks "$nginx_master" "$nginx_worker")
+      [ "$spid" = - ] || s0=$(cpu_ticks "$spid")
+      wrk -t2 -c16 -d"${secs}s" --latency "$url" >"$work/wrk.out" 2>&1 || die "wrk failed: $(cat "$work/wrk.out")"
+      n1=$(cpu_ticks "$nginx_master" "$nginx_worker")
+      [ "$spid" = - ] || s1=$(cpu_ticks "$spid")
+      awk -v label="$label" -v round="$r" -v nt=$((n1 - n0)) -v st=$((s1 - s0)) '
+        function us(s) { if (s ~ /us$/) return s+0; if (s ~ /ms$/) return s*1000; if (s ~ /s$/) return s*1000000; return s }
+        / 50% / { p50 = us($2) } / 99% / { p99 = us($2) }
+        / requests in / { req = $1 }
+        /Non-2xx or 3xx responses:/ { non = $5 }
+        /^Requests\/sec:/ { rps = $2 }
+        END { printf "%s\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%d\t%d\n", label, round, req, non, rps, p50, p99, nt, st }
+      ' "$work/wrk.out" >>"$raw"
+      if [[ $label == 5-* && $label == *-unix ]]; then
+        for a in "${apis[@]}"; do
+          [ "$(status_of -X DELETE "http://127.0.0.1:$a/v1/bans/127.0.0.1")" = 204 ] || die "unban 127.0.0.1 failed"
+        done
+      fi
+      tail -1 "$raw" | cut -f1-7 >&2
+    done
+  done
+
+  # Sum requests and CPU over rounds; medians of rate and latency.
+  awk -F'\t' -v hz="$hz" '
+    NR == 1 { next }
+    !($1 in seen) { seen[$1] = 1; order[++n] = $1 }
+    { req[$1] += $3; non[$1] += $4; nt[$1] += $8; st[$1] += $9; k = ++cnt[$1]
+      rps[$1, k] = $5; p50[$1, k] = $6; p99[$1, k] = $7 }
+    function med(a, v,   i, j, m, t, x) { m = cnt[v]; for (i = 1; i <= m; i++) x[i] = a[v, i]
+      for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
+      return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2 }
+    END {
+      for (i = 1; i <= n; i++) { v = order[i]
+        ng[v] = nt[v] / hz * 1e6 / req[v]; sc[v] = st[v] / hz * 1e6 / req[v]; tot[v] = ng[v] + sc[v] }
+      floor2 = tot["2-auth_request-return-204"]; floor1 = tot["1-nginx-allow-deny"]
+      print "| variant | req/s | p50 µs | p99 µs | requests | non-2xx | CPU µs/req nginx | CPU µs/req sidecar | CPU µs/req total | total ÷ (1) | total ÷ (2) | sidecar ÷ fasthttp (3) |"
+      print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+      for (i = 1; i <= n; i++) { v = order[i]; tr = v; sub(/^.*-/, "", tr)
+        f3 = sc["3-fasthttp-204-" tr]; r3 = (v ~ /^[45]/ && f3 > 0) ? sprintf("%.2f", sc[v] / f3) : ""
+        printf "| %s | %.0f | %.0f | %.0f | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %s |\n", v, med(rps, v), med(p50, v), med(p99, v), req[v], non[v], ng[v], sc[v], tot[v], tot[v] / floor1, tot[v] / floor2, r3
+        printf "%s\t%.2f\t%.2f\n", v, ng[v], sc[v] > "/dev/stderr" }
+    }' "$raw" >"$out/http.md" 2>"$out/cpu.dat"
+  {
+    echo "### nginx + wrk ($rounds round(s) × ${secs} s per variant, 16 connections, one nginx worker)"
+    echo
+    cat "$out/http.md"
+    echo
+  } >>"$results"
+
+  gnuplot <<EOF
+set terminal pngcairo size 1000,520 font "DejaVu Sans,10" noenhanced
+set output "$chart"
+set title "CPU per protected request (nginx + sidecar), one run, $rounds × ${secs} s per variant"
+set ylabel "CPU µs per request"
+set style data histograms
+set style histogram rowstacked
+set style fill solid 0.85 border -1
+set boxwidth 0.7
+set key top left
+set grid ytics
+set xtics rotate by -25 scale 0 font ",9"
+set datafile separator "\t"
+set yrange [0:*]
+plot "$out/cpu.dat" using 2:xtic(1) title "nginx" lc rgb "#4a7ab0", \
+     "" using 3 title "sidecar" lc rgb "#d9822b"
+EOF
+  log "chart: $chart"
+  for p in "$nginx_master" "$pid_floor_tcp" "$pid_floor_unix" "$pid_dm_tcp" "$pid_dm_unix" ${pid_dm_b_tcp:-} ${pid_dm_b_unix:-}; do kill "$p" 2>/dev/null || true; done
+}
+
+# ---------------------------------------------------------------- ingest
+run_ingest() {
+  {
+    echo "### webhook ingest (POST /v1/failures, a new address each time, 64 connections, ${ingest_d} per case)"
+    echo
+    echo "| case | failures/s | failures sent | errors |"
+    echo "|---|---:|---:|---:|"
+  } >>"$results"
+  local i=0
+  for c in "5 off 64" "5 on 64" "1 off 64" "1 on 64" "1 on 256"; do
+    read -r maxf persist conns <<<"$c"
+    i=$((i + 1))
+    local dec api state=() name=ing$i
+    dec=$(freeport); api=$(freeport)
+    [ "$persist" = on ] && state=(DOORMAN_STATE_FILE="$work/$name.db")
+    start_doorman "$name" "127.0.0.1:$dec" "$api" DOORMAN_MAX_FAILURES="$maxf" "${state[@]}"
+    local res
+    res=$("$work/load" ingest -api "127.0.0.1:$api" -n 100000000 -c "$conns" -d "$ingest_d" -seed "$i")
+    log "ingest max_failures=$maxf persistence=$persist conns=$conns: $res"
+    local rate n errs
+    rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<<"$res"); n=$(sed -n 's/.* n=\([0-9]*\).*/\1/p' <<<"$res"); errs=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$res")
+    local what="no ban (DOORMAN_MAX_FAILURES=5)"
+    [ "$maxf" = 1 ] && what="every failure bans (DOORMAN_MAX_FAILURES=1)"
+    echo "| $what, persistence $persist, $conns connections | $rate | $n | $errs |" >>"$results"
+    eval "kill \$pid_$name"
+  done
+  echo >>"$results"
+
+  {
+    echo "### ack → next decision (banning failure acknowledged, then at once GET /decide for that address)"
+    echo
+    echo "| persistence | trials | first decision 403 | late | ack→403 p50 µs | ack→403 p99 µs | banning webhook call p50 µs | p99 µs |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  } >>"$results"
+  for persist in off on; do
+    local dec api state=() name=ack$persist
+    dec=$(freeport); api=$(freeport)
+    [ "$persist" = on ] && state=(DOORMAN_STATE_FILE="$work/$name.db")
+    start_doorman "$name" "127.0.0.1:$dec" "$api" "${state[@]}"
+    local res
+    res=$("$work/load" acklat -api "127.0.0.1:$api" -decide "127.0.0.1:$dec" -n "$acktrials" -failures 5 -seed 9)
+    log "acklat persistence=$persist: $res"
+    awk -v p="$persist" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", p, v["trials"], v["denied_first"], v["late"], v["ack_to_403_p50_us"], v["ack_to_403_p99_us"], v["webhook_p50_us"], v["webhook_p99_us"] }' <<<"$res" >>"$results"
+    eval "kill \$pid_$name"
+  done
+  echo >>"$results"
+}
+
+# ---------------------------------------------------------------- memory
+# settle PID: wait until RSS stops growing (5 s at most), then print it.
+settle() {
+  local a b
+  b=$(rss_kb "$1")
+  for _ in $(seq 10); do sleep 0.5; a=$b; b=$(rss_kb "$1"); [ "$b" -le "$a" ] && break; done
+  echo "$b"
+}
+run_memory() {
+  {
+    echo "### memory (memory-only state, default caps: DOORMAN_MAX_BANS=1000000, DOORMAN_MAX_TRACKED=1000000)"
+    echo
+    echo "| case | RSS before kB | RSS after kB | Go heap in use after MB | held | RSS bytes per entry |"
+    echo "|---|---:|---:|---:|---:|---:|"
+  } >>"$results"
+  local dec api
+  dec=$(freeport); api=$(freeport)
+  start_doorman mem_bans "127.0.0.1:$dec" "$api" DOORMAN_LOG_LEVEL=warn
+  local before after heap held
+  before=$(settle "$pid_mem_bans")
+  "$work/load" bans -api "127.0.0.1:$api" -n "$mem_bans" -c 32 -seed 3 >&2
+  after=$(settle "$pid_mem_bans")
+  heap=$(curl -s "http://127.0.0.1:$api/metrics" | awk '/^go_memstats_heap_inuse_bytes/ {printf "%.1f", $2/1048576}')
+  held=$(curl -s "http://127.0.0.1:$api/metrics" | awk '/^doorman_bans_active/ {print $2}')
+  echo "| $mem_bans manual bans (POST /v1/bans) | $before | $after | $heap | $held bans | $(( (after - before) * 1024 / held )) |" >>"$results"
+  kill "$pid_mem_bans"
+
+  dec=$(freeport); api=$(freeport)
+  start_doorman mem_fail "127.0.0.1:$dec" "$api" DOORMAN_LOG_LEVEL=warn
+  before=$(settle "$pid_mem_fail")
+  "$work/load" ingest -api "127.0.0.1:$api" -n "$mem_fail" -c 32 -seed 4 >&2
+  after=$(settle "$pid_mem_fail")
+  heap=$(curl -s "http://127.0.0.1:$api/metrics" | awk '/^go_memstats_heap_inuse_bytes/ {printf "%.1f", $2/1048576}')
+  held=$(curl -s "http://127.0.0.1:$api/metrics" | awk '/^doorman_failures_tracked/ {print $2}')
+  echo "| $mem_fail distinct failing addresses (POST /v1/failures) | $before | $after | $heap | $held tracked | $(( (after - before) * 1024 / held )) |" >>"$results"
+  kill "$pid_mem_fail"
+  echo >>"$results"
+}
+
+for part in $parts; do
+  case $part in
+    http) run_http ;;
+    ingest) run_ingest ;;
+    memory) run_memory ;;
+    *) die "unknown part $part (http, ingest, memory)" ;;
+  esac
+done
+cat "$results"
+log "results in $out"

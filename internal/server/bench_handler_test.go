@@ -1,0 +1,170 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/doorman/doorman/decide"
+)
+
+// benchDecider is a Decider on the HTTP benchmark's tables: 100k random deny
+// prefixes (none in 127.0.0.0/8), a 1k allowlist with 127.0.0.1 and
+// 10.0.0.0/8, and 100k bans of addresses in 10.0.0.0/8, 10.0.0.1 among them.
+func benchDecider(b *testing.B) *Decider {
+	b.Helper()
+	r := rand.New(rand.NewPCG(42, 42))
+	loop := netip.MustParsePrefix("127.0.0.0/8")
+	ten := netip.MustParsePrefix("10.0.0.0/8")
+	random := func(n int) []netip.Prefix {
+		out := make([]netip.Prefix, 0, n)
+		for len(out) < n {
+			a := netip.AddrFrom4([4]byte{byte(1 + r.IntN(222)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
+			p := netip.PrefixFrom(a, 16+r.IntN(17)).Masked()
+			if !p.Overlaps(loop) && !p.Overlaps(ten) {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	allow := append(random(998), netip.MustParsePrefix("127.0.0.1/32"), ten)
+	p := decide.Policy{MaxFailures: 5, FindTime: 10 * time.Minute, BanTime: time.Hour, BanFactor: 2,
+		MaxBanTime: 168 * time.Hour, IPv4Prefix: 32, IPv6Prefix: 64}
+	core := decide.New(p, decide.NewLists(allow, random(100_000), nil), 1_000_000, 1_000_000)
+	now := time.Now()
+	for i := range 100_000 {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i + 1)})
+		core.Apply(decide.Ban{Key: netip.PrefixFrom(a, 32), Until: now.Add(time.Hour), Count: 1})
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return &Decider{Core: core, Header: "X-Real-IP", Trusted: NewTrusted([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
+		Now: time.Now, Metrics: NewMetrics(core, false, time.Now), Log: log}
+}
+
+// BenchmarkHandle is the decision handler in process, as nginx's subrequest
+// reaches it: from 127.0.0.1 with X-Real-IP, on the allow and the deny path,
+// next to a handler that only answers 204 (the floor's handler).
+func BenchmarkHandle(b *testing.B) {
+	d := benchDecider(b)
+	cases := []struct {
+		name    string
+		ip      string
+		handler fasthttp.RequestHandler
+		want    int
+	}{
+		{"floor-204", "127.0.0.1", func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }, 204},
+		{"allow", "127.0.0.1", d.Handle, 204},
+		{"deny-banned", "10.0.0.1", d.Handle, 403},
+		{"deny-listed", "", d.Handle, 403}, // filled in below
+	}
+	for a := range 1 << 24 { // a denylisted address for the last case
+		x := netip.AddrFrom4([4]byte{byte(1 + a%222), byte(a >> 8), byte(a >> 16), 1})
+		if d.Core.Lists().Denied(x) {
+			cases[3].ip = x.String()
+			break
+		}
+	}
+	peer := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			var req fasthttp.Request
+			req.SetRequestURI("/decide")
+			req.Header.Set("X-Real-IP", tc.ip)
+			req.Header.Set("X-Original-URI", "/admin/login/")
+			var ctx fasthttp.RequestCtx
+			ctx.Init(&req, peer, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx.Response.Reset()
+				tc.handler(&ctx)
+			}
+			if got := ctx.Response.StatusCode(); got != tc.want {
+				b.Fatalf("status %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// BenchmarkServer is a whole request over a kept-alive loopback TCP
+// connection, client and server in this process, as nginx sends it: the floor
+// (fasthttp defaults, 204 handler), doorman's decision server, and doorman's
+// server without read/write/idle timeouts, to price the per-request deadlines.
+// ns/op and cpu-ns/op (this process's user+system CPU, less sensitive to
+// other load on the machine) include the client; compare the cases, not the
+// absolute figures.
+func BenchmarkServer(b *testing.B) {
+	d := benchDecider(b)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	noTimeouts := NewDecideServer(d, log)
+	noTimeouts.ReadTimeout, noTimeouts.WriteTimeout, noTimeouts.IdleTimeout = 0, 0, 0
+	cases := []struct {
+		name string
+		srv  *fasthttp.Server
+		ip   string
+		want string
+	}{
+		{"floor-204", &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }}, "127.0.0.1", " 204 "},
+		{"floor-403", &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusForbidden) }}, "127.0.0.1", " 403 "},
+		{"doorman-allow", NewDecideServer(d, log), "127.0.0.1", " 204 "},
+		{"doorman-deny", NewDecideServer(d, log), "10.0.0.1", " 403 "},
+		{"doorman-allow-no-timeouts", noTimeouts, "127.0.0.1", " 204 "},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			go tc.srv.Serve(ln)
+			defer tc.srv.Shutdown()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			// The subrequest nginx sends with the shipped location snippet.
+			req := []byte(fmt.Sprintf("GET /decide HTTP/1.1\r\nHost: doorman\r\nX-Real-IP: %s\r\n"+
+				"X-Original-URI: /admin/login/\r\nX-Original-Method: GET\r\n\r\n", tc.ip))
+			buf := make([]byte, 4096)
+			roundTrip := func() []byte {
+				if _, err := c.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				n := 0
+				for !bytes.HasSuffix(buf[:n], []byte("\r\n\r\n")) { // no body: the head ends the answer
+					m, err := c.Read(buf[n:])
+					if err != nil {
+						b.Fatal(err)
+					}
+					n += m
+				}
+				return buf[:n]
+			}
+			if got := roundTrip(); !bytes.Contains(got, []byte(tc.want)) {
+				b.Fatalf("answer %q, want status%s", got, tc.want)
+			}
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				roundTrip()
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// cpuTime is this process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
