@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -353,4 +354,32 @@ func TestNewClientURLs(t *testing.T) {
 	if got := Redact("redis://user:secret@127.0.0.1:6379/0"); strings.Contains(got, "secret") {
 		t.Errorf("Redact left the password: %s", got)
 	}
+}
+
+// BenchmarkBanPropagation times a manual ban from the API call on one
+// instance to the ban being in force in another instance's Core, through a
+// real Redis; it reports the median and the 99th percentile.
+func BenchmarkBanPropagation(b *testing.B) {
+	url, pfx := redisURL(b), prefix(b)
+	src := startNode(b, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	dst := startNode(b, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	var lat []time.Duration
+	i := 0
+	for b.Loop() {
+		ip := netip.AddrFrom4([4]byte{10, 80, byte(i >> 8), byte(i)})
+		i++
+		start := time.Now()
+		if _, err := src.c.Ban(ctx, netip.PrefixFrom(ip, 32), time.Hour, "", start); err != nil {
+			b.Fatal(err)
+		}
+		for dst.core.Decide(ip, start).Reason != decide.Banned {
+			if time.Since(start) > time.Second {
+				b.Fatalf("%v not banned on the other instance after 1s", ip)
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }

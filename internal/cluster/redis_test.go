@@ -35,7 +35,7 @@ var shared struct {
 
 // requireRedisServer skips without the redis-server binary, or fails when
 // DOORMAN_TEST_REQUIRE_ALL=1.
-func requireRedisServer(t *testing.T) string {
+func requireRedisServer(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err == nil {
@@ -50,7 +50,7 @@ func requireRedisServer(t *testing.T) string {
 }
 
 // redisURL returns the URL of a running redis-server for this test process.
-func redisURL(t *testing.T) string {
+func redisURL(t testing.TB) string {
 	t.Helper()
 	if u := os.Getenv("DOORMAN_TEST_REDIS"); u != "" {
 		return u
@@ -126,7 +126,7 @@ func (r *redisProc) kill() {
 }
 
 // ownRedis starts a redis-server this test may kill and restart.
-func ownRedis(t *testing.T) *redisProc {
+func ownRedis(t testing.TB) *redisProc {
 	t.Helper()
 	requireRedisServer(t)
 	r, err := spawnRedis(0)
@@ -138,7 +138,7 @@ func ownRedis(t *testing.T) *redisProc {
 }
 
 // restart starts redis-server again on the same port, empty.
-func (r *redisProc) restart(t *testing.T) {
+func (r *redisProc) restart(t testing.TB) {
 	t.Helper()
 	r.kill()
 	n, err := spawnRedis(r.port)
@@ -150,7 +150,7 @@ func (r *redisProc) restart(t *testing.T) {
 }
 
 // prefix is a key prefix of this test's own.
-func prefix(t *testing.T) string {
+func prefix(t testing.TB) string {
 	r := strings.NewReplacer("/", ".", " ", "_", "{", "(", "}", ")", "*", "x")
 	return fmt.Sprintf("dmtest:%s:%d:", r.Replace(t.Name()), time.Now().UnixNano())
 }
@@ -209,7 +209,7 @@ type nodeOpt struct {
 	lists       *decide.Lists // nil: none
 }
 
-func startNode(t *testing.T, o nodeOpt) *node {
+func startNode(t testing.TB, o nodeOpt) *node {
 	t.Helper()
 	core := o.core
 	if core == nil {
@@ -238,7 +238,7 @@ func (n *node) stop() {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -250,7 +250,7 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 }
 
 // rawClient is a plain client on url, for looking at the keys.
-func rawClient(t *testing.T, url string) *redis.Client {
+func rawClient(t testing.TB, url string) *redis.Client {
 	t.Helper()
 	o, err := redis.ParseURL(url)
 	if err != nil {
