@@ -1,0 +1,104 @@
+package test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchSmoke runs bench/run.sh in quick mode and checks that it measured
+// every variant: each answered with the right status on every request, the
+// chart was drawn, the webhook cases ran without errors, and the first
+// decision after every banning webhook answer was a 403. It never checks a
+// speed: the machine is shared.
+func TestBenchSmoke(t *testing.T) {
+	for _, tool := range []struct{ name, pkg string }{{"nginx", "nginx"}, {"wrk", "wrk"}, {"gnuplot", "gnuplot-nox"}, {"curl", "curl"}} {
+		requireTool(t, tool.name, tool.pkg)
+	}
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot(t), "bench", "run.sh"))
+	cmd.Env = append(os.Environ(), "BENCH_QUICK=1", "BENCH_OUT="+out)
+	cmd.WaitDelay = 10 * time.Second
+	start := time.Now()
+	outb, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench/run.sh: %v after %s\n%s", err, time.Since(start).Round(time.Second), outb)
+	}
+	t.Logf("bench/run.sh quick mode took %s", time.Since(start).Round(time.Second))
+	res, err := os.ReadFile(filepath.Join(out, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := string(res)
+
+	// | variant | req/s | p50 | p99 | requests | non-2xx | ...
+	row := func(variant string) []string {
+		for _, line := range strings.Split(table, "\n") {
+			if strings.HasPrefix(line, "| "+variant+" |") {
+				return strings.Split(strings.Trim(line, "| "), " | ")
+			}
+		}
+		t.Fatalf("no row for %s in results:\n%s", variant, table)
+		return nil
+	}
+	atoi := func(s string) int {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			t.Fatalf("%q is not a number in results:\n%s", s, table)
+		}
+		return n
+	}
+	for _, v := range []struct {
+		name string
+		deny bool
+	}{
+		{"1-nginx-allow-deny", false}, {"2-auth_request-return-204", false},
+		{"3-fasthttp-204-tcp", false}, {"3-fasthttp-204-unix", false},
+		{"4-doorman-allow-tcp", false}, {"4-doorman-allow-unix", false},
+		{"5-doorman-deny-tcp", true}, {"5-doorman-deny-unix", true},
+	} {
+		f := row(v.name)
+		requests, non2xx := atoi(f[4]), atoi(f[5])
+		if requests == 0 {
+			t.Errorf("%s: no requests", v.name)
+		}
+		if want := map[bool]int{false: 0, true: requests}[v.deny]; non2xx != want {
+			t.Errorf("%s: %d non-2xx answers of %d, want %d", v.name, non2xx, requests, want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(out, "cpu.png")); err != nil || fi.Size() == 0 {
+		t.Errorf("chart: %v", err)
+	}
+
+	// | case | failures/s | failures sent | errors |
+	ingest := regexp.MustCompile(`(?m)^\| [^|]*persistence (on|off)[^|]* \| (\d+) \| (\d+) \| (\d+) \|$`).FindAllStringSubmatch(table, -1)
+	if len(ingest) != 5 {
+		t.Errorf("%d webhook ingest rows, want 5:\n%s", len(ingest), table)
+	}
+	for _, m := range ingest {
+		if atoi(m[3]) == 0 || atoi(m[4]) != 0 {
+			t.Errorf("ingest row %q: want failures sent and no errors", m[0])
+		}
+	}
+	// | persistence | trials | first decision 403 | late | ...
+	ack := regexp.MustCompile(`(?m)^\| (on|off) \| (\d+) \| (\d+) \| (\d+) \|`).FindAllStringSubmatch(table, -1)
+	if len(ack) != 2 {
+		t.Errorf("%d ack rows, want 2:\n%s", len(ack), table)
+	}
+	for _, m := range ack {
+		if atoi(m[2]) == 0 || atoi(m[3]) != atoi(m[2]) || atoi(m[4]) != 0 {
+			t.Errorf("persistence %s: %s of %s first decisions after the ack were 403, want all", m[1], m[3], m[2])
+		}
+	}
+	if !strings.Contains(table, "manual bans") || !strings.Contains(table, "distinct failing addresses") {
+		t.Errorf("memory rows missing:\n%s", table)
+	}
+}
