@@ -64,13 +64,13 @@ func (d *Decider) Handle(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Response.Header
 	if v.Allow || d.DryRun {
 		ctx.SetStatusCode(fasthttp.StatusNoContent)
-		h.SetBytesKV(hdrVerdict, valAllow)
+		h.SetCanonical(hdrVerdict, valAllow)
 	} else {
 		ctx.SetStatusCode(fasthttp.StatusForbidden)
-		h.SetBytesKV(hdrVerdict, valDeny)
+		h.SetCanonical(hdrVerdict, valDeny)
 		if v.Reason == decide.Banned {
 			var buf [20]byte
-			h.SetBytesKV(hdrRetryAfter, strconv.AppendInt(buf[:0], retryAfter(v.Until, now), 10))
+			h.SetCanonical(hdrRetryAfter, strconv.AppendInt(buf[:0], retryAfter(v.Until, now), 10))
 		}
 	}
 	dry := 0
@@ -80,7 +80,7 @@ func (d *Decider) Handle(ctx *fasthttp.RequestCtx) {
 			d.Log.Info("dry-run deny", "reason", v.Reason.String(), "peer", ctx.RemoteAddr().String())
 		}
 	}
-	h.SetBytesKV(hdrReason, reasonValues[dry][v.Reason])
+	h.SetCanonical(hdrReason, reasonValues[dry][v.Reason])
 }
 
 // retryAfter is the whole seconds left, rounded up so a client never retries early.
@@ -127,6 +127,6 @@ func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 func DecideError(ctx *fasthttp.RequestCtx, _ error) {
 	ctx.ResetBody()
 	ctx.SetStatusCode(fasthttp.StatusForbidden)
-	ctx.Response.Header.SetBytesKV(hdrVerdict, valDeny)
-	ctx.Response.Header.SetBytesKV(hdrReason, reasonValues[0][decide.NoClientIP])
+	ctx.Response.Header.SetCanonical(hdrVerdict, valDeny)
+	ctx.Response.Header.SetCanonical(hdrReason, reasonValues[0][decide.NoClientIP])
 }

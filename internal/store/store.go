@@ -52,7 +52,9 @@ func Open(path string) (*Store, error) {
 			return nil, err
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	// The free list is rebuilt at open instead of written at every commit, and
+	// kept as a map: both make the many small ban commits cheaper.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, openError(path, err)
 	}
