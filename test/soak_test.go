@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +70,7 @@ type soakCounts struct {
 	unexpected []string
 	bypasses   int
 	fault503   int
+	fault503At time.Duration   // the slowest 503 during a fault
 	lat        []time.Duration // through nginx, steady state
 }
 
@@ -111,7 +113,7 @@ func TestSoak(t *testing.T) {
 		t.Skip("runs for a minute")
 	}
 	steady := soakDuration(t)
-	s := startSite(t, map[string]string{
+	s := startSiteFreePort(t, map[string]string{
 		"DOORMAN_ALLOW": "127.0.0.0/25", "DOORMAN_DENY": "127.0.0.66", "DOORMAN_API_TOKEN": "soak-token",
 		"DOORMAN_MAX_FAILURES": "3", "DOORMAN_BAN_TIME": "5s", "DOORMAN_BAN_FACTOR": "1", "DOORMAN_LOG_LEVEL": "warn",
 	})
@@ -187,6 +189,7 @@ func TestSoak(t *testing.T) {
 					stats.add(src.kind+" 503 (fault)", 0)
 					stats.mu.Lock()
 					stats.fault503++
+					stats.fault503At = max(stats.fault503At, lat)
 					stats.mu.Unlock()
 				default:
 					stats.bad(fmt.Sprintf("%s %s: status %d err %v body %.80q (fault=%v)", src.kind, src.ip, status, err, body, fault))
@@ -388,6 +391,13 @@ func TestSoak(t *testing.T) {
 	}
 	if final.fault503 == 0 {
 		t.Errorf("no 503 seen while doorman was stopped")
+	} else {
+		t.Logf("faults (SIGSTOP for 3s, then SIGTERM and restart): %d answers were nginx's 503 page, the slowest after %v",
+			final.fault503, final.fault503At.Round(time.Millisecond))
+	}
+	// proxy_read_timeout is 2s: a stopped doorman must not hold requests longer.
+	if final.fault503At > 4*time.Second {
+		t.Errorf("a 503 took %v, want about proxy_read_timeout (2s)", final.fault503At)
 	}
 	if final.byKey["ban-unban cycle"] < int(steady/time.Second)/2 {
 		t.Errorf("%d ban-unban cycles, want about one a second", final.byKey["ban-unban cycle"])
@@ -400,6 +410,37 @@ func TestSoak(t *testing.T) {
 		t.Logf("an idle keep-alive connection to the decision port still answered after 55s")
 	}
 	checkFlat(t, samples, steady)
+}
+
+// startSiteFreePort is startSite with doorman's decision listener on a free
+// port instead of the shipped 127.0.0.1:9180, so that a long run does not
+// hold the fixed-port lock: the shipped doorman-upstream.conf is inlined
+// into site.conf.example with only its server address changed.
+func startSiteFreePort(t *testing.T, env map[string]string) *site {
+	t.Helper()
+	requireTool(t, "nginx", "nginx")
+	app := testApp(t)
+	d := startDoorman(t, env)
+	root := repoRoot(t)
+	example, err := os.ReadFile(filepath.Join(root, "nginx", "site.conf.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream, err := os.ReadFile(filepath.Join(root, "nginx", "doorman-upstream.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := replaceAll(t, string(upstream), []string{"server 127.0.0.1:9180;", "server " + d.DecideAddr + ";"})
+	n := startNginxHTTP(t, func(dir string, port int) string {
+		return replaceAll(t, string(example), []string{
+			"include doorman/doorman-upstream.conf;", up,
+			"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port),
+			"server 127.0.0.1:8000;", "server " + app.Listener.Addr().String() + ";",
+			"/etc/nginx/doorman/", dir + "/doorman/",
+			"/var/log/nginx/app.access.log", dir + "/site.access.log",
+		})
+	})
+	return &site{d: d, n: n, app: app}
 }
 
 // reasonErr is reason without failing: the reason, or the error.
@@ -419,7 +460,7 @@ func (s *soakStats) snapshot() soakCounts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := soakCounts{byKey: map[string]int{}, unexpected: slices.Clone(s.unexpected), bypasses: s.bypasses,
-		fault503: s.fault503, lat: slices.Clone(s.lat)}
+		fault503: s.fault503, fault503At: s.fault503At, lat: slices.Clone(s.lat)}
 	for k, v := range s.byKey {
 		c.byKey[k] = v
 	}
@@ -471,7 +512,7 @@ func checkFlat(t *testing.T, samples []soakSample, steady time.Duration) {
 		lo, hi := span(m.f)
 		f := func(v float64) string { return fmt.Sprintf(m.fmt, v/m.unit) }
 		t.Logf("%s from %v to %v (%d samples): min %s, max %s; first-quarter mean %s, last-quarter mean %s",
-			m.name, warm, steady, len(after), f(lo), f(hi), f(first), f(last))
+			m.name, warm.Round(time.Second), steady, len(after), f(lo), f(hi), f(first), f(last))
 		if last-first > m.slack {
 			t.Errorf("%s grew from %s to %s after the warm-up (allowed: %s)", m.name, f(first), f(last), f(m.slack))
 		}
