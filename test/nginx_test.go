@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -319,6 +320,7 @@ func TestNginxFailClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { proc.Signal(syscall.SIGCONT) }) // runs before doorman's stop
+	waitStopped(t, proc.Pid)
 	start := time.Now()
 	hung := get(t, good, admin)
 	elapsed := time.Since(start)
@@ -326,10 +328,39 @@ func TestNginxFailClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantPage(t, "doorman hung", hung, 503, page503)
+	if hung.status != 503 {
+		out, _ := exec.Command("ss", "-ltnp", "sport = :9180").CombinedOutput()
+		t.Logf("doorman pid %d; listeners on 9180:\n%s", proc.Pid, out)
+	}
 	if elapsed > 5*time.Second {
 		t.Errorf("hung doorman: nginx answered after %v, want within the 2s read timeout", elapsed)
 	}
 	waitStatus(t, good, admin, 200)
+}
+
+// waitStopped polls until every thread of process pid is stopped: kill
+// returns before a multi-threaded process has stopped.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		stopped := len(tasks) > 0
+		for _, task := range tasks {
+			b, err := os.ReadFile(task)
+			// The state follows the parenthesized command name.
+			if i := strings.LastIndexByte(string(b), ')'); err != nil || i < 0 || !strings.HasPrefix(string(b[i:]), ") T") {
+				stopped = false
+			}
+		}
+		if stopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped within 5s of SIGSTOP", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // waitStatus polls url from c until it answers status.

@@ -41,6 +41,18 @@ func TestComposeStack(t *testing.T) {
 	images := buildImages(t, root)
 	t.Logf("base images ready in %v: %v", time.Since(start).Round(time.Second), images)
 
+	// The example site passes nginx -t in the stack's nginx image as well.
+	nginxImage := ""
+	for _, v := range images {
+		if name, image, _ := strings.Cut(v, "="); name == "DOORMAN_NGINX_IMAGE" {
+			nginxImage = image
+		}
+	}
+	if out, err := exec.Command("docker", "run", "--rm", "-v", filepath.Join(root, "nginx")+":/etc/nginx/doorman:ro",
+		nginxImage, "sh", "-c", "cp /etc/nginx/doorman/site.conf.example /etc/nginx/conf.d/site.conf && nginx -t").CombinedOutput(); err != nil {
+		t.Errorf("nginx -t of site.conf.example in %s: %v\n%s", nginxImage, err, out)
+	}
+
 	project := fmt.Sprintf("doormantest%d%04d", os.Getpid(), rand.IntN(10000))
 	subnet := freeSubnet(t)
 	port := freePort(t)
