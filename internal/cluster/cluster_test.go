@@ -383,3 +383,36 @@ func BenchmarkBanPropagation(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
+
+// A new instance loads the full ban set from Redis on start, into its Core
+// and its state file.
+func TestFullSyncOnStart(t *testing.T) {
+	url, pfx := redisURL(t), prefix(t)
+	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	const n = 3000
+	now := time.Now()
+	for i := range n {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 90 + byte(i>>16), byte(i >> 8), byte(i)}), 32)
+		if _, err := a.c.Ban(ctx, p, time.Hour, "", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "b.db")
+	st, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	start := time.Now()
+	b := startNode(t, nodeOpt{url: url, prefix: pfx, store: st})
+	waitFor(t, "full sync", 30*time.Second, func() bool { return b.core.Table().Len() == n })
+	inCore := time.Since(start)
+	b.stop() // waits for the state-file writes
+	t.Logf("%d bans: in the Core after %v, on disk after %v", n, inCore, time.Since(start))
+	if recs, err := st.Load(now, time.Hour); err != nil || len(recs) != n {
+		t.Fatalf("state file holds %d bans (%v), want %d", len(recs), err, n)
+	}
+	if got := b.log.count("msg=ban ", "source=cluster"); got != n {
+		t.Errorf("%d learned-ban lines, want %d", got, n)
+	}
+}

@@ -47,7 +47,8 @@ type job struct {
 
 const (
 	numWorkers = 8
-	jobQueue   = 1024
+	jobQueue   = 4096 // per worker
+	maxBatch   = 1024 // jobs a worker persists together
 	maxBackoff = 2 * time.Second
 	scanCount  = 1000
 )
@@ -60,7 +61,45 @@ func (c *Cluster) startWorkers() {
 		ch := make(chan job, jobQueue)
 		c.workers[i] = ch
 		c.wg.Go(func() {
+			batch := make([]job, 0, maxBatch)
 			for j := range ch {
+				batch = append(batch[:0], j)
+			drain:
+				for len(batch) < maxBatch {
+					select {
+					case j, ok := <-ch:
+						if !ok {
+							break drain
+						}
+						batch = append(batch, j)
+					default:
+						break drain
+					}
+				}
+				c.persist(batch)
+			}
+		})
+	}
+}
+
+// persist runs a batch of jobs concurrently, so that the state file commits
+// them in few transactions (a full sync can bring 100k bans), in waves that
+// hold at most one job per key, so those of one key keep their order.
+func (c *Cluster) persist(batch []job) {
+	for len(batch) > 0 {
+		seen := make(map[netip.Prefix]bool, len(batch))
+		var wave, rest []job
+		for _, j := range batch {
+			if seen[j.b.Key] {
+				rest = append(rest, j)
+				continue
+			}
+			seen[j.b.Key] = true
+			wave = append(wave, j)
+		}
+		var wg sync.WaitGroup
+		for _, j := range wave {
+			wg.Go(func() {
 				now := c.now()
 				if j.ban {
 					c.local.LogBan(j.ip, j.b, now, "cluster")
@@ -68,8 +107,10 @@ func (c *Cluster) startWorkers() {
 				} else {
 					c.local.Forgotten(j.ip, []decide.Ban{j.b}, now, "cluster")
 				}
-			}
-		})
+			})
+		}
+		wg.Wait()
+		batch = rest
 	}
 }
 
