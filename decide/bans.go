@@ -63,7 +63,7 @@ func recordOf(b Ban) record {
 // are held.
 type BanTable struct {
 	mu      sync.RWMutex
-	units   *simplelru.LRU[netip.Prefix, record]
+	units   *simplelru.LRU[pkey, record]
 	ranges  atomic.Pointer[bart.Table[record]]
 	nranges int
 	notes   map[netip.Prefix]string
@@ -73,7 +73,7 @@ type BanTable struct {
 
 // NewBanTable returns a table holding at most max unit records (max >= 1).
 func NewBanTable(max int) *BanTable {
-	lru, err := simplelru.NewLRU[netip.Prefix, record](max, nil)
+	lru, err := simplelru.NewLRU[pkey, record](max, nil)
 	if err != nil {
 		panic(err) // only for max < 1, which config validation rules out
 	}
@@ -93,7 +93,7 @@ func isUnit(key netip.Prefix, v4, v6 int) bool {
 // lookup returns the record in force for addr, whose ban unit is unit.
 func (t *BanTable) lookup(addr netip.Addr, unit netip.Prefix, now int64) (netip.Prefix, record, bool) {
 	t.mu.RLock()
-	r, ok := t.units.Peek(unit)
+	r, ok := t.units.Peek(keyOf(unit))
 	t.mu.RUnlock()
 	if ok && r.until > now {
 		return unit, r, true
@@ -122,7 +122,7 @@ func (t *BanTable) get(key netip.Prefix, unit bool) (record, bool) {
 	if unit {
 		t.mu.RLock()
 		defer t.mu.RUnlock()
-		return t.units.Peek(key)
+		return t.units.Peek(keyOf(key))
 	}
 	return t.ranges.Load().Get(key)
 }
@@ -135,15 +135,16 @@ func (t *BanTable) put(b Ban, unit bool) (evicted Ban, didEvict, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if unit {
-		if old, ok := t.units.Peek(b.Key); ok {
+		if old, ok := t.units.Peek(keyOf(b.Key)); ok {
 			t.untrack(old)
 		} else if t.units.Len() >= t.max {
-			k, old, _ := t.units.RemoveOldest()
+			pk, old, _ := t.units.RemoveOldest()
+			k := pk.prefix()
 			t.untrack(old)
 			evicted, didEvict = old.ban(k, t.notes[k]), true
 			delete(t.notes, k)
 		}
-		t.units.Add(b.Key, r)
+		t.units.Add(keyOf(b.Key), r)
 	} else {
 		rt := t.ranges.Load()
 		old, exists := rt.Get(b.Key)
@@ -172,8 +173,8 @@ func (t *BanTable) remove(key netip.Prefix, unit bool) (Ban, bool) {
 	var r record
 	var ok bool
 	if unit {
-		if r, ok = t.units.Peek(key); ok {
-			t.units.Remove(key)
+		if r, ok = t.units.Peek(keyOf(key)); ok {
+			t.units.Remove(keyOf(key))
 		}
 	} else {
 		rt := t.ranges.Load()
@@ -244,8 +245,9 @@ func (t *BanTable) All(now time.Time, activeOnly bool) []Ban {
 	defer t.mu.RUnlock()
 	out := make([]Ban, 0, t.units.Len()+t.nranges)
 	keys, vals := t.units.Keys(), t.units.Values()
-	for i, k := range keys {
+	for i, pk := range keys {
 		if !activeOnly || vals[i].until > n {
+			k := pk.prefix()
 			out = append(out, vals[i].ban(k, t.notes[k]))
 		}
 	}

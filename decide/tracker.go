@@ -16,7 +16,7 @@ import (
 // unit whose last failure is the oldest.
 type Tracker struct {
 	mu    sync.Mutex
-	lru   *simplelru.LRU[netip.Prefix, []int64]
+	lru   *simplelru.LRU[pkey, []int64]
 	limit int
 	max   int
 }
@@ -24,7 +24,7 @@ type Tracker struct {
 // NewTracker returns a tracker for at most max units, each remembering at most
 // limit failures (max, limit >= 1).
 func NewTracker(max, limit int) *Tracker {
-	lru, err := simplelru.NewLRU[netip.Prefix, []int64](max, nil)
+	lru, err := simplelru.NewLRU[pkey, []int64](max, nil)
 	if err != nil {
 		panic(err) // only for max < 1, which config validation rules out
 	}
@@ -37,7 +37,7 @@ func NewTracker(max, limit int) *Tracker {
 func (t *Tracker) Add(key netip.Prefix, now, window int64) (count int, evicted bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	times, ok := t.lru.Get(key)
+	times, ok := t.lru.Get(keyOf(key))
 	if !ok && t.lru.Len() >= t.max {
 		t.lru.RemoveOldest()
 		evicted = true
@@ -51,7 +51,7 @@ func (t *Tracker) Add(key netip.Prefix, now, window int64) (count int, evicted b
 		times = append(times[:0], times[1:]...)
 	}
 	times = append(times, now)
-	t.lru.Add(key, times)
+	t.lru.Add(keyOf(key), times)
 	return len(times), evicted
 }
 
@@ -59,7 +59,7 @@ func (t *Tracker) Add(key netip.Prefix, now, window int64) (count int, evicted b
 func (t *Tracker) Count(key netip.Prefix, now, window int64) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	times, _ := t.lru.Peek(key)
+	times, _ := t.lru.Peek(keyOf(key))
 	n := 0
 	for _, ts := range times {
 		if ts > now-window {
@@ -73,7 +73,7 @@ func (t *Tracker) Count(key netip.Prefix, now, window int64) int {
 func (t *Tracker) Reset(key netip.Prefix) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.lru.Remove(key)
+	t.lru.Remove(keyOf(key))
 }
 
 // Len returns the number of units tracked.
