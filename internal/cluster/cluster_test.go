@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/store"
@@ -415,4 +419,92 @@ func TestFullSyncOnStart(t *testing.T) {
 	if got := b.log.count("msg=ban ", "source=cluster"); got != n {
 		t.Errorf("%d learned-ban lines, want %d", got, n)
 	}
+}
+
+// startRedisCluster starts a three-master Redis Cluster on loopback and
+// returns a DOORMAN_REDIS_URL for it.
+func startRedisCluster(t *testing.T) string {
+	t.Helper()
+	requireRedisServer(t)
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skip("redis-cli not found; install with: apt-get install redis-tools")
+	}
+	var addrs []string
+	for len(addrs) < 3 {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port > 55000 { // the cluster bus listens on port+10000
+			continue
+		}
+		dir := t.TempDir()
+		cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir, "--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--logfile", filepath.Join(dir, "redis.log"))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+		waitFor(t, "cluster node "+addr, 10*time.Second, func() bool { return c.Ping(ctx).Err() == nil })
+		c.Close()
+		addrs = append(addrs, addr)
+	}
+	out, err := exec.Command(cli, append(append([]string{"--cluster", "create"}, addrs...),
+		"--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer cc.Close()
+	waitFor(t, "cluster_state:ok", 20*time.Second, func() bool {
+		ok := true
+		cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
+			info, _ := c.ClusterInfo(ctx).Result()
+			ok = ok && strings.Contains(info, "cluster_state:ok")
+			return nil
+		})
+		return ok
+	})
+	return "redis://" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2]
+}
+
+// Cluster mode works on a Redis Cluster: keys of one ban share a slot, the
+// messages reach every instance, and the full sync scans every master.
+func TestRedisCluster(t *testing.T) {
+	url := startRedisCluster(t)
+	pfx := prefix(t)
+	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	b := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	if _, ok := a.c.rdb.(*redis.ClusterClient); !ok {
+		t.Fatalf("client is %T, want a cluster client", a.c.rdb)
+	}
+	now := time.Now()
+	const n = 50 // spread over the three masters
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)})
+		var res decide.FailResult
+		for j := range testPolicy.MaxFailures {
+			var err error
+			if res, err = []*node{a, b}[j%2].c.Fail(ctx, ip, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !res.Banned {
+			t.Fatalf("%v: not banned after %d failures: %+v", ip, testPolicy.MaxFailures, res)
+		}
+	}
+	waitFor(t, "bans on a", 5*time.Second, func() bool { return len(a.core.Bans(now)) == n })
+	waitFor(t, "bans on a", 5*time.Second, func() bool { return len(b.core.Bans(now)) == n })
+	c := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	if got := len(c.core.Bans(now)); got != n {
+		t.Errorf("full sync over the masters loaded %d bans, want %d", got, n)
+	}
+	if _, err := c.c.Unban(ctx, netip.AddrFrom4([4]byte{198, 18, 0, 1}), now); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "unban on a", 5*time.Second, func() bool { return !banned(a.core, "198.18.0.1", now) })
 }
