@@ -208,9 +208,9 @@ func TestReconcileTombstoneAndPush(t *testing.T) {
 		t.Error("b kept a ban lifted while it was away")
 	}
 	waitFor(t, "pushed ban on a", time.Second, func() bool { return banned(a.core, "198.51.100.21", now) })
-	if b2.log.count("msg=unban", "key=198.51.100.20/32", "source=cluster") != 1 {
-		t.Errorf("b's log lacks the unban line:\n%s", b2.log)
-	}
+	waitFor(t, "b's unban line", time.Second, func() bool {
+		return b2.log.count("msg=unban", "key=198.51.100.20/32", "source=cluster") == 1
+	})
 }
 
 // Redis down: the backend counts and bans locally, each outage and recovery is
@@ -458,17 +458,14 @@ func startRedisCluster(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-	defer cc.Close()
-	waitFor(t, "cluster_state:ok", 20*time.Second, func() bool {
-		ok := true
-		cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
+	for _, addr := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		waitFor(t, "cluster_state:ok on "+addr, 20*time.Second, func() bool {
 			info, _ := c.ClusterInfo(ctx).Result()
-			ok = ok && strings.Contains(info, "cluster_state:ok")
-			return nil
+			return strings.Contains(info, "cluster_state:ok")
 		})
-		return ok
-	})
+		c.Close()
+	}
 	return "redis://" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2]
 }
 
