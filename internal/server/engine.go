@@ -66,7 +66,11 @@ func (l *Local) Ban(_ context.Context, p netip.Prefix, d time.Duration, note str
 		return b, err
 	}
 	l.Metrics.BansManual.Inc()
-	l.LogBan(p.String(), b, now, "")
+	ip := p.String()
+	if p.IsSingleIP() {
+		ip = p.Addr().String()
+	}
+	l.LogBan(ip, b, now, "")
 	return b, l.Recorded(b, evicted, now)
 }
 
