@@ -232,6 +232,10 @@ func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note
 	}
 	key := c.normalize(p)
 	defer c.lockKey(key)()
+	ip := p.String() // as Local logs it: a bare IP without /32
+	if p.IsSingleIP() {
+		ip = p.Addr().String()
+	}
 	pol := c.policy
 	dms := int64(0)
 	if d > 0 {
@@ -239,7 +243,7 @@ func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note
 	}
 	v, err := banScript.Run(ctx, c.rdb, []string{c.key("ban", key), c.key("count", key), c.key("unban", key)},
 		now.UnixMilli(), dms, ms(pol.BanTime), pol.BanFactor, ms(pol.MaxBanTime), note,
-		c.events, key.String(), p.String(), c.id).Int64Slice()
+		c.events, key.String(), ip, c.id).Int64Slice()
 	if err != nil || len(v) != 2 {
 		c.lost(fmt.Errorf("ban script: %w", errOr(err, len(v))))
 		return c.localBan(ctx, p, d, note, now)
@@ -248,11 +252,11 @@ func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note
 	evicted := c.core.Apply(b)
 	if _, ok := c.core.Record(key); !ok {
 		// Apply had no room: the range table is full. Take it back from Redis too.
-		c.unbanKeys(ctx, []netip.Prefix{key}, map[netip.Prefix]decide.Ban{}, p.String(), now)
+		c.unbanKeys(ctx, []netip.Prefix{key}, map[netip.Prefix]decide.Ban{}, ip, now)
 		return decide.Ban{}, decide.ErrTooManyRanges
 	}
 	c.local.Metrics.BansManual.Inc()
-	c.local.LogBan(p.String(), b, now, "")
+	c.local.LogBan(ip, b, now, "")
 	return b, c.local.Recorded(b, evicted, now)
 }
 
