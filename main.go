@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -84,6 +85,13 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	case "serve":
 		if len(args) > 0 {
 			return usageError{fmt.Errorf("serve takes no arguments")}
+		}
+		// The heap is mostly the long-lived ban and failure tables, and the
+		// decision path does not allocate, so collecting at 50% growth instead
+		// of 100% costs little CPU and keeps RSS near the live tables
+		// (1M bans: 255 instead of 324 bytes per ban). GOGC overrides it.
+		if _, ok := lookup("GOGC"); !ok {
+			debug.SetGCPercent(50)
 		}
 		return serve(ctx, cfg, stderr)
 	case "bans", "ban", "unban", "check", "health":
