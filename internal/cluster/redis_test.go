@@ -31,6 +31,16 @@ var shared struct {
 	once sync.Once
 	url  string
 	err  error
+	proc *redisProc // started here, stopped by TestMain
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.proc != nil {
+		shared.proc.kill()
+		os.RemoveAll(shared.proc.dir)
+	}
+	os.Exit(code)
 }
 
 // requireRedisServer skips without the redis-server binary, or fails when
@@ -57,11 +67,9 @@ func redisURL(t testing.TB) string {
 	}
 	requireRedisServer(t)
 	shared.once.Do(func() {
-		var r *redisProc
-		r, shared.err = spawnRedis(0)
+		shared.proc, shared.err = spawnRedis(0)
 		if shared.err == nil {
-			shared.url = r.url
-			// Stopped by the process exit: it was started for the whole package.
+			shared.url = shared.proc.url
 		}
 	})
 	if shared.err != nil {
