@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -315,7 +316,7 @@ func TestStartWhileRedisDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.kill() })
+	t.Cleanup(func() { r.kill(); os.RemoveAll(r.dir) })
 	waitFor(t, "a joins", 10*time.Second, a.c.Up)
 	rc := rawClient(t, url)
 	waitFor(t, "local ban pushed", 2*time.Second, func() bool {
