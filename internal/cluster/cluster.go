@@ -53,7 +53,7 @@ type Cluster struct {
 	pendMu  sync.Mutex
 	pending map[netip.Prefix]pendingUnban // unbans made while Redis was unreachable
 
-	workers []chan job
+	workers []*jobQueue
 	wg      sync.WaitGroup
 
 	// keyLocks serialize, per ban key, an API call (Redis, then the Core and

@@ -47,7 +47,6 @@ type job struct {
 
 const (
 	numWorkers = 8
-	jobQueue   = 4096 // per worker
 	maxBatch   = 1024 // jobs a worker persists together
 	maxBackoff = 2 * time.Second
 	scanCount  = 1000
@@ -55,27 +54,54 @@ const (
 
 var shardSeed = maphash.MakeSeed()
 
+// jobQueue is a FIFO that never blocks the sender: a full sync applies 100k
+// bans to the Core in a second or two, and their state-file writes follow at
+// the disk's pace. It holds at most one entry per change not yet written.
+type jobQueue struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	jobs   []job
+	closed bool
+}
+
+func (q *jobQueue) push(j job) {
+	q.mu.Lock()
+	q.jobs = append(q.jobs, j)
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+// take waits for jobs and returns up to max of them; nil once closed and empty.
+func (q *jobQueue) take(max int) []job {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.jobs) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	n := min(len(q.jobs), max)
+	out := append([]job(nil), q.jobs[:n]...)
+	q.jobs = q.jobs[n:]
+	if len(q.jobs) == 0 {
+		q.jobs = nil // let a drained backlog's array go
+	}
+	return out
+}
+
+func (q *jobQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
 func (c *Cluster) startWorkers() {
-	c.workers = make([]chan job, numWorkers)
+	c.workers = make([]*jobQueue, numWorkers)
 	for i := range c.workers {
-		ch := make(chan job, jobQueue)
-		c.workers[i] = ch
+		q := &jobQueue{}
+		q.cond.L = &q.mu
+		c.workers[i] = q
 		c.wg.Go(func() {
-			batch := make([]job, 0, maxBatch)
-			for j := range ch {
-				batch = append(batch[:0], j)
-			drain:
-				for len(batch) < maxBatch {
-					select {
-					case j, ok := <-ch:
-						if !ok {
-							break drain
-						}
-						batch = append(batch, j)
-					default:
-						break drain
-					}
-				}
+			for batch := q.take(maxBatch); batch != nil; batch = q.take(maxBatch) {
 				c.persist(batch)
 			}
 		})
@@ -115,7 +141,7 @@ func (c *Cluster) persist(batch []job) {
 }
 
 func (c *Cluster) enqueue(j job) {
-	c.workers[maphash.Comparable(shardSeed, j.b.Key)%numWorkers] <- j
+	c.workers[maphash.Comparable(shardSeed, j.b.Key)%numWorkers].push(j)
 }
 
 // Run keeps this instance in step with Redis until ctx ends: it subscribes to
@@ -126,8 +152,8 @@ func (c *Cluster) enqueue(j job) {
 func (c *Cluster) Run(ctx context.Context) {
 	c.startWorkers()
 	defer func() {
-		for _, ch := range c.workers {
-			close(ch)
+		for _, q := range c.workers {
+			q.close()
 		}
 		c.wg.Wait()
 		c.rdb.Close()
