@@ -169,12 +169,18 @@ func (a *API) method(ctx *fasthttp.RequestCtx, allowed ...string) bool {
 	return false
 }
 
-func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
+// readAddr decodes a {"ip":…} body and parses its address.
+func readAddr(ctx *fasthttp.RequestCtx) (failureIn, netip.Addr, bool) {
 	var in failureIn
 	if !readJSON(ctx, &in) {
-		return
+		return in, netip.Addr{}, false
 	}
 	ip, ok := parseIP(ctx, in.IP)
+	return in, ip, ok
+}
+
+func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
+	in, ip, ok := readAddr(ctx)
 	if !ok {
 		return
 	}
@@ -202,11 +208,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 }
 
 func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
-	var in failureIn
-	if !readJSON(ctx, &in) {
-		return
-	}
-	ip, ok := parseIP(ctx, in.IP)
+	_, ip, ok := readAddr(ctx)
 	if !ok {
 		return
 	}
