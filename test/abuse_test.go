@@ -310,7 +310,7 @@ func TestAbuseSlowAndIdleClients(t *testing.T) {
 				open++
 			}
 		}
-		t.Fatalf("%d of %d abusive connections still open %v after the read timeout", open, len(conns), 8*time.Second)
+		t.Fatalf("%d of %d abusive connections still open %v after the read timeout", open, len(conns), 5*time.Second)
 	}
 	tricklers.Wait()
 	var first, last time.Duration
