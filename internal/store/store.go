@@ -52,11 +52,9 @@ func Open(path string) (*Store, error) {
 			return nil, err
 		}
 	}
-	// The free list is rebuilt at open instead of written at every commit, and
-	// kept as a map: both make the many small ban commits cheaper.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db, err := openRW(path)
 	if err != nil {
-		return nil, openError(path, err)
+		return nil, err
 	}
 	db.MaxBatchDelay = 2 * time.Millisecond
 	db.MaxBatchSize = 4096
@@ -69,6 +67,24 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	return &Store{db: db, path: path}, nil
+}
+
+// openRW opens path for writing. verify has read it through already; the
+// recover is a second guard, so a damaged file is an error, never a crash.
+func openRW(path string) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, &CorruptError{Path: path, Err: fmt.Errorf("%v", r)}
+		}
+	}()
+	// The free list is rebuilt at open instead of written at every commit, and
+	// kept as a map: both make the many small ban commits cheaper.
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	return db, nil
 }
 
 func openError(path string, err error) error {
@@ -95,7 +111,16 @@ func verify(path string) (err error) {
 		return openError(path, err)
 	}
 	defer db.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
 	err = db.View(func(tx *bolt.Tx) error {
+		// bbolt grows the file before it writes a meta page naming the new
+		// size, so a healthy file is never shorter than its pages in use.
+		if fi.Size() < tx.Size() {
+			return fmt.Errorf("file is %d bytes, its pages in use need %d: truncated", fi.Size(), tx.Size())
+		}
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			return b.ForEach(func(k, v []byte) error {
 				if _, ok := decode(k, v); !ok && bytes.Equal(name, bucket) {
