@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Benchmarks of the decision path's tables at the sizes the issue names:
+// Benchmarks of the decision path's tables at production sizes:
 // 100k deny prefixes, a 1k allowlist, 100k and 1M bans. Lookups cycle through
 // a large set of random addresses, so a table that does not fit in cache
 // shows its cache misses instead of hitting the same lines again.
