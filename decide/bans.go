@@ -127,6 +127,17 @@ func (t *BanTable) get(key netip.Prefix, unit bool) (record, bool) {
 	return t.ranges.Load().Get(key)
 }
 
+// ban returns the record stored under key as a Ban, active or not.
+func (t *BanTable) ban(key netip.Prefix, unit bool) (Ban, bool) {
+	r, ok := t.get(key, unit)
+	if !ok {
+		return Ban{}, false
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return r.ban(key, t.notes[key]), true
+}
+
 // put stores b; unit tells which part of the table it belongs in. It returns
 // the record evicted to make room, if any, and false when a range record
 // cannot be added because max ranges are held.

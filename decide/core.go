@@ -252,14 +252,7 @@ func (c *Core) Remove(p netip.Prefix) (Ban, bool) {
 // ban it already holds from a new one.
 func (c *Core) Record(p netip.Prefix) (Ban, bool) {
 	p = c.normalize(p)
-	r, ok := c.bans.get(p, isUnit(p, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
-	if !ok {
-		return Ban{}, false
-	}
-	c.bans.mu.RLock()
-	note := c.bans.notes[p]
-	c.bans.mu.RUnlock()
-	return r.ban(p, note), true
+	return c.bans.ban(p, isUnit(p, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
 }
 
 // Bans returns the bans in force at now, oldest first.
