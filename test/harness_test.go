@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -129,9 +130,19 @@ func doormanBinary(t *testing.T) string {
 	return buildPath
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago. It
+// is drawn below Linux's ephemeral range (32768-60999): a port the kernel
+// handed out for :0 can be taken again as the source port of any outgoing
+// connection before the process that should listen on it binds.
 func freePort(t *testing.T) int {
 	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			l.Close()
+			return port
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
