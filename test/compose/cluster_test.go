@@ -20,17 +20,8 @@ import (
 // reported to both doormen add up; a ban made while Redis is down reaches
 // the other front end once Redis is back.
 func TestComposeClusterProfile(t *testing.T) {
-	dc := composeTool(t)
-	requireTool(t, "debootstrap", "debootstrap")
-	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
-		require(t, fmt.Sprintf("docker engine not reachable (start dockerd): %v\n%s", err, lastLines(out, 5)))
-	}
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
 	start := time.Now()
-	images := buildImages(t, root)
+	dc, root, images := prepare(t)
 
 	project := fmt.Sprintf("doormancluster%d%04d", os.Getpid(), rand.IntN(10000))
 	subnet := freeSubnet(t)

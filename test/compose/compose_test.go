@@ -26,8 +26,12 @@ import (
 
 const token = "compose-test-token"
 
-func TestComposeStack(t *testing.T) {
-	dc := composeTool(t)
+// prepare checks the tools and the engine, and builds (or reuses) the base
+// images. It returns the compose command, the repository root and the image
+// variables (NAME=image) for the compose environment.
+func prepare(t *testing.T) (dc []string, root string, images []string) {
+	t.Helper()
+	dc = composeTool(t)
 	requireTool(t, "debootstrap", "debootstrap")
 	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
 		require(t, fmt.Sprintf("docker engine not reachable (start dockerd): %v\n%s", err, lastLines(out, 5)))
@@ -36,10 +40,15 @@ func TestComposeStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	start := time.Now()
-	images := buildImages(t, root)
+	images = buildImages(t, root)
 	t.Logf("base images ready in %v: %v", time.Since(start).Round(time.Second), images)
+	return dc, root, images
+}
+
+func TestComposeStack(t *testing.T) {
+	start := time.Now()
+	dc, root, images := prepare(t)
 
 	// The example site passes nginx -t in the stack's nginx image as well.
 	nginxImage := ""
