@@ -293,6 +293,11 @@ func (c *Cluster) learn(ip string, b decide.Ban) {
 		ip = b.Key.Addr().String()
 	}
 	ev := c.core.Apply(b)
+	if _, ok := c.core.Record(b.Key); !ok {
+		// Only a range ban can be refused: the range table is full.
+		c.log.Warn("ban from the cluster not applied: range table full (DOORMAN_MAX_BANS)", "key", b.Key.String())
+		return
+	}
 	c.enqueue(job{ban: true, b: b, ip: ip, evicted: ev})
 }
 
