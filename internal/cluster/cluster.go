@@ -192,6 +192,21 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 	return res, c.local.Recorded(res.Ban, res.Evicted, now)
 }
 
+// Failures implements server.Backend: the count in Redis, which every
+// instance adds to; the local count while Redis is unreachable.
+func (c *Cluster) Failures(ctx context.Context, a netip.Addr, now time.Time) int {
+	if !c.Up() {
+		return c.local.Failures(ctx, a, now)
+	}
+	key := c.core.Unit(decide.Clean(a))
+	min := strconv.FormatInt(now.Add(-c.policy.FindTime).UnixMilli()+1, 10)
+	n, err := c.rdb.ZCount(ctx, c.key("fail", key), min, "+inf").Result()
+	if err != nil {
+		return c.local.Failures(ctx, a, now)
+	}
+	return int(n)
+}
+
 func (c *Cluster) localFail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
 	res, err := c.local.Fail(ctx, a, now)
 	if res.Banned {

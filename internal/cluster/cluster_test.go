@@ -136,8 +136,15 @@ func TestNeverBanAndSuccess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Every instance reports the shared count, not its own.
+	if got := b.c.Failures(ctx, ip, now); got != testPolicy.MaxFailures-1 {
+		t.Fatalf("failures seen by the other instance: %d, want %d", got, testPolicy.MaxFailures-1)
+	}
 	if err := b.c.Succeed(ctx, ip, now); err != nil {
 		t.Fatal(err)
+	}
+	if got := a.c.Failures(ctx, ip, now); got != 0 {
+		t.Fatalf("failures after a success on another instance: %d, want 0", got)
 	}
 	res, err := a.c.Fail(ctx, ip, now)
 	if err != nil || res.Failures != 1 || res.Banned {

@@ -142,7 +142,7 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 		}
 	case path == "/v1/decide":
 		if a.method(ctx, "GET") {
-			a.explain(ctx)
+			a.explain(c, ctx)
 		}
 	default:
 		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
@@ -302,14 +302,14 @@ func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }
 
-func (a *API) explain(ctx *fasthttp.RequestCtx) {
+func (a *API) explain(c context.Context, ctx *fasthttp.RequestCtx) {
 	ip, ok := parseIP(ctx, string(ctx.QueryArgs().Peek("ip")))
 	if !ok {
 		return
 	}
 	now := a.Now()
 	v := a.Core.Decide(ip, now)
-	out := DecideJSON{IP: ip.String(), Verdict: "deny", Reason: v.Reason.String(), Failures: a.Core.Failures(ip, now)}
+	out := DecideJSON{IP: ip.String(), Verdict: "deny", Reason: v.Reason.String(), Failures: a.Backend.Failures(c, ip, now)}
 	if v.Allow {
 		out.Verdict = "allow"
 	}

@@ -22,6 +22,8 @@ type Backend interface {
 	Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error)
 	Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error)
 	Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error)
+	// Failures returns the failures counted for a's unit within the window.
+	Failures(ctx context.Context, a netip.Addr, now time.Time) int
 }
 
 // Local is the single-instance Backend: the Core, plus the store when set.
@@ -87,6 +89,11 @@ func (l *Local) Remove(_ context.Context, p netip.Prefix, now time.Time) (decide
 		return b, false, nil
 	}
 	return b, true, l.Forgotten(p.String(), []decide.Ban{b}, now, "")
+}
+
+// Failures implements Backend.
+func (l *Local) Failures(_ context.Context, a netip.Addr, now time.Time) int {
+	return l.Core.Failures(a, now)
 }
 
 // Recorded persists a ban already applied to the Core and drops evicted records.
