@@ -126,6 +126,19 @@ run_http() {
     ups+=$u$'\n'; locs+=$l$'\n'
     locs+="location /$name/ { auth_request /_$name; alias $work/nginx/www/; }"$'\n'
   done
+  # BENCH_CACHE=1: doorman's allow decisions cached in nginx for 1 s per
+  # client address (the trade-off in docs/benchmarks.md). The shipped location
+  # with its "no cache" lines replaced.
+  local cachecfg=""
+  if [ "${BENCH_CACHE:-0}" = 1 ]; then
+    mkdir -p "$work/nginx/cache"
+    cachecfg="proxy_cache_path $work/nginx/cache keys_zone=doorman_decisions:1m levels=1 inactive=10s;"
+    l=$(sed -e "s|^location = /_doorman {|location = /_dm_cache {|" -e "s|proxy_pass http://doorman/decide;|proxy_pass http://dm_unix/decide;|" \
+          -e "s|^\( *\)proxy_cache off;|\1proxy_cache doorman_decisions; proxy_cache_key \$remote_addr; proxy_cache_valid 204 1s;|" \
+          -e "s|^\( *\)proxy_buffering off;|\1proxy_buffering on;|" "$repo/nginx/doorman-location.conf")
+    grep -q "proxy_cache doorman_decisions;" <<<"$l" || die "nginx/doorman-location.conf changed shape; update bench/run.sh"
+    locs+=$l$'\n'"location /dm_cache/ { auth_request /_dm_cache; alias $work/nginx/www/; }"$'\n'
+  fi
   local root=$work/nginx/www
   cat >"$work/nginx/nginx.conf" <<EOF
 user root;
@@ -142,6 +155,7 @@ http {
     uwsgi_temp_path $work/nginx/tmp/uwsgi;
     scgi_temp_path $work/nginx/tmp/scgi;
 $ups
+    $cachecfg
     server {
         listen 127.0.0.1:$port;
         location /native/ { allow 127.0.0.1; deny all; alias $root/; }
@@ -155,9 +169,10 @@ EOF
   nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
   pids+=($!); local nginx_master=$!
   wait_http "http://127.0.0.1:$port/native/index.html"
-  local nginx_worker
-  nginx_worker=$(pgrep -P "$nginx_master")
-  [ -n "$nginx_worker" ] || die "no nginx worker"
+  # The worker, and with BENCH_CACHE the cache manager and loader too.
+  local nginx_children
+  read -r -a nginx_children <<<"$(pgrep -P "$nginx_master" | tr '\n' ' ')"
+  [ ${#nginx_children[@]} -gt 0 ] || die "no nginx worker"
 
   # variant: label path sidecar_pid expected_status
   local variants=(
@@ -170,6 +185,9 @@ EOF
     "5-doorman-deny-tcp dm_tcp $pid_dm_tcp 403"
     "5-doorman-deny-unix dm_unix $pid_dm_unix 403"
   )
+  if [ "${BENCH_CACHE:-0}" = 1 ]; then
+    variants+=("6-doorman-allow-cached-unix dm_cache $pid_dm_unix 200")
+  fi
   if [ -n "${BENCH_DOORMAN_B:-}" ]; then
     variants+=("4b-doorman-B-allow-tcp dm_b_tcp $pid_dm_b_tcp 200" "4b-doorman-B-allow-unix dm_b_unix $pid_dm_b_unix 200")
   fi
@@ -188,10 +206,10 @@ EOF
       got=$(status_of "$url")
       [ "$got" = "$want" ] || die "$label: $url answered $got, want $want"
       local n0 s0=0 n1 s1=0
-      n0=$(cpu_ticks "$nginx_master" "$nginx_worker")
+      n0=$(cpu_ticks "$nginx_master" "${nginx_children[@]}")
       [ "$spid" = - ] || s0=$(cpu_ticks "$spid")
       wrk -t2 -c16 -d"${secs}s" --latency "$url" >"$work/wrk.out" 2>&1 || die "wrk failed: $(cat "$work/wrk.out")"
-      n1=$(cpu_ticks "$nginx_master" "$nginx_worker")
+      n1=$(cpu_ticks "$nginx_master" "${nginx_children[@]}")
       [ "$spid" = - ] || s1=$(cpu_ticks "$spid")
       awk -v label="$label" -v round="$r" -v nt=$((n1 - n0)) -v st=$((s1 - s0)) '
         function us(s) { if (s ~ /us$/) return s+0; if (s ~ /ms$/) return s*1000; if (s ~ /s$/) return s*1000000; return s }
@@ -226,7 +244,7 @@ EOF
       print "| variant | req/s | p50 µs | p99 µs | requests | non-2xx | CPU µs/req nginx | CPU µs/req sidecar | CPU µs/req total | total ÷ (1) | total ÷ (2) | sidecar ÷ fasthttp (3) |"
       print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
       for (i = 1; i <= n; i++) { v = order[i]; tr = v; sub(/^.*-/, "", tr)
-        f3 = sc["3-fasthttp-204-" tr]; r3 = (v ~ /^[45]/ && f3 > 0) ? sprintf("%.2f", sc[v] / f3) : ""
+        f3 = sc["3-fasthttp-204-" tr]; r3 = (v ~ /^[456]/ && f3 > 0) ? sprintf("%.2f", sc[v] / f3) : ""
         printf "| %s | %.0f | %.0f | %.0f | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %s |\n", v, med(rps, v), med(p50, v), med(p99, v), req[v], non[v], ng[v], sc[v], tot[v], tot[v] / floor1, tot[v] / floor2, r3
         printf "%s\t%.2f\t%.2f\n", v, ng[v], sc[v] > "/dev/stderr" }
     }' "$raw" >"$out/http.md" 2>"$out/cpu.dat"
