@@ -305,7 +305,7 @@ func TestFail2banJail(t *testing.T) {
 	requireTool(t, "fail2ban-client", "fail2ban")
 	const etc = "/etc/fail2ban"
 	if _, err := os.Stat(filepath.Join(etc, "jail.conf")); err != nil {
-		t.Skipf("no %s/jail.conf: %v", etc, err)
+		requireTool(t, filepath.Join(etc, "jail.conf"), "fail2ban")
 	}
 	dir := filepath.Join(t.TempDir(), "fail2ban")
 	if out, err := exec.Command("cp", "-r", etc, dir).CombinedOutput(); err != nil {

@@ -438,7 +438,11 @@ func startRedisCluster(t *testing.T) string {
 	requireRedisServer(t)
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
-		t.Skip("redis-cli not found; install with: apt-get install redis-tools")
+		msg := "redis-cli not found; install with: apt-get install redis-tools"
+		if os.Getenv("DOORMAN_TEST_REQUIRE_ALL") == "1" {
+			t.Fatal(msg + " (DOORMAN_TEST_REQUIRE_ALL=1)")
+		}
+		t.Skip(msg)
 	}
 	var addrs []string
 	for len(addrs) < 3 {
