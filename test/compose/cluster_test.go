@@ -143,7 +143,7 @@ except urllib.error.HTTPError as e:
     print("status=%d %s" % (e.code, e.read().decode()))
 `
 
-// frontClient reads this test's address as the front end service sees it
+// frontClient reads this test's address as the nginx service sees it
 // ($remote_addr of its first /admin/ request) and checks it is in subnet.
 func frontClient(t *testing.T, compose func(time.Duration, ...string) (string, error), service string, subnet netip.Prefix) netip.Addr {
 	t.Helper()

@@ -103,7 +103,7 @@ func TestComposeStack(t *testing.T) {
 
 	// The address nginx sees for this test's requests: Docker's port
 	// forwarding makes it the network's gateway, read from nginx's log.
-	me := clientAddr(t, compose, subnet)
+	me := frontClient(t, compose, "nginx", subnet)
 	t.Logf("nginx sees this client as %s", me)
 
 	inside := func(service string, args ...string) string {
@@ -233,34 +233,6 @@ func buildImages(t *testing.T, root string) []string {
 		t.Fatalf("images.sh printed %q, want NAME=image lines", out)
 	}
 	return vars
-}
-
-// clientAddr reads the first /admin/ request's $remote_addr from nginx's
-// access log and checks it is in the compose network.
-func clientAddr(t *testing.T, compose func(time.Duration, ...string) (string, error), subnet netip.Prefix) netip.Addr {
-	t.Helper()
-	id, err := compose(time.Minute, "ps", "-q", "nginx")
-	if err != nil {
-		t.Fatalf("compose ps: %v\n%s", err, id)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, _ := exec.Command("docker", "logs", strings.TrimSpace(id)).CombinedOutput()
-		for _, line := range strings.Split(string(out), "\n") {
-			if !strings.Contains(line, `"GET /admin/ `) {
-				continue
-			}
-			addr, err := netip.ParseAddr(strings.Fields(line)[0])
-			if err != nil || !subnet.Contains(addr) {
-				t.Fatalf("nginx log line %q: client not in %v", line, subnet)
-			}
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no /admin/ request in nginx's log:\n%s", lastLines(out, 20))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 type response struct {
