@@ -445,27 +445,16 @@ func startRedisCluster(t *testing.T) string {
 		t.Skip(msg)
 	}
 	var addrs []string
-	for len(addrs) < 3 {
-		port, err := freePort()
+	for range 3 {
+		// The cluster bus gets its own free port, below the ephemeral range
+		// like the client port: port+10000, Redis's default, may be taken by
+		// an outgoing connection of a test running beside this one.
+		r, err := spawnRedis(0, "--cluster-enabled", "yes", "--cluster-port", "CLUSTER-PORT")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if port > 55000 { // the cluster bus listens on port+10000
-			continue
-		}
-		dir := t.TempDir()
-		cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir, "--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--logfile", filepath.Join(dir, "redis.log"))
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-		waitFor(t, "cluster node "+addr, 10*time.Second, func() bool { return c.Ping(ctx).Err() == nil })
-		c.Close()
-		addrs = append(addrs, addr)
+		t.Cleanup(func() { r.kill(); os.RemoveAll(r.dir) })
+		addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(r.port))
 	}
 	out, err := exec.Command(cli, append(append([]string{"--cluster", "create"}, addrs...),
 		"--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()

@@ -84,8 +84,9 @@ func redisURL(t testing.TB) string {
 type redisProc struct {
 	port int
 	url  string
-	cmd  *exec.Cmd
-	dir  string
+	cmd    *exec.Cmd
+	dir    string
+	exited chan struct{} // closed when the process has exited
 }
 
 // freePort returns a loopback port that was free a moment ago, drawn below
@@ -101,32 +102,65 @@ func freePort() (int, error) {
 	return 0, errors.New("no free port in 20000-31999")
 }
 
-// spawnRedis starts redis-server on port (0: a free one) and waits for PONG.
-func spawnRedis(port int) (*redisProc, error) {
+// spawnRedis starts redis-server on port (0: a free one, and another free one
+// should the first be taken meanwhile) and waits for PONG. extra are more
+// redis-server arguments; "CLUSTER-PORT" in them is replaced by a free port.
+func spawnRedis(port int, extra ...string) (*redisProc, error) {
+	var err error
+	for attempt := 1; ; attempt++ {
+		var r *redisProc
+		r, err = spawnRedisOnce(port, extra)
+		if err == nil || port != 0 || attempt == 5 {
+			return r, err
+		}
+	}
+}
+
+func spawnRedisOnce(port int, extra []string) (*redisProc, error) {
 	var err error
 	if port == 0 {
 		if port, err = freePort(); err != nil {
 			return nil, err
 		}
 	}
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}
+	for _, a := range extra {
+		if a == "CLUSTER-PORT" {
+			bus, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			a = strconv.Itoa(bus)
+		}
+		args = append(args, a)
+	}
 	dir, err := os.MkdirTemp("", "doorman-redis-")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	args = append(args, "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	r := &redisProc{port: port, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port), cmd: cmd, dir: dir}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	r := &redisProc{port: port, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port), cmd: cmd, dir: dir, exited: exited}
 	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
+		select {
+		case <-exited:
 			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("redis-server on port %d exited at start:\n%s", port, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.kill()
+			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			os.RemoveAll(dir)
 			return nil, fmt.Errorf("redis-server on port %d did not answer:\n%s", port, log)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -136,7 +170,7 @@ func spawnRedis(port int) (*redisProc, error) {
 
 func (r *redisProc) kill() {
 	r.cmd.Process.Kill()
-	r.cmd.Wait()
+	<-r.exited
 }
 
 // ownRedis starts a redis-server this test may kill and restart.
