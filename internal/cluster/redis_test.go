@@ -82,8 +82,8 @@ func redisURL(t testing.TB) string {
 
 // redisProc is a redis-server started by a test, without persistence.
 type redisProc struct {
-	port int
-	url  string
+	port   int
+	url    string
 	cmd    *exec.Cmd
 	dir    string
 	exited chan struct{} // closed when the process has exited
