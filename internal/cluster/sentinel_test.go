@@ -1,0 +1,145 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/doorman/doorman/decide"
+)
+
+// startSentinel starts one Redis Sentinel that monitors the master at
+// masterPort under the name "main", and fails it over one second after it
+// stops answering. It returns a client of the sentinel and its address.
+func startSentinel(t *testing.T, masterPort int) (*redis.SentinelClient, string) {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf") // Sentinel rewrites it
+	if err := os.WriteFile(conf, fmt.Appendf(nil, `port %d
+bind 127.0.0.1
+dir %s
+logfile %s
+sentinel monitor main 127.0.0.1 %d 1
+sentinel down-after-milliseconds main 1000
+sentinel failover-timeout main 10000
+`, port, dir, filepath.Join(dir, "sentinel.log"), masterPort), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("redis-server", conf, "--sentinel")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	sc := redis.NewSentinelClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), MaxRetries: -1})
+	t.Cleanup(func() { sc.Close() })
+	waitFor(t, "sentinel up", 10*time.Second, func() bool {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "sentinel.log"))
+			t.Fatalf("redis sentinel on port %d exited at start:\n%s", port, log)
+		default:
+		}
+		return sc.Ping(ctx).Err() == nil
+	})
+	return sc, "127.0.0.1:" + strconv.Itoa(port)
+}
+
+// Cluster mode works on Sentinel: doormen follow the master through a
+// failover, bans acknowledged before it are still in force and in Redis after
+// it, and new bans propagate through the new master.
+func TestRedisSentinel(t *testing.T) {
+	requireRedisServer(t)
+	master, err := spawnRedis(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { master.kill(); os.RemoveAll(master.dir) })
+	replica, err := spawnRedis(0, "--replicaof", "127.0.0.1", strconv.Itoa(master.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { replica.kill(); os.RemoveAll(replica.dir) })
+	rc := rawClient(t, replica.url)
+	waitFor(t, "replica in sync", 10*time.Second, func() bool {
+		info, _ := rc.Info(ctx, "replication").Result()
+		return strings.Contains(info, "master_link_status:up")
+	})
+
+	sc, sentinelAddr := startSentinel(t, master.port)
+	waitFor(t, "sentinel knows the replica", 20*time.Second, func() bool {
+		rs, _ := sc.Replicas(ctx, "main").Result()
+		return len(rs) == 1
+	})
+	url := "redis://" + sentinelAddr + "?master_name=main"
+	pfx := prefix(t)
+	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	b := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+
+	now := time.Now()
+	failUntilBanned := func(n *node, ip netip.Addr) {
+		t.Helper()
+		var res decide.FailResult
+		for range testPolicy.MaxFailures {
+			if res, err = n.c.Fail(ctx, ip, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !res.Banned {
+			t.Fatalf("%v: not banned after %d failures: %+v", ip, testPolicy.MaxFailures, res)
+		}
+	}
+	before := netip.MustParseAddr("198.18.1.1")
+	failUntilBanned(a, before)
+	waitFor(t, "ban on b", 5*time.Second, func() bool { return banned(b.core, before.String(), now) })
+	// Replication is asynchronous: the ban must reach the replica before the
+	// master is lost, as it would on a healthy pair.
+	mc := rawClient(t, master.url)
+	if n, err := mc.Wait(ctx, 1, 5*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1: %d replicas, %v", n, err)
+	}
+
+	master.kill()
+	waitFor(t, "failover to the replica", 30*time.Second, func() bool {
+		addr, err := sc.GetMasterAddrByName(ctx, "main").Result()
+		return err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(replica.port)
+	})
+	after := netip.MustParseAddr("198.18.1.2")
+	// Until b has noticed the failover these failures count locally (and any
+	// ban they make is pushed to the new master when it has).
+	waitFor(t, "doormen on the new master", 20*time.Second, func() bool {
+		_, err := b.c.Fail(context.Background(), netip.MustParseAddr("198.18.1.200"), now)
+		return err == nil && a.c.Up() && b.c.Up()
+	})
+	failUntilBanned(b, after)
+	waitFor(t, "ban made after the failover on a", 5*time.Second, func() bool { return banned(a.core, after.String(), now) })
+	if !banned(a.core, before.String(), now) || !banned(b.core, before.String(), now) {
+		t.Fatal("a ban acknowledged before the failover is not in force after it")
+	}
+	for _, msg := range []string{"redis unreachable", "redis reachable again"} {
+		if got := a.log.count(msg); got != 1 {
+			t.Errorf("%q logged %d times during the failover, want once:\n%s", msg, got, a.log)
+		}
+	}
+
+	c := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	for _, ip := range []netip.Addr{before, after} {
+		if !banned(c.core, ip.String(), now) {
+			t.Errorf("a doorman started after the failover did not load the ban of %v", ip)
+		}
+	}
+}
