@@ -195,7 +195,12 @@ func startDoorman(t *testing.T, env map[string]string) *Doorman {
 		bin:        bin,
 		api:        httpClientFor(e["DOORMAN_API_ADDR"]),
 	}
-	t.Cleanup(func() { d.stop(t, syscall.SIGTERM) })
+	t.Cleanup(func() {
+		d.stop(t, syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("doorman %s log (last 40 lines):\n%s", d.DecideAddr, tail(d.Log(t), 40))
+		}
+	})
 	d.start(t)
 	return d
 }
