@@ -333,6 +333,22 @@ settle() {
   for _ in $(seq 10); do sleep 0.5; a=$b; b=$(rss_kb "$1"); [ "$b" -le "$a" ] && break; done
   echo "$b"
 }
+# mem_case NAME LOAD-MODE N SEED METRIC LABEL UNIT: a fresh doorman, N entries
+# sent by bench/load in LOAD-MODE, and one table row of the RSS they cost.
+mem_case() {
+  local name=$1 mode=$2 n=$3 seed=$4 metric=$5 label=$6 unit=$7
+  local dec api before after heap held pidvar=pid_$name
+  dec=$(freeport); api=$(freeport)
+  start_doorman "$name" "127.0.0.1:$dec" "$api" DOORMAN_LOG_LEVEL=warn
+  local pid=${!pidvar}
+  before=$(settle "$pid")
+  "$work/load" "$mode" -api "127.0.0.1:$api" -n "$n" -c 32 -seed "$seed" >&2
+  after=$(settle "$pid")
+  heap=$(curl -s "http://127.0.0.1:$api/metrics" | awk '/^go_memstats_heap_inuse_bytes/ {printf "%.1f", $2/1048576}')
+  held=$(curl -s "http://127.0.0.1:$api/metrics" | awk -v m="$metric" '$1 == m {print $2}')
+  echo "| $label | $before | $after | $heap | $held $unit | $(( (after - before) * 1024 / held )) |" >>"$results"
+  kill "$pid"
+}
 run_memory() {
   {
     echo "### memory (memory-only state, default caps: DOORMAN_MAX_BANS=1000000, DOORMAN_MAX_TRACKED=1000000)"
@@ -340,27 +356,8 @@ run_memory() {
     echo "| case | RSS before kB | RSS after kB | Go heap in use after MB | held | RSS bytes per entry |"
     echo "|---|---:|---:|---:|---:|---:|"
   } >>"$results"
-  local dec api
-  dec=$(freeport); api=$(freeport)
-  start_doorman mem_bans "127.0.0.1:$dec" "$api" DOORMAN_LOG_LEVEL=warn
-  local before after heap held
-  before=$(settle "$pid_mem_bans")
-  "$work/load" bans -api "127.0.0.1:$api" -n "$mem_bans" -c 32 -seed 3 >&2
-  after=$(settle "$pid_mem_bans")
-  heap=$(curl -s "http://127.0.0.1:$api/metrics" | awk '/^go_memstats_heap_inuse_bytes/ {printf "%.1f", $2/1048576}')
-  held=$(curl -s "http://127.0.0.1:$api/metrics" | awk '/^doorman_bans_active/ {print $2}')
-  echo "| $mem_bans manual bans (POST /v1/bans) | $before | $after | $heap | $held bans | $(( (after - before) * 1024 / held )) |" >>"$results"
-  kill "$pid_mem_bans"
-
-  dec=$(freeport); api=$(freeport)
-  start_doorman mem_fail "127.0.0.1:$dec" "$api" DOORMAN_LOG_LEVEL=warn
-  before=$(settle "$pid_mem_fail")
-  "$work/load" ingest -api "127.0.0.1:$api" -n "$mem_fail" -c 32 -seed 4 >&2
-  after=$(settle "$pid_mem_fail")
-  heap=$(curl -s "http://127.0.0.1:$api/metrics" | awk '/^go_memstats_heap_inuse_bytes/ {printf "%.1f", $2/1048576}')
-  held=$(curl -s "http://127.0.0.1:$api/metrics" | awk '/^doorman_failures_tracked/ {print $2}')
-  echo "| $mem_fail distinct failing addresses (POST /v1/failures) | $before | $after | $heap | $held tracked | $(( (after - before) * 1024 / held )) |" >>"$results"
-  kill "$pid_mem_fail"
+  mem_case mem_bans bans "$mem_bans" 3 doorman_bans_active "$mem_bans manual bans (POST /v1/bans)" bans
+  mem_case mem_fail ingest "$mem_fail" 4 doorman_failures_tracked "$mem_fail distinct failing addresses (POST /v1/failures)" tracked
   echo >>"$results"
 }
 

@@ -98,7 +98,14 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("persistence %s: %s of %s first decisions after the ack were 403, want all", m[1], m[3], m[2])
 		}
 	}
-	if !strings.Contains(table, "manual bans") || !strings.Contains(table, "distinct failing addresses") {
-		t.Errorf("memory rows missing:\n%s", table)
+	// | N manual bans (POST /v1/bans) | RSS before | RSS after | heap MB | held | bytes per entry |
+	mem := regexp.MustCompile(`(?m)^\| (\d+) (manual bans|distinct failing addresses) [^|]*\| \d+ \| \d+ \| [\d.]+ \| (\d+) (bans|tracked) \| -?\d+ \|$`).FindAllStringSubmatch(table, -1)
+	if len(mem) != 2 {
+		t.Errorf("%d memory rows, want 2:\n%s", len(mem), table)
+	}
+	for _, m := range mem {
+		if atoi(m[3]) != atoi(m[1]) {
+			t.Errorf("%s: %s held after sending %s", m[2], m[3], m[1])
+		}
 	}
 }

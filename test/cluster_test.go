@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // Cluster mode against a real redis-server: the one DOORMAN_TEST_REDIS names
@@ -33,63 +34,18 @@ const propagationLimit = 50 * time.Millisecond
 // the peers at the next tick.
 const changeLimit = 3 * time.Second
 
-// redisServer is a redis-server without persistence, started by a test.
-type redisServer struct {
-	Port int
-	URL  string
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
 // startRedisServer starts redis-server on port (0: a free one), waits until it
 // answers PING, and stops it at the end of the test.
-func startRedisServer(t *testing.T, port int) *redisServer {
+func startRedisServer(t *testing.T, port int) *testproc.Redis {
 	t.Helper()
 	requireTool(t, "redis-server", "redis-server")
-	if port == 0 {
-		port = freePort(t)
-	}
-	r := &redisServer{Port: port, URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), dir: t.TempDir()}
-	r.start(t)
-	t.Cleanup(r.Kill)
-	return r
-}
-
-func (r *redisServer) start(t *testing.T) {
-	t.Helper()
 	bin, _ := lookTool("redis-server")
-	cmd := exec.Command(bin, "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"))
-	if err := cmd.Start(); err != nil {
+	r, err := testproc.StartRedis(bin, port)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	r.cmd, r.done = cmd, done
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.Port), MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(startTimeout)
-	for c.Ping(context.Background()).Err() != nil {
-		select {
-		case <-done:
-			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			t.Fatalf("redis-server exited during start:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not answer within %v", startTimeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// Kill stops redis-server with SIGKILL; its data (none on disk) is gone.
-func (r *redisServer) Kill() {
-	if r.cmd != nil {
-		r.cmd.Process.Kill()
-		<-r.done
-	}
+	t.Cleanup(r.Close)
+	return r
 }
 
 // clusterRedis returns the URL of a Redis for a test that does not kill it.
@@ -419,7 +375,9 @@ func TestClusterRedisRestart(t *testing.T) {
 		}
 	}
 
-	r.start(t) // same port, empty
+	if err := r.Restart(); err != nil { // same port, empty
+		t.Fatal(err)
+	}
 	for _, d := range ds {
 		waitMetric(t, d, "doorman_redis_up", 1, 10*time.Second)
 	}

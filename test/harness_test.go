@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // startTimeout bounds how long a started process may take to answer.
@@ -130,25 +131,15 @@ func doormanBinary(t *testing.T) string {
 	return buildPath
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago. It
-// is drawn below Linux's ephemeral range (32768-60999): a port the kernel
-// handed out for :0 can be taken again as the source port of any outgoing
-// connection before the process that should listen on it binds.
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago; see
+// testproc.FreePort.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			l.Close()
-			return port
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // Doorman is a running doorman process started by startDoorman.

@@ -40,45 +40,41 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = orDefault(o.DialTimeout, dialTimeout), orDefault(o.ReadTimeout, ioTimeout), orDefault(o.WriteTimeout, ioTimeout)
-		o.MaxRetries = retries(o.MaxRetries)
-		o.ContextTimeoutEnabled = true
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.ContextTimeoutEnabled)
 		return redis.NewFailoverClient(o), nil
 	case cluster || q.Has("addr"):
 		o, err := redis.ParseClusterURL(u.String())
 		if err != nil {
 			return nil, err
 		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = orDefault(o.DialTimeout, dialTimeout), orDefault(o.ReadTimeout, ioTimeout), orDefault(o.WriteTimeout, ioTimeout)
-		o.MaxRetries = retries(o.MaxRetries)
-		o.ContextTimeoutEnabled = true
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.ContextTimeoutEnabled)
 		return redis.NewClusterClient(o), nil
 	}
 	o, err := redis.ParseURL(u.String())
 	if err != nil {
 		return nil, err
 	}
-	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = orDefault(o.DialTimeout, dialTimeout), orDefault(o.ReadTimeout, ioTimeout), orDefault(o.WriteTimeout, ioTimeout)
-	o.MaxRetries = retries(o.MaxRetries)
-	o.ContextTimeoutEnabled = true
+	tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.ContextTimeoutEnabled)
 	return redis.NewClient(o), nil
 }
 
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
+// tune applies doorman's defaults to the fields every go-redis option type
+// has: short timeouts unless the URL sets them, and go-redis's default of 3
+// retries turned off (a script that timed out may have run, and running it
+// again would count one failure twice); an explicit max_retries is kept.
+func tune(dial, read, write *time.Duration, maxRetries *int, ctxTimeout *bool) {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{dial, dialTimeout}, {read, ioTimeout}, {write, ioTimeout}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
 	}
-	return d
-}
-
-// retries turns go-redis's default of 3 retries off: a script that timed out
-// may have run, and running it again would count one failure twice. An
-// explicit max_retries in the URL is kept.
-func retries(n int) int {
-	if n == 0 {
-		return -1
+	if *maxRetries == 0 {
+		*maxRetries = -1
 	}
-	return n
+	*ctxTimeout = true
 }
 
 // Redact drops the password from a Redis URL, for logs.

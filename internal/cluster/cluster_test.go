@@ -19,6 +19,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/store"
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 var ctx = context.Background()
@@ -233,8 +234,8 @@ func TestOutageAndRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	a := startNode(t, nodeOpt{url: r.url, prefix: pfx, waitUp: true, store: st})
-	b := startNode(t, nodeOpt{url: r.url, prefix: pfx, waitUp: true})
+	a := startNode(t, nodeOpt{url: r.URL, prefix: pfx, waitUp: true, store: st})
+	b := startNode(t, nodeOpt{url: r.URL, prefix: pfx, waitUp: true})
 	now := time.Now()
 	for _, ip := range []string{"203.0.113.1", "203.0.113.2"} {
 		if _, err := a.c.Ban(ctx, netip.MustParsePrefix(ip+"/32"), time.Hour, "", now); err != nil {
@@ -243,7 +244,7 @@ func TestOutageAndRecovery(t *testing.T) {
 	}
 	waitFor(t, "bans on b", time.Second, func() bool { return banned(b.core, "203.0.113.2", now) })
 
-	r.kill()
+	r.Kill()
 	waitFor(t, "a sees the outage", 5*time.Second, func() bool { return !a.c.Up() })
 	var res decide.FailResult
 	for range testPolicy.MaxFailures {
@@ -261,8 +262,10 @@ func TestOutageAndRecovery(t *testing.T) {
 		t.Errorf("state file holds %d bans during the outage, want 2", len(recs))
 	}
 
-	r.restart(t) // empty: no persistence
-	rc := rawClient(t, r.url)
+	if err := r.Restart(); err != nil { // empty: no persistence
+		t.Fatal(err)
+	}
+	rc := rawClient(t, r.URL)
 	waitFor(t, "a back up", 5*time.Second, a.c.Up)
 	waitFor(t, "b back up", 5*time.Second, b.c.Up)
 	waitFor(t, "bans restored in Redis", 5*time.Second, func() bool {
@@ -303,7 +306,7 @@ func TestOutageAndRecovery(t *testing.T) {
 // the cluster when Redis appears.
 func TestStartWhileRedisDown(t *testing.T) {
 	requireRedisServer(t)
-	port, err := freePort()
+	port, err := testproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +327,7 @@ func TestStartWhileRedisDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.kill(); os.RemoveAll(r.dir) })
+	t.Cleanup(r.Close)
 	waitFor(t, "a joins", 10*time.Second, a.c.Up)
 	rc := rawClient(t, url)
 	waitFor(t, "local ban pushed", 2*time.Second, func() bool {
@@ -366,6 +369,22 @@ func TestNewClientURLs(t *testing.T) {
 	}
 	if got := Redact("redis://user:secret@127.0.0.1:6379/0"); strings.Contains(got, "secret") {
 		t.Errorf("Redact left the password: %s", got)
+	}
+}
+
+// The short defaults apply unless the URL sets a value, for every client kind.
+func TestTune(t *testing.T) {
+	var dial, read, write time.Duration
+	var retries int
+	var ctxTimeout bool
+	tune(&dial, &read, &write, &retries, &ctxTimeout)
+	if dial != dialTimeout || read != ioTimeout || write != ioTimeout || retries != -1 || !ctxTimeout {
+		t.Errorf("defaults: dial %v read %v write %v retries %d ctx %v", dial, read, write, retries, ctxTimeout)
+	}
+	dial, read, write, retries = 5*time.Second, 6*time.Second, 7*time.Second, 2
+	tune(&dial, &read, &write, &retries, &ctxTimeout)
+	if dial != 5*time.Second || read != 6*time.Second || write != 7*time.Second || retries != 2 {
+		t.Errorf("explicit values not kept: dial %v read %v write %v retries %d", dial, read, write, retries)
 	}
 }
 
@@ -449,12 +468,12 @@ func startRedisCluster(t *testing.T) string {
 		// The cluster bus gets its own free port, below the ephemeral range
 		// like the client port: port+10000, Redis's default, may be taken by
 		// an outgoing connection of a test running beside this one.
-		r, err := spawnRedis(0, "--cluster-enabled", "yes", "--cluster-port", "CLUSTER-PORT")
+		r, err := spawnRedis(0, "--cluster-enabled", "yes", "--cluster-port", testproc.AnotherFreePort)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { r.kill(); os.RemoveAll(r.dir) })
-		addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(r.port))
+		t.Cleanup(r.Close)
+		addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(r.Port))
 	}
 	out, err := exec.Command(cli, append(append([]string{"--cluster", "create"}, addrs...),
 		"--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()

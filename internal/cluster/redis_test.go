@@ -3,16 +3,11 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	mathrand "math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +18,7 @@ import (
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // These tests run against a real redis-server: the one DOORMAN_TEST_REDIS
@@ -33,14 +29,13 @@ var shared struct {
 	once sync.Once
 	url  string
 	err  error
-	proc *redisProc // started here, stopped by TestMain
+	proc *testproc.Redis // started here, stopped by TestMain
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared.proc != nil {
-		shared.proc.kill()
-		os.RemoveAll(shared.proc.dir)
+		shared.proc.Close()
 	}
 	os.Exit(code)
 }
@@ -71,7 +66,7 @@ func redisURL(t testing.TB) string {
 	shared.once.Do(func() {
 		shared.proc, shared.err = spawnRedis(0)
 		if shared.err == nil {
-			shared.url = shared.proc.url
+			shared.url = shared.proc.URL
 		}
 	})
 	if shared.err != nil {
@@ -80,121 +75,21 @@ func redisURL(t testing.TB) string {
 	return shared.url
 }
 
-// redisProc is a redis-server started by a test, without persistence.
-type redisProc struct {
-	port   int
-	url    string
-	cmd    *exec.Cmd
-	dir    string
-	exited chan struct{} // closed when the process has exited
-}
-
-// freePort returns a loopback port that was free a moment ago, drawn below
-// Linux's ephemeral range so that no outgoing connection takes it meanwhile.
-func freePort() (int, error) {
-	for range 100 {
-		port := 20000 + mathrand.IntN(12000)
-		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			l.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free port in 20000-31999")
-}
-
-// spawnRedis starts redis-server on port (0: a free one, and another free one
-// should the first be taken meanwhile) and waits for PONG. extra are more
-// redis-server arguments; "CLUSTER-PORT" in them is replaced by a free port.
-func spawnRedis(port int, extra ...string) (*redisProc, error) {
-	var err error
-	for attempt := 1; ; attempt++ {
-		var r *redisProc
-		r, err = spawnRedisOnce(port, extra)
-		if err == nil || port != 0 || attempt == 5 {
-			return r, err
-		}
-	}
-}
-
-func spawnRedisOnce(port int, extra []string) (*redisProc, error) {
-	var err error
-	if port == 0 {
-		if port, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}
-	for _, a := range extra {
-		if a == "CLUSTER-PORT" {
-			bus, err := freePort()
-			if err != nil {
-				return nil, err
-			}
-			a = strconv.Itoa(bus)
-		}
-		args = append(args, a)
-	}
-	dir, err := os.MkdirTemp("", "doorman-redis-")
-	if err != nil {
-		return nil, err
-	}
-	args = append(args, "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-	cmd := exec.Command("redis-server", args...)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	r := &redisProc{port: port, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port), cmd: cmd, dir: dir, exited: exited}
-	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("redis-server on port %d exited at start:\n%s", port, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.kill()
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("redis-server on port %d did not answer:\n%s", port, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return r, nil
-}
-
-func (r *redisProc) kill() {
-	r.cmd.Process.Kill()
-	<-r.exited
+// spawnRedis starts redis-server from PATH; see testproc.StartRedis.
+func spawnRedis(port int, extra ...string) (*testproc.Redis, error) {
+	return testproc.StartRedis("redis-server", port, extra...)
 }
 
 // ownRedis starts a redis-server this test may kill and restart.
-func ownRedis(t testing.TB) *redisProc {
+func ownRedis(t testing.TB) *testproc.Redis {
 	t.Helper()
 	requireRedisServer(t)
 	r, err := spawnRedis(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.kill(); os.RemoveAll(r.dir) })
+	t.Cleanup(r.Close)
 	return r
-}
-
-// restart starts redis-server again on the same port, empty.
-func (r *redisProc) restart(t testing.TB) {
-	t.Helper()
-	r.kill()
-	n, err := spawnRedis(r.port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.cmd = n.cmd
-	os.RemoveAll(n.dir)
 }
 
 // prefix is a key prefix of this test's own.

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // startSentinel starts one Redis Sentinel that monitors the master at
@@ -22,7 +23,7 @@ import (
 // stops answering. It returns a client of the sentinel and its address.
 func startSentinel(t *testing.T, masterPort int) (*redis.SentinelClient, string) {
 	t.Helper()
-	port, err := freePort()
+	port, err := testproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,19 +69,19 @@ func TestRedisSentinel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { master.kill(); os.RemoveAll(master.dir) })
-	replica, err := spawnRedis(0, "--replicaof", "127.0.0.1", strconv.Itoa(master.port))
+	t.Cleanup(master.Close)
+	replica, err := spawnRedis(0, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { replica.kill(); os.RemoveAll(replica.dir) })
-	rc := rawClient(t, replica.url)
+	t.Cleanup(replica.Close)
+	rc := rawClient(t, replica.URL)
 	waitFor(t, "replica in sync", 10*time.Second, func() bool {
 		info, _ := rc.Info(ctx, "replication").Result()
 		return strings.Contains(info, "master_link_status:up")
 	})
 
-	sc, sentinelAddr := startSentinel(t, master.port)
+	sc, sentinelAddr := startSentinel(t, master.Port)
 	waitFor(t, "sentinel knows the replica", 20*time.Second, func() bool {
 		rs, _ := sc.Replicas(ctx, "main").Result()
 		return len(rs) == 1
@@ -108,15 +109,15 @@ func TestRedisSentinel(t *testing.T) {
 	waitFor(t, "ban on b", 5*time.Second, func() bool { return banned(b.core, before.String(), now) })
 	// Replication is asynchronous: the ban must reach the replica before the
 	// master is lost, as it would on a healthy pair.
-	mc := rawClient(t, master.url)
+	mc := rawClient(t, master.URL)
 	if n, err := mc.Wait(ctx, 1, 5*time.Second).Result(); err != nil || n != 1 {
 		t.Fatalf("WAIT 1: %d replicas, %v", n, err)
 	}
 
-	master.kill()
+	master.Kill()
 	waitFor(t, "failover to the replica", 30*time.Second, func() bool {
 		addr, err := sc.GetMasterAddrByName(ctx, "main").Result()
-		return err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(replica.port)
+		return err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(replica.Port)
 	})
 	after := netip.MustParseAddr("198.18.1.2")
 	// Until b has noticed the failover these failures count locally (and any

@@ -53,23 +53,22 @@ const IdleTimeout = 75 * time.Second
 // nginx as the only client: small headers, no body, short reads.
 func NewDecideServer(d *Decider, log *slog.Logger) *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:                       d.Handle,
-		ErrorHandler:                  DecideError,
-		Name:                          "doorman",
-		NoDefaultServerHeader:         true,
-		NoDefaultDate:                 true,
-		NoDefaultContentType:          true,
-		DisablePreParseMultipartForm:  true,
-		ReadBufferSize:                8 << 10, // max request head; larger is a 403
-		WriteBufferSize:               4 << 10,
-		MaxRequestBodySize:            4 << 10,
-		ReadTimeout:                   10 * time.Second,
-		WriteTimeout:                  10 * time.Second,
-		IdleTimeout:                   IdleTimeout,
-		Concurrency:                   64 << 10,
-		Logger:                        slogPrinter{log},
-		SecureErrorLogMessage:         true,
-		DisableHeaderNamesNormalizing: false,
+		Handler:                      d.Handle,
+		ErrorHandler:                 DecideError,
+		Name:                         "doorman",
+		NoDefaultServerHeader:        true,
+		NoDefaultDate:                true,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		ReadBufferSize:               8 << 10, // max request head; larger is a 403
+		WriteBufferSize:              4 << 10,
+		MaxRequestBodySize:           4 << 10,
+		ReadTimeout:                  10 * time.Second,
+		WriteTimeout:                 10 * time.Second,
+		IdleTimeout:                  IdleTimeout,
+		Concurrency:                  64 << 10,
+		Logger:                       slogPrinter{log},
+		SecureErrorLogMessage:        true,
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -22,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 const token = "compose-test-token"
@@ -305,19 +306,15 @@ func freeSubnet(t *testing.T) netip.Prefix {
 	return netip.Prefix{}
 }
 
-// freePort returns a loopback port that was free a moment ago, drawn below
-// Linux's ephemeral range so that no outgoing connection takes it meanwhile.
+// freePort returns a loopback port that was free a moment ago; see
+// testproc.FreePort.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			l.Close()
-			return port
-		}
+	port, err := testproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port in 20000-31999")
-	return 0
+	return port
 }
 
 // requireTool: as in the test package's harness (a separate package here).
