@@ -127,13 +127,7 @@ func startDjangoDemo(t *testing.T, env map[string]string) *djangoDemo {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
+		stopProcess(cmd, exited, syscall.SIGTERM) // a kill after the grace time is fine here
 		if t.Failed() {
 			b, _ := os.ReadFile(demo.LogPath)
 			t.Logf("django log:\n%s", b)

@@ -281,15 +281,27 @@ func (d *Doorman) stop(t *testing.T, sig syscall.Signal) {
 		return
 	default:
 	}
-	d.Cmd.Process.Signal(sig)
-	select {
-	case <-d.exited:
-	case <-time.After(10 * time.Second):
-		d.Cmd.Process.Kill()
-		<-d.exited
-		t.Errorf("doorman did not exit within 10s of %v; killed", sig)
+	if !stopProcess(d.Cmd, d.exited, sig) {
+		t.Errorf("doorman did not exit within %v of %v; killed", stopGrace, sig)
 	}
 	d.api.CloseIdleConnections()
+}
+
+// stopGrace is how long a process may take to exit after a signal.
+const stopGrace = 10 * time.Second
+
+// stopProcess sends sig to cmd and waits for exited (closed when cmd.Wait
+// returns); past stopGrace it kills the process and reports false.
+func stopProcess(cmd *exec.Cmd, exited <-chan struct{}, sig os.Signal) bool {
+	cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+		return true
+	case <-time.After(stopGrace):
+		cmd.Process.Kill()
+		<-exited
+		return false
+	}
 }
 
 // Kill stops doorman with SIGKILL: no graceful shutdown, no final writes.
@@ -482,13 +494,8 @@ func (n *Nginx) run(t *testing.T, bin string) (bool, string) {
 	}
 	t.Cleanup(func() {
 		// SIGTERM: fast shutdown, the master stops its workers.
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("nginx did not exit within 10s of SIGTERM; killed")
+		if !stopProcess(cmd, exited, syscall.SIGTERM) {
+			t.Errorf("nginx did not exit within %v of SIGTERM; killed", stopGrace)
 		}
 		if t.Failed() {
 			t.Logf("nginx error log:\n%s", readLogs())
