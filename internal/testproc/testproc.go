@@ -1,5 +1,6 @@
 // Package testproc gives integration tests loopback ports and redis-server
-// processes. It is used by tests only.
+// processes: the nginx, compose and cluster suites live in three packages
+// and share these start-up rules here. It is used by tests only.
 package testproc
 
 import (
