@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs every doorman test on a fresh Debian bookworm machine: installs the
-# Debian packages the integration tests need (when missing), starts dockerd and
-# a redis-server on a free loopback port, then runs the Go tests, unit and
-# integration, none skipped. Needs root for apt-get and dockerd.
+# Debian packages the integration tests need (when missing, after apt-get
+# update), starts dockerd and a redis-server on a free loopback port, then runs
+# the Go tests, unit and integration, none skipped. Needs Go 1.26 on PATH or in
+# /usr/local/go.
+#
+# Run it as root (a container or a CI runner is root already): apt-get and
+# dockerd need it. It never calls sudo itself. Not root: sudo test/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
