@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -27,12 +26,12 @@ type apiClient struct {
 
 func newAPIClient(cfg *config.Config) *apiClient {
 	tr := &http.Transport{}
-	base := "http://" + cfg.APIAddr
-	if path, ok := strings.CutPrefix(cfg.APIAddr, "unix:"); ok {
+	base := "http://" + cfg.APIListen.Address
+	if cfg.APIListen.Unix() {
 		base = "http://doorman"
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
+			return d.DialContext(ctx, "unix", cfg.APIListen.Address)
 		}
 	}
 	return &apiClient{base: base, token: cfg.APIToken, http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}

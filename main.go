@@ -10,12 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -24,6 +21,7 @@ import (
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
 )
@@ -137,11 +135,11 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	if st != nil {
 		defer st.Close()
 	}
-	m := server.NewMetrics(core, cfg.DryRun, time.Now)
-	local := &server.Local{Core: core, Store: st, Log: log, Metrics: m}
-	var backend server.Backend = local
+	m := engine.NewMetrics(core.Stats, cfg.DryRun, time.Now)
+	local := engine.NewLocal(core, st, log, m)
+	var svc engine.Service = local
 	if cfg.RedisURL != "" {
-		cl, err := cluster.New(cluster.Options{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Local: local})
+		cl, err := cluster.New(cluster.Options{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Local: local, Log: log})
 		if err != nil {
 			return usageError{fmt.Errorf("DOORMAN_REDIS_URL: %q: %v", cluster.Redact(cfg.RedisURL), err)}
 		}
@@ -149,30 +147,30 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		synced := make(chan struct{})
 		go func() { cl.Run(syncCtx); close(synced) }()
 		defer func() { stopSync(); <-synced }() // before the state file closes
-		backend = cl
+		svc = cl
 		log.Info("cluster mode", "redis", cluster.Redact(cfg.RedisURL), "prefix", cfg.RedisPrefix)
 	}
 
-	decideLn, err := server.Listen(cfg.DecideAddr, 0o666)
+	decideLn, err := server.Listen(cfg.DecideListen.Network, cfg.DecideListen.Address, 0o666)
 	if err != nil {
 		return fmt.Errorf("DOORMAN_DECIDE_ADDR: %w", err)
 	}
-	apiLn, err := server.Listen(cfg.APIAddr, 0o660)
+	apiLn, err := server.Listen(cfg.APIListen.Network, cfg.APIListen.Address, 0o660)
 	if err != nil {
 		decideLn.Close()
 		return fmt.Errorf("DOORMAN_API_ADDR: %w", err)
 	}
-	d := &server.Decider{Core: core, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
-		Unix: strings.HasPrefix(cfg.DecideAddr, "unix:"), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
-	api := &server.API{Core: core, Backend: backend, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log}
+	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
+		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
+	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log}
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{decideLn, apiLn} {
 		go func() { errc <- servers[i].Serve(ln) }()
 	}
-	allow, deny, never := lists.Sizes()
+	stats := core.Stats(time.Now())
 	log.Info("doorman started", "version", version, "decide", cfg.DecideAddr, "api", cfg.APIAddr,
-		"allow", allow, "deny", deny, "never_ban", never, "bans", core.Table().ActiveCount(time.Now()),
+		"allow", stats.Allow, "deny", stats.Deny, "never_ban", stats.NeverBan, "bans", stats.ActiveBans,
 		"state_file", cfg.StateFile, "dry_run", cfg.DryRun)
 
 	hup := make(chan os.Signal, 1)
@@ -181,7 +179,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	for {
 		select {
 		case <-hup:
-			reload(cfg, core, m, log)
+			reload(cfg, local, m, log)
 		case err := <-errc:
 			shutdown(servers, log)
 			return fmt.Errorf("listener stopped: %w", err)
@@ -193,14 +191,14 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 }
 
-func reload(cfg *config.Config, core *decide.Core, m *server.Metrics, log *slog.Logger) {
+func reload(cfg *config.Config, local *engine.Local, m *engine.Metrics, log *slog.Logger) {
 	lists, err := cfg.Lists()
 	if err != nil {
 		m.ReloadsFail.Inc()
 		log.Error("reload failed; keeping the lists in force", "err", err)
 		return
 	}
-	core.SetLists(lists)
+	local.SetLists(lists)
 	m.ReloadsOK.Inc()
 	allow, deny, never := lists.Sizes()
 	log.Info("lists reloaded", "allow", allow, "deny", deny, "never_ban", never)
@@ -236,26 +234,14 @@ func openState(cfg *config.Config, core *decide.Core, log *slog.Logger) (*store.
 		return nil, err
 	}
 	now := time.Now()
-	recs, err := st.Load(now, cfg.MaxBanTime)
+	n, err := engine.Restore(core, st, now)
 	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	// Oldest ban first, so that a table smaller than the file keeps the newest.
-	slices.SortFunc(recs, func(a, b decide.Ban) int { return a.Until.Compare(b.Until) })
-	var dropped []decide.Ban
-	for _, b := range recs {
-		dropped = append(dropped, core.Apply(b)...)
-	}
-	if len(dropped) > 0 {
-		keys := make([]netip.Prefix, len(dropped))
-		for i, b := range dropped {
-			keys[i] = b.Key
+		if n == 0 {
+			st.Close()
+			return nil, err
 		}
-		if err := st.Delete(keys...); err != nil {
-			log.Warn("state file cleanup failed", "err", err)
-		}
+		log.Warn("state file cleanup failed", "err", err)
 	}
-	log.Info("state loaded", "file", cfg.StateFile, "records", len(recs), "active", core.Table().ActiveCount(now))
+	log.Info("state loaded", "file", cfg.StateFile, "records", n, "active", core.Stats(now).ActiveBans)
 	return st, nil
 }

@@ -68,6 +68,7 @@ type BanTable struct {
 	nranges int
 	notes   map[netip.Prefix]string
 	expiry  map[int64]int32 // active records by until second, for ActiveCount
+	pruned  int64           // the second expiry was last pruned at
 	max     int
 }
 
@@ -225,20 +226,35 @@ func (t *BanTable) untrack(r record) {
 func expirySecond(until int64) int64 { return (until + 1e9 - 1) / 1e9 }
 
 // ActiveCount returns how many records are in force at now, to the second.
-// It forgets the expiry buckets that have passed, so now must not go back.
+// It changes nothing; writers forget the passed seconds (prune).
 func (t *BanTable) ActiveCount(now time.Time) int {
+	sec := now.Unix()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	n := 0
+	for s, c := range t.expiry {
+		if s > sec {
+			n += int(c)
+		}
+	}
+	return n
+}
+
+// prune forgets the expiry seconds that have passed at now, at most once a
+// second, so the expiry map holds only seconds still to come.
+func (t *BanTable) prune(now time.Time) {
 	sec := now.Unix()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := 0
-	for s, c := range t.expiry {
+	if sec <= t.pruned {
+		return
+	}
+	t.pruned = sec
+	for s := range t.expiry {
 		if s <= sec {
 			delete(t.expiry, s)
-			continue
 		}
-		n += int(c)
 	}
-	return n
 }
 
 // Len returns the number of records held, active or expired.

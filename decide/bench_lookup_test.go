@@ -113,7 +113,7 @@ func benchWorld(b *testing.B, prefixes, bans int) (*Core, []netip.Addr) {
 		if c.Decide(a, benchNow).Reason != Allowed { // denylisted or a repeat: not a ban lookup
 			continue
 		}
-		c.Apply(Ban{Key: netip.PrefixFrom(a, 32), Until: benchNow.Add(time.Hour), Count: 1})
+		c.Apply(Ban{Key: netip.PrefixFrom(a, 32), Until: benchNow.Add(time.Hour), Count: 1}, benchNow)
 		banned = append(banned, a)
 	}
 	return c, banned

@@ -19,10 +19,11 @@ const (
 	NotAllowlisted
 	Banned
 	NoClientIP
-	numReasons
+	// NumReasons is the number of Reasons: arrays indexed by Reason have this length.
+	NumReasons
 )
 
-var reasonNames = [numReasons]string{"allowed", "denylisted", "not-allowlisted", "banned", "no-client-ip"}
+var reasonNames = [NumReasons]string{"allowed", "denylisted", "not-allowlisted", "banned", "no-client-ip"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -78,11 +79,22 @@ func (c *Core) SetLists(l *Lists) { c.lists.Store(l) }
 // Lists returns the lists in force.
 func (c *Core) Lists() *Lists { return c.lists.Load() }
 
-// Table returns the ban table, for metrics and listings.
-func (c *Core) Table() *BanTable { return c.bans }
+// Stats is a snapshot of the Core's sizes, for metrics and logs.
+type Stats struct {
+	ActiveBans int // ban records in force
+	BanRecords int // ban records held, active or expired
+	Tracked    int // units whose failures are tracked
+	Allow      int // prefixes in the allow list
+	Deny       int
+	NeverBan   int
+}
 
-// Tracker returns the failure tracker, for metrics.
-func (c *Core) Tracker() *Tracker { return c.fails }
+// Stats returns the sizes at now. It changes nothing.
+func (c *Core) Stats(now time.Time) Stats {
+	s := Stats{ActiveBans: c.bans.ActiveCount(now), BanRecords: c.bans.Len(), Tracked: c.fails.Len()}
+	s.Allow, s.Deny, s.NeverBan = c.lists.Load().Sizes()
+	return s
+}
 
 // Clean unmaps an IPv4-mapped IPv6 address and drops any zone.
 func Clean(a netip.Addr) netip.Addr {
@@ -128,15 +140,22 @@ func (c *Core) Decide(a netip.Addr, now time.Time) Verdict {
 
 // FailResult is what one failure led to.
 type FailResult struct {
+	Addr     netip.Addr // the address, cleaned
 	Key      netip.Prefix
 	Failures int  // failures of Key within the window, this one included
 	NeverBan bool // the address is in the never-ban list
 	Banned   bool // this failure started a ban
-	Ban      Ban  // the ban, when Banned
-	Evicted  []Ban
+	// Ban is the ban in force for the address after this failure: the one it
+	// started, or one that already covered it (its unit's or a range's).
+	// Zero when none is.
+	Ban     Ban
+	Evicted []Ban
 	// TrackerEvicted is true when another unit's failures were forgotten to make room.
 	TrackerEvicted bool
 }
+
+// InForce reports whether a ban covers the address after the failure.
+func (r FailResult) InForce() bool { return r.Ban.Key.IsValid() }
 
 // Fail records a failed login from a at now. When it is the MaxFailures-th
 // within FindTime, the unit is banned before Fail returns: the next Decide,
@@ -147,31 +166,38 @@ func (c *Core) Fail(a netip.Addr, now time.Time) FailResult {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	n, ev := c.fails.Add(key, now.UnixNano(), int64(c.policy.FindTime))
-	res := FailResult{Key: key, Failures: n, TrackerEvicted: ev, NeverBan: c.lists.Load().NeverBan(a)}
-	if n < c.policy.MaxFailures || res.NeverBan {
+	res := FailResult{Addr: a, Key: key, Failures: n, TrackerEvicted: ev, NeverBan: c.lists.Load().NeverBan(a)}
+	if res.NeverBan {
 		return res
 	}
-	if _, r, ok := c.bans.lookup(a, key, now.UnixNano()); ok && r.until > now.UnixNano() {
+	if k, r, ok := c.bans.lookup(a, key, now.UnixNano()); ok {
+		b, _ := c.bans.ban(k, k == key)
+		res.Ban = Ban{Key: k, Until: time.Unix(0, r.until).UTC(), Manual: r.manual, Note: b.Note, Count: int(r.count), Failures: int(r.failures)}
 		return res // already banned (by a range, or a ban this tracker raced with)
 	}
+	if n < c.policy.MaxFailures {
+		return res
+	}
 	c.fails.Reset(key)
+	c.bans.prune(now)
 	res.Banned = true
 	res.Ban = Ban{Key: key, Count: c.nextCount(key, true, now), Failures: n}
-	res.Ban.Until = now.Add(c.duration(res.Ban.Count))
+	res.Ban.Until = now.Add(c.policy.Duration(res.Ban.Count))
 	if ev, did, _ := c.bans.put(res.Ban, true); did {
 		res.Evicted = append(res.Evicted, ev)
 	}
 	return res
 }
 
-// Succeed records a successful login from a: its unit's failures are forgotten.
-// An active ban stays.
-func (c *Core) Succeed(a netip.Addr) netip.Prefix {
-	key := c.Unit(Clean(a))
+// Succeed records a successful login from a: its unit's failures are
+// forgotten. An active ban stays. It returns the cleaned address and its unit.
+func (c *Core) Succeed(a netip.Addr) (netip.Addr, netip.Prefix) {
+	a = Clean(a)
+	key := c.Unit(a)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.fails.Reset(key)
-	return key
+	return a, key
 }
 
 // Failures returns the failures counted for a's unit at now.
@@ -179,21 +205,22 @@ func (c *Core) Failures(a netip.Addr, now time.Time) int {
 	return c.fails.Count(c.Unit(Clean(a)), now.UnixNano(), int64(c.policy.FindTime))
 }
 
-// ErrTooManyRanges is returned by BanPrefix when the table holds its maximum
-// of range bans.
+// ErrTooManyRanges is returned by BanPrefix and Apply when the table holds
+// its maximum of range bans.
 var ErrTooManyRanges = errors.New("too many range bans")
 
 // BanPrefix bans p for d (0: the policy's escalating ban time) at now, as an
 // operator's manual ban. A single address is widened to its ban unit; a wider
 // or narrower CIDR bans exactly that range.
 func (c *Core) BanPrefix(p netip.Prefix, d time.Duration, note string, now time.Time) (Ban, []Ban, error) {
-	p = c.normalize(p)
+	p = c.Normalize(p)
 	unit := isUnit(p, c.policy.IPv4Prefix, c.policy.IPv6Prefix)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.bans.prune(now)
 	b := Ban{Key: p, Manual: true, Note: note, Count: c.nextCount(p, unit, now)}
 	if d <= 0 {
-		d = c.duration(b.Count)
+		d = c.policy.Duration(b.Count)
 	}
 	b.Until = now.Add(d)
 	ev, did, ok := c.bans.put(b, unit)
@@ -207,16 +234,22 @@ func (c *Core) BanPrefix(p netip.Prefix, d time.Duration, note string, now time.
 }
 
 // Apply stores b as it is, with no escalation: for bans loaded from the store
-// or learned from other instances. It returns a record evicted to make room.
-func (c *Core) Apply(b Ban) []Ban {
-	b.Key = c.normalize(b.Key)
+// or learned from other instances. It returns the records evicted to make
+// room, or ErrTooManyRanges when b is a range and the table holds its maximum
+// of ranges (nothing changes then).
+func (c *Core) Apply(b Ban, now time.Time) ([]Ban, error) {
+	b.Key = c.Normalize(b.Key)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	ev, did, _ := c.bans.put(b, isUnit(b.Key, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
-	if did {
-		return []Ban{ev}
+	c.bans.prune(now)
+	ev, did, ok := c.bans.put(b, isUnit(b.Key, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
+	if !ok {
+		return nil, ErrTooManyRanges
 	}
-	return nil
+	if did {
+		return []Ban{ev}, nil
+	}
+	return nil, nil
 }
 
 // Unban lifts the bans covering a (its unit's and every range containing it)
@@ -241,7 +274,7 @@ func (c *Core) Unban(a netip.Addr) []Ban {
 
 // Remove deletes the record under exactly p, if any.
 func (c *Core) Remove(p netip.Prefix) (Ban, bool) {
-	p = c.normalize(p)
+	p = c.Normalize(p)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.bans.remove(p, isUnit(p, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
@@ -251,7 +284,7 @@ func (c *Core) Remove(p netip.Prefix) (Ban, bool) {
 // to its ban unit), active or expired: for the cluster sync, which must tell a
 // ban it already holds from a new one.
 func (c *Core) Record(p netip.Prefix) (Ban, bool) {
-	p = c.normalize(p)
+	p = c.Normalize(p)
 	return c.bans.ban(p, isUnit(p, c.policy.IPv4Prefix, c.policy.IPv6Prefix))
 }
 
@@ -261,8 +294,12 @@ func (c *Core) Bans(now time.Time) []Ban { return c.bans.All(now, true) }
 // Records returns every ban record held, expired ones included.
 func (c *Core) Records(now time.Time) []Ban { return c.bans.All(now, false) }
 
-// normalize widens a single address to its ban unit and clears host bits.
-func (c *Core) normalize(p netip.Prefix) netip.Prefix {
+// Normalize is the key a ban of p is held under: a single address is widened
+// to its ban unit, an IPv4-mapped prefix is unmapped, host bits are cleared.
+func (c *Core) Normalize(p netip.Prefix) netip.Prefix {
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
 	if p.Bits() == p.Addr().BitLen() {
 		return c.Unit(p.Addr())
 	}
@@ -279,11 +316,13 @@ func (c *Core) nextCount(key netip.Prefix, unit bool, now time.Time) int {
 	return int(r.count) + 1
 }
 
-// duration is BanTime × BanFactor^(count-1), capped at MaxBanTime.
-func (c *Core) duration(count int) time.Duration {
-	d := float64(c.policy.BanTime) * math.Pow(c.policy.BanFactor, float64(count-1))
-	if d >= float64(c.policy.MaxBanTime) || math.IsNaN(d) || math.IsInf(d, 0) {
-		return c.policy.MaxBanTime
+// Duration is the length of a unit's count-th ban: BanTime ×
+// BanFactor^(count-1), capped at MaxBanTime. The cluster's Lua scripts apply
+// the same rule; a shared table of cases tests both.
+func (p Policy) Duration(count int) time.Duration {
+	d := float64(p.BanTime) * math.Pow(p.BanFactor, float64(count-1))
+	if d >= float64(p.MaxBanTime) || math.IsNaN(d) || math.IsInf(d, 0) {
+		return p.MaxBanTime
 	}
 	return time.Duration(d)
 }

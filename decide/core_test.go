@@ -273,7 +273,7 @@ func TestBanTableEvictsOldestFirst(t *testing.T) {
 	if len(evicted) != 1 || evicted[0].Key.String() != "192.0.2.1/32" {
 		t.Fatalf("evicted %v, want the oldest, 192.0.2.1/32", evicted)
 	}
-	if got := c.Table().Len(); got != 3 {
+	if got := c.Stats(t0).BanRecords; got != 3 {
 		t.Fatalf("table holds %d, want 3", got)
 	}
 	// Renewing a ban makes it the youngest.
@@ -292,7 +292,7 @@ func TestTrackerBound(t *testing.T) {
 			evictions++
 		}
 	}
-	if got := c.Tracker().Len(); got != 2 {
+	if got := c.Stats(t0).Tracked; got != 2 {
 		t.Fatalf("tracker holds %d, want 2", got)
 	}
 	if evictions != 3 {
@@ -316,21 +316,27 @@ func TestActiveCount(t *testing.T) {
 		}
 	}
 	c.Unban(netip.MustParseAddr("192.0.2.4"))
-	// Times go forward only, as ActiveCount requires.
-	for _, tc := range []struct {
+	// A read changes nothing, so times may go back; a writer prunes passed
+	// seconds without changing the count of those still to come.
+	cases := []struct {
 		at   time.Duration
 		want int
-	}{{0, 4}, {90 * time.Minute, 3}, {4*time.Hour - time.Second, 1}, {4 * time.Hour, 0}} {
-		if got := c.Table().ActiveCount(t0.Add(tc.at)); got != tc.want {
-			t.Errorf("ActiveCount(+%v) = %d, want %d", tc.at, got, tc.want)
+	}{{4 * time.Hour, 0}, {0, 4}, {90 * time.Minute, 3}, {4*time.Hour - time.Second, 1}, {4 * time.Hour, 0}, {0, 4}}
+	for _, tc := range cases {
+		if got := c.Stats(t0.Add(tc.at)).ActiveBans; got != tc.want {
+			t.Errorf("ActiveBans(+%v) = %d, want %d", tc.at, got, tc.want)
 		}
+	}
+	c.Apply(Ban{Key: netip.MustParsePrefix("198.51.100.1/32"), Until: t0.Add(5 * time.Hour)}, t0.Add(90*time.Minute))
+	if got := c.Stats(t0.Add(90 * time.Minute)).ActiveBans; got != 4 {
+		t.Errorf("after a prune at +90m: ActiveBans = %d, want 4", got)
 	}
 }
 
 func TestApplyKeepsRecord(t *testing.T) {
 	c := newCore(t, "", "", "")
 	b := Ban{Key: netip.MustParsePrefix("192.0.2.1/32"), Until: t0.Add(time.Hour), Count: 4, Failures: 7}
-	c.Apply(b)
+	c.Apply(b, t0)
 	got := c.Bans(t0)
 	if len(got) != 1 || got[0].Count != 4 || got[0].Failures != 7 || !got[0].Until.Equal(b.Until) {
 		t.Fatalf("Bans = %+v", got)
@@ -448,7 +454,7 @@ func benchCore(t testing.TB, prefixes, bans int) *Core {
 	c := New(defaultPolicy(), NewLists(nil, deny, nil), bans+10, 100)
 	for i := range bans {
 		a := netip.AddrFrom4([4]byte{100, 64 + byte(i>>16&63), byte(i >> 8), byte(i)})
-		c.Apply(Ban{Key: netip.PrefixFrom(a, 32), Until: t0.Add(time.Hour), Count: 1})
+		c.Apply(Ban{Key: netip.PrefixFrom(a, 32), Until: t0.Add(time.Hour), Count: 1}, t0)
 	}
 	return c
 }

@@ -138,13 +138,13 @@ func TestNeverBanAndSuccess(t *testing.T) {
 		}
 	}
 	// Every instance reports the shared count, not its own.
-	if got := b.c.Failures(ctx, ip, now); got != testPolicy.MaxFailures-1 {
+	if got := b.c.Explain(ctx, ip, now).Failures; got != testPolicy.MaxFailures-1 {
 		t.Fatalf("failures seen by the other instance: %d, want %d", got, testPolicy.MaxFailures-1)
 	}
-	if err := b.c.Succeed(ctx, ip, now); err != nil {
+	if _, _, err := b.c.Succeed(ctx, ip, now); err != nil {
 		t.Fatal(err)
 	}
-	if got := a.c.Failures(ctx, ip, now); got != 0 {
+	if got := a.c.Explain(ctx, ip, now).Failures; got != 0 {
 		t.Fatalf("failures after a success on another instance: %d, want 0", got)
 	}
 	res, err := a.c.Fail(ctx, ip, now)
@@ -211,7 +211,7 @@ func TestReconcileTombstoneAndPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Meanwhile b learned a ban nobody else has (as if made during an outage).
-	b.core.Apply(decide.Ban{Key: netip.MustParsePrefix("198.51.100.21/32"), Until: now.Add(time.Hour).Truncate(time.Millisecond), Count: 1, Failures: 5})
+	b.core.Apply(decide.Ban{Key: netip.MustParsePrefix("198.51.100.21/32"), Until: now.Add(time.Hour).Truncate(time.Millisecond), Count: 1, Failures: 5}, now)
 
 	b2 := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true, core: b.core})
 	if banned(b2.core, "198.51.100.20", now) {
@@ -294,7 +294,7 @@ func TestOutageAndRecovery(t *testing.T) {
 		}
 	}
 	var sb strings.Builder
-	a.local.Metrics.Write(&sb)
+	a.local.Metrics().Write(&sb)
 	for _, want := range []string{"doorman_redis_up 1", "doorman_redis_reconnects_total 1"} {
 		if !strings.Contains(sb.String(), want+"\n") {
 			t.Errorf("metrics lack %q", want)
@@ -313,7 +313,7 @@ func TestStartWhileRedisDown(t *testing.T) {
 	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
 	core := decide.New(testPolicy, nil, 100, 100)
 	now := time.Now()
-	core.Apply(decide.Ban{Key: netip.MustParsePrefix("203.0.113.9/32"), Until: now.Add(time.Hour).Truncate(time.Millisecond), Count: 1})
+	core.Apply(decide.Ban{Key: netip.MustParsePrefix("203.0.113.9/32"), Until: now.Add(time.Hour).Truncate(time.Millisecond), Count: 1}, now)
 	a := startNode(t, nodeOpt{url: url, prefix: prefix(t), core: core})
 	waitFor(t, "outage logged", 5*time.Second, func() bool { return a.log.count("redis unreachable at start") == 1 })
 	res, err := a.c.Fail(ctx, netip.MustParseAddr("203.0.113.10"), now)
@@ -331,7 +331,7 @@ func TestStartWhileRedisDown(t *testing.T) {
 	waitFor(t, "a joins", 10*time.Second, a.c.Up)
 	rc := rawClient(t, url)
 	waitFor(t, "local ban pushed", 2*time.Second, func() bool {
-		n, _ := rc.Exists(ctx, a.c.prefix+"ban:{203.0.113.9/32}").Result()
+		n, _ := rc.Exists(ctx, a.c.keys.of(netip.MustParsePrefix("203.0.113.9/32"))[keyBan]).Result()
 		return n == 1
 	})
 }
@@ -438,7 +438,7 @@ func TestFullSyncOnStart(t *testing.T) {
 	defer st.Close()
 	start := time.Now()
 	b := startNode(t, nodeOpt{url: url, prefix: pfx, store: st})
-	waitFor(t, "full sync", 30*time.Second, func() bool { return b.core.Table().Len() == n })
+	waitFor(t, "full sync", 30*time.Second, func() bool { return b.core.Stats(time.Now()).BanRecords == n })
 	inCore := time.Since(start)
 	b.stop() // waits for the state-file writes
 	t.Logf("%d bans: in the Core after %v, on disk after %v", n, inCore, time.Since(start))

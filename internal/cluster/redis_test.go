@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/doorman/doorman/decide"
-	"github.com/doorman/doorman/internal/server"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/store"
 	"github.com/doorman/doorman/internal/testproc"
 )
@@ -138,7 +138,7 @@ var testPolicy = decide.Policy{MaxFailures: 5, FindTime: 10 * time.Minute, BanTi
 type node struct {
 	c      *Cluster
 	core   *decide.Core
-	local  *server.Local
+	local  *engine.Local
 	log    *logBuf
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -160,8 +160,8 @@ func startNode(t testing.TB, o nodeOpt) *node {
 	}
 	lb := &logBuf{}
 	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	local := &server.Local{Core: core, Store: o.store, Log: log, Metrics: server.NewMetrics(core, false, time.Now)}
-	c, err := New(Options{URL: o.url, Prefix: o.prefix, Local: local, Tick: 50 * time.Millisecond})
+	local := engine.NewLocal(core, o.store, log, engine.NewMetrics(core.Stats, false, time.Now))
+	c, err := New(Options{URL: o.url, Prefix: o.prefix, Local: local, Log: log, Tick: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

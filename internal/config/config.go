@@ -54,6 +54,8 @@ type Config struct {
 	LogLevel  string `env:"DOORMAN_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 
 	// Parsed by Validate.
+	DecideListen Listen         `env:"-"`
+	APIListen    Listen         `env:"-"`
 	Trusted      []netip.Prefix `env:"-"`
 	AllowList    []netip.Prefix `env:"-"`
 	DenyList     []netip.Prefix `env:"-"`
@@ -135,12 +137,15 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s: %v", l.name, err)
 		}
 	}
-	for _, a := range []struct{ name, val string }{{"DOORMAN_DECIDE_ADDR", c.DecideAddr}, {"DOORMAN_API_ADDR", c.APIAddr}} {
-		if err := checkAddr(a.val); err != nil {
+	for _, a := range []struct {
+		name, val string
+		out       *Listen
+	}{{"DOORMAN_DECIDE_ADDR", c.DecideAddr, &c.DecideListen}, {"DOORMAN_API_ADDR", c.APIAddr, &c.APIListen}} {
+		if *a.out, err = parseListen(a.val); err != nil {
 			return &Error{Var: a.name, Value: a.val, Problem: err.Error()}
 		}
 	}
-	if c.APIToken == "" && !LocalAddr(c.APIAddr) {
+	if c.APIToken == "" && !c.APIListen.Local() {
 		return &Error{Var: "DOORMAN_API_ADDR", Value: c.APIAddr,
 			Problem: "is neither loopback nor a unix socket; set DOORMAN_API_TOKEN to expose the API"}
 	}
@@ -207,26 +212,33 @@ func validHeaderName(s string) bool {
 	return true
 }
 
-// checkAddr accepts host:port and unix:/path.
-func checkAddr(s string) error {
+// Listen is a listen address: Network "tcp" with Address host:port, or
+// "unix" with Address the socket's path (from unix:/path).
+type Listen struct{ Network, Address string }
+
+// Unix reports whether l is a unix socket.
+func (l Listen) Unix() bool { return l.Network == "unix" }
+
+// parseListen accepts host:port and unix:/path.
+func parseListen(s string) (Listen, error) {
 	if path, ok := strings.CutPrefix(s, "unix:"); ok {
 		if path == "" {
-			return errors.New("has no socket path")
+			return Listen{}, errors.New("has no socket path")
 		}
-		return nil
+		return Listen{Network: "unix", Address: path}, nil
 	}
 	if _, _, err := net.SplitHostPort(s); err != nil {
-		return errors.New("is not host:port or unix:/path")
+		return Listen{}, errors.New("is not host:port or unix:/path")
 	}
-	return nil
+	return Listen{Network: "tcp", Address: s}, nil
 }
 
-// LocalAddr reports whether a listen address is a unix socket or loopback only.
-func LocalAddr(s string) bool {
-	if strings.HasPrefix(s, "unix:") {
+// Local reports whether l is a unix socket or loopback only.
+func (l Listen) Local() bool {
+	if l.Unix() {
 		return true
 	}
-	host, _, err := net.SplitHostPort(s)
+	host, _, err := net.SplitHostPort(l.Address)
 	if err != nil {
 		return false
 	}
@@ -253,9 +265,6 @@ func fields() []Field {
 	}
 	return out
 }
-
-// Fields returns every variable, in declaration order.
-func Fields() []Field { return fields() }
 
 func varOf(field string) string {
 	if f, ok := reflect.TypeFor[Config]().FieldByName(field); ok {

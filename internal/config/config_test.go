@@ -109,7 +109,7 @@ func TestReferenceListsEveryVariable(t *testing.T) {
 			t.Errorf("reference lacks %s", v)
 		}
 	}
-	if n := strings.Count(buf.String(), "\n| `DOORMAN_"); n != len(Fields()) {
-		t.Errorf("%d rows for %d fields", n, len(Fields()))
+	if n := strings.Count(buf.String(), "\n| `DOORMAN_"); n != len(fields()) {
+		t.Errorf("%d rows for %d fields", n, len(fields()))
 	}
 }

@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"io"
@@ -13,7 +13,7 @@ import (
 // the decision path are created up front, so counting is one atomic add.
 type Metrics struct {
 	set          *metrics.Set
-	decisions    [6]*metrics.Counter // by decide.Reason
+	decisions    [decide.NumReasons]*metrics.Counter
 	Failures     *metrics.Counter
 	Successes    *metrics.Counter
 	BansFailures *metrics.Counter
@@ -26,8 +26,8 @@ type Metrics struct {
 	StoreErrors  *metrics.Counter
 }
 
-// NewMetrics registers the series; core feeds the gauges.
-func NewMetrics(core *decide.Core, dryRun bool, now func() time.Time) *Metrics {
+// NewMetrics registers the series; stats feeds the gauges at each scrape.
+func NewMetrics(stats func(now time.Time) decide.Stats, dryRun bool, now func() time.Time) *Metrics {
 	s := metrics.NewSet()
 	m := &Metrics{set: s}
 	for _, r := range decide.Reasons() {
@@ -47,12 +47,15 @@ func NewMetrics(core *decide.Core, dryRun bool, now func() time.Time) *Metrics {
 	m.ReloadsOK = s.NewCounter(`doorman_reloads_total{result="ok"}`)
 	m.ReloadsFail = s.NewCounter(`doorman_reloads_total{result="error"}`)
 	m.StoreErrors = s.NewCounter("doorman_store_errors_total")
-	s.NewGauge("doorman_bans_active", func() float64 { return float64(core.Table().ActiveCount(now())) })
-	s.NewGauge("doorman_ban_records", func() float64 { return float64(core.Table().Len()) })
-	s.NewGauge("doorman_failures_tracked", func() float64 { return float64(core.Tracker().Len()) })
-	s.NewGauge("doorman_list_prefixes{list=\"allow\"}", func() float64 { a, _, _ := core.Lists().Sizes(); return float64(a) })
-	s.NewGauge("doorman_list_prefixes{list=\"deny\"}", func() float64 { _, d, _ := core.Lists().Sizes(); return float64(d) })
-	s.NewGauge("doorman_list_prefixes{list=\"never_ban\"}", func() float64 { _, _, n := core.Lists().Sizes(); return float64(n) })
+	gauge := func(name string, f func(decide.Stats) int) {
+		s.NewGauge(name, func() float64 { return float64(f(stats(now()))) })
+	}
+	gauge("doorman_bans_active", func(st decide.Stats) int { return st.ActiveBans })
+	gauge("doorman_ban_records", func(st decide.Stats) int { return st.BanRecords })
+	gauge("doorman_failures_tracked", func(st decide.Stats) int { return st.Tracked })
+	gauge(`doorman_list_prefixes{list="allow"}`, func(st decide.Stats) int { return st.Allow })
+	gauge(`doorman_list_prefixes{list="deny"}`, func(st decide.Stats) int { return st.Deny })
+	gauge(`doorman_list_prefixes{list="never_ban"}`, func(st decide.Stats) int { return st.NeverBan })
 	dry := 0.0
 	if dryRun {
 		dry = 1
@@ -64,7 +67,7 @@ func NewMetrics(core *decide.Core, dryRun bool, now func() time.Time) *Metrics {
 // Decision counts one verdict (the would-be verdict in dry-run mode).
 func (m *Metrics) Decision(r decide.Reason) { m.decisions[r].Inc() }
 
-// Set returns the underlying set, for extra series (cluster mode).
+// Set returns the underlying set, for the series of other parts (cluster mode).
 func (m *Metrics) Set() *metrics.Set { return m.set }
 
 // Write writes the Prometheus text format.

@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 )
 
 // MaxBody is the largest request body the API reads.
@@ -24,17 +25,17 @@ const MaxBody = 4 << 10
 // the nanosecond clock the ban table keeps (year 2262).
 const MaxManualBan = 10 * 365 * 24 * time.Hour
 
+// apiTimeout bounds the service calls of one API request (Redis round trips
+// in cluster mode).
+const apiTimeout = 5 * time.Second
+
 // API is the JSON API handler.
 type API struct {
-	Core    *decide.Core
-	Backend Backend
+	Service engine.Service
 	Token   string // empty: no token required
 	Now     func() time.Time
-	Metrics *Metrics
+	Metrics *engine.Metrics // served on /metrics
 	Log     *slog.Logger
-	Timeout time.Duration // per request, for backend calls; 0 means 5 s
-	// Ready reports whether the instance can serve (state loaded); nil means ready.
-	Ready func() error
 }
 
 type failureIn struct {
@@ -88,12 +89,6 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 		if !a.method(ctx, "GET", "HEAD") {
 			return
 		}
-		if a.Ready != nil {
-			if err := a.Ready(); err != nil {
-				writeJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
-				return
-			}
-		}
 		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
 		return
 	case path == "/metrics":
@@ -112,11 +107,7 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 		apiError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
 		return
 	}
-	timeout := a.Timeout
-	if timeout == 0 {
-		timeout = 5 * time.Second
-	}
-	c, cancel := context.WithTimeout(context.Background(), timeout)
+	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
 	switch {
 	case path == "/v1/failures":
@@ -187,22 +178,19 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	if len(in.Username) > 256 {
 		in.Username = in.Username[:256]
 	}
-	now := a.Now()
-	res, err := a.Backend.Fail(c, ip, now)
+	res, err := a.Service.Fail(c, ip, a.Now())
 	if err != nil && !res.Banned {
-		a.backendError(ctx, err)
+		a.serviceError(ctx, err)
 		return
 	}
-	a.Log.Info("failure", "ip", ip.String(), "key", res.Key.String(), "username", in.Username, "failures", res.Failures)
-	out := failureOut{IP: ip.String(), Key: res.Key.String(), Failures: res.Failures, NeverBan: res.NeverBan}
-	if res.Banned {
-		out.Banned, out.Until = true, res.Ban.Until.Format(time.RFC3339)
-	} else if v := a.Core.Decide(ip, now); v.Reason == decide.Banned {
-		out.Banned, out.Until = true, v.Until.Format(time.RFC3339)
-	}
+	a.Log.Info("failure", "ip", res.Addr.String(), "key", res.Key.String(), "username", in.Username, "failures", res.Failures)
 	if err != nil {
-		a.backendError(ctx, err) // the ban holds in memory; say it was not saved
+		a.serviceError(ctx, err) // the ban holds in memory; say it was not saved
 		return
+	}
+	out := failureOut{IP: res.Addr.String(), Key: res.Key.String(), Failures: res.Failures, NeverBan: res.NeverBan}
+	if res.InForce() {
+		out.Banned, out.Until = true, res.Ban.Until.Format(time.RFC3339)
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
 }
@@ -212,15 +200,16 @@ func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	if err := a.Backend.Succeed(c, ip, a.Now()); err != nil {
-		a.backendError(ctx, err)
+	ip, key, err := a.Service.Succeed(c, ip, a.Now())
+	if err != nil {
+		a.serviceError(ctx, err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"ip": ip.String(), "key": a.Core.Unit(ip).String(), "failures": 0})
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"ip": ip.String(), "key": key.String(), "failures": 0})
 }
 
 func (a *API) listBans(ctx *fasthttp.RequestCtx) {
-	bans := a.Core.Bans(a.Now())
+	bans := a.Service.Bans(a.Now())
 	out := make([]BanJSON, len(bans))
 	for i, b := range bans {
 		out[i] = banJSON(b)
@@ -252,12 +241,12 @@ func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
 		apiError(ctx, fasthttp.StatusBadRequest, `"reason": longer than 256 bytes`)
 		return
 	}
-	b, err := a.Backend.Ban(c, p, d, in.Reason, a.Now())
-	if errors.Is(err, decide.ErrTooManyRanges) {
+	b, err := a.Service.Ban(c, p, d, in.Reason, a.Now())
+	if errors.Is(err, engine.ErrTooManyRanges) {
 		apiError(ctx, fasthttp.StatusConflict, "%v (DOORMAN_MAX_BANS)", err)
 		return
 	} else if err != nil {
-		a.backendError(ctx, err)
+		a.serviceError(ctx, err)
 		return
 	}
 	writeJSON(ctx, fasthttp.StatusCreated, banJSON(b))
@@ -275,7 +264,7 @@ func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
 		}
 		var b decide.Ban
 		var ok bool
-		if b, ok, err = a.Backend.Remove(c, p, now); ok {
+		if b, ok, err = a.Service.Remove(c, p, now); ok {
 			lifted = append(lifted, b)
 		}
 	} else {
@@ -283,10 +272,10 @@ func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
 		if !ok {
 			return
 		}
-		lifted, err = a.Backend.Unban(c, ip, now)
+		lifted, err = a.Service.Unban(c, ip, now)
 	}
 	if err != nil {
-		a.backendError(ctx, err)
+		a.serviceError(ctx, err)
 		return
 	}
 	active := 0
@@ -307,21 +296,26 @@ func (a *API) explain(c context.Context, ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	now := a.Now()
-	v := a.Core.Decide(ip, now)
-	out := DecideJSON{IP: ip.String(), Verdict: "deny", Reason: v.Reason.String(), Failures: a.Backend.Failures(c, ip, now)}
-	if v.Allow {
+	e := a.Service.Explain(c, ip, a.Now())
+	out := DecideJSON{IP: e.Addr.String(), Verdict: "deny", Reason: e.Verdict.Reason.String(), Failures: e.Failures}
+	if e.Verdict.Allow {
 		out.Verdict = "allow"
 	}
-	if v.Reason == decide.Banned {
-		out.Key, out.Until = v.Key.String(), v.Until.Format(time.RFC3339)
+	if e.Verdict.Reason == decide.Banned {
+		out.Key, out.Until = e.Verdict.Key.String(), e.Verdict.Until.Format(time.RFC3339)
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
-func (a *API) backendError(ctx *fasthttp.RequestCtx, err error) {
+// serviceError answers 503: the service could not make the change, or made
+// it in memory without writing it (errors.Is(err, engine.ErrNotSaved)).
+func (a *API) serviceError(ctx *fasthttp.RequestCtx, err error) {
 	a.Log.Error("api", "path", string(ctx.Path()), "err", err)
-	apiError(ctx, fasthttp.StatusServiceUnavailable, "%v", err)
+	msg := err.Error()
+	if errors.Is(err, engine.ErrNotSaved) {
+		msg = "the change is in force but was not saved: " + msg
+	}
+	apiError(ctx, fasthttp.StatusServiceUnavailable, "%s", msg)
 }
 
 // readJSON decodes one JSON object into v, strictly: unknown fields, wrong
@@ -355,7 +349,7 @@ func parseIP(ctx *fasthttp.RequestCtx, s string) (netip.Addr, bool) {
 		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %q is not an IP address`, truncate(s, 64))
 		return netip.Addr{}, false
 	}
-	return decide.Clean(a), true
+	return a, true // the service cleans it
 }
 
 func truncate(s string, n int) string {

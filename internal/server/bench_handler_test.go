@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 )
 
 // benchDecider is a Decider on the HTTP benchmark's tables: 100k random deny
@@ -43,11 +44,11 @@ func benchDecider(b *testing.B) *Decider {
 	now := time.Now()
 	for i := range 100_000 {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i + 1)})
-		core.Apply(decide.Ban{Key: netip.PrefixFrom(a, 32), Until: now.Add(time.Hour), Count: 1})
+		core.Apply(decide.Ban{Key: netip.PrefixFrom(a, 32), Until: now.Add(time.Hour), Count: 1}, now)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	return &Decider{Core: core, Header: "X-Real-IP", Trusted: NewTrusted([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
-		Now: time.Now, Metrics: NewMetrics(core, false, time.Now), Log: log}
+		Now: time.Now, Metrics: engine.NewMetrics(core.Stats, false, time.Now), Log: log}
 }
 
 // BenchmarkHandle is the decision handler in process, as nginx's subrequest
@@ -68,7 +69,7 @@ func BenchmarkHandle(b *testing.B) {
 	}
 	for a := range 1 << 24 { // a denylisted address for the last case
 		x := netip.AddrFrom4([4]byte{byte(1 + a%222), byte(a >> 8), byte(a >> 16), 1})
-		if d.Core.Lists().Denied(x) {
+		if d.Core.(*decide.Core).Lists().Denied(x) {
 			cases[3].ip = x.String()
 			break
 		}

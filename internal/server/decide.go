@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 )
 
 var (
@@ -21,7 +22,7 @@ var (
 	valAllow      = []byte("allow")
 	valDeny       = []byte("deny")
 	// reasonValues are the X-Doorman-Reason values by [dry run][reason].
-	reasonValues = func() (v [2][6][]byte) {
+	reasonValues = func() (v [2][decide.NumReasons][]byte) {
 		for _, r := range decide.Reasons() {
 			v[0][r] = []byte(r.String())
 			v[1][r] = []byte("dry-run-" + r.String())
@@ -30,15 +31,21 @@ var (
 	}()
 )
 
+// Verdicts is what the decision handler asks: engine.Service (or a
+// decide.Core) satisfies it.
+type Verdicts interface {
+	Decide(a netip.Addr, now time.Time) decide.Verdict
+}
+
 // Decider is the decision handler.
 type Decider struct {
-	Core    *decide.Core
+	Core    Verdicts
 	Header  string     // the client-IP header, e.g. X-Real-IP
 	Trusted *bart.Lite // peers whose Header is believed
 	Unix    bool       // the listener is a unix socket: every peer is trusted
 	DryRun  bool       // always allow; report the would-be verdict
 	Now     func() time.Time
-	Metrics *Metrics
+	Metrics *engine.Metrics
 	Log     *slog.Logger
 }
 
@@ -108,11 +115,12 @@ func (d *Decider) client(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	// The string does not outlive this call: ParseAddr copies what it keeps.
+	// The Core unmaps and drops zones.
 	a, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(vals[0]), len(vals[0])))
 	if err != nil {
 		return netip.Addr{}, false
 	}
-	return decide.Clean(a), true
+	return a, true
 }
 
 func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {

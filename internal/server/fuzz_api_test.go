@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 )
 
 // Fuzz targets for the API's paths, methods, headers and bodies, and for raw
@@ -50,9 +51,10 @@ func newFuzzServers(tb testing.TB) *fuzzServers {
 		now: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
 	clock := func() time.Time { return s.now }
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := NewMetrics(s.core, false, clock)
-	s.dec = &Decider{Core: s.core, Header: "X-Real-IP", Trusted: NewTrusted(trusted), Now: clock, Metrics: m, Log: log}
-	s.api = &API{Core: s.core, Backend: &Local{Core: s.core, Log: log, Metrics: m}, Token: fuzzToken, Now: clock, Metrics: m, Log: log}
+	m := engine.NewMetrics(s.core.Stats, false, clock)
+	local := engine.NewLocal(s.core, nil, log, m)
+	s.dec = &Decider{Core: local, Header: "X-Real-IP", Trusted: NewTrusted(trusted), Now: clock, Metrics: m, Log: log}
+	s.api = &API{Service: local, Token: fuzzToken, Now: clock, Metrics: m, Log: log}
 	return s
 }
 
@@ -62,7 +64,7 @@ func (s *fuzzServers) state() string {
 	for _, r := range s.core.Records(s.now) {
 		b.WriteString(r.Key.String() + r.Until.String() + "\n")
 	}
-	b.WriteString(strconv.Itoa(s.core.Tracker().Len()))
+	b.WriteString(strconv.Itoa(s.core.Stats(s.now).Tracked))
 	return b.String()
 }
 

@@ -16,7 +16,7 @@ func FuzzClientHeader(f *testing.F) {
 		" 192.0.2.1", "192.0.2.1:80", "", "\xff\xfe", "[::1]", "0x7f.1"} {
 		f.Add(s)
 	}
-	fx := newFixture(f, "", "203.0.113.0/24,0.0.0.0/8", nil)
+	fx := newFixture(f, "", "203.0.113.0/24,0.0.0.0/8")
 	f.Fuzz(func(t *testing.T, v string) {
 		var req fasthttp.Request
 		req.SetRequestURI("/decide")
@@ -49,7 +49,7 @@ func FuzzWebhook(f *testing.F) {
 		`{"ip":"1.2.3.4","duration":"-5s"}`, `{"ip":"1.2.3.4"}{}`, `[]`, `null`, ``, `{"ip":"\u0000"}`} {
 		f.Add(s)
 	}
-	fx := newFixture(f, "", "", nil)
+	fx := newFixture(f, "", "")
 	f.Fuzz(func(t *testing.T, body string) {
 		for _, path := range []string{"/v1/failures", "/v1/successes", "/v1/bans"} {
 			status, out := fx.apiReqRaw("POST", path, body)

@@ -7,19 +7,18 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
-// Listen opens host:port or unix:/path. A stale socket file is replaced; the
-// socket gets mode perm, so nginx's user can reach the decision socket while
-// the API socket stays private.
-func Listen(addr string, perm fs.FileMode) (net.Listener, error) {
-	path, ok := strings.CutPrefix(addr, "unix:")
-	if !ok {
-		return net.Listen("tcp", addr)
+// Listen opens a TCP address (network "tcp") or a unix socket at path
+// (network "unix"). A stale socket file is replaced; the socket gets mode
+// perm, so nginx's user can reach the decision socket while the API socket
+// stays private.
+func Listen(network, path string, perm fs.FileMode) (net.Listener, error) {
+	if network != "unix" {
+		return net.Listen(network, path)
 	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
 		if c, err := net.DialTimeout("unix", path, 100*time.Millisecond); err == nil {

@@ -13,7 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
-	"github.com/doorman/doorman/internal/store"
+	"github.com/doorman/doorman/internal/engine"
 )
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -23,10 +23,10 @@ type fixture struct {
 	dec     *Decider
 	api     *API
 	now     time.Time
-	metrics *Metrics
+	metrics *engine.Metrics
 }
 
-func newFixture(t testing.TB, allow, deny string, st *store.Store) *fixture {
+func newFixture(t testing.TB, allow, deny string) *fixture {
 	t.Helper()
 	al, _ := decide.ParseList(allow)
 	dl, _ := decide.ParseList(deny)
@@ -35,11 +35,11 @@ func newFixture(t testing.TB, allow, deny string, st *store.Store) *fixture {
 	f := &fixture{core: decide.New(p, decide.NewLists(al, dl, nil), 1000, 1000), now: t0}
 	clock := func() time.Time { return f.now }
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f.metrics = NewMetrics(f.core, false, clock)
+	f.metrics = engine.NewMetrics(f.core.Stats, false, clock)
 	trusted, _ := decide.ParseList("127.0.0.0/8,::1/128")
-	f.dec = &Decider{Core: f.core, Header: "X-Real-IP", Trusted: NewTrusted(trusted), Now: clock, Metrics: f.metrics, Log: log}
-	local := &Local{Core: f.core, Store: st, Log: log, Metrics: f.metrics}
-	f.api = &API{Core: f.core, Backend: local, Now: clock, Metrics: f.metrics, Log: log}
+	local := engine.NewLocal(f.core, nil, log, f.metrics)
+	f.dec = &Decider{Core: local, Header: "X-Real-IP", Trusted: NewTrusted(trusted), Now: clock, Metrics: f.metrics, Log: log}
+	f.api = &API{Service: local, Now: clock, Metrics: f.metrics, Log: log}
 	return f
 }
 
@@ -63,7 +63,7 @@ func tcp(ip string) net.Addr {
 }
 
 func TestClientAddress(t *testing.T) {
-	f := newFixture(t, "", "203.0.113.0/24,2001:db8:bad::/48", nil)
+	f := newFixture(t, "", "203.0.113.0/24,2001:db8:bad::/48")
 	tests := []struct {
 		name    string
 		peer    net.Addr
@@ -107,7 +107,7 @@ func TestClientAddress(t *testing.T) {
 }
 
 func TestUnixPeerIsTrusted(t *testing.T) {
-	f := newFixture(t, "", "203.0.113.0/24", nil)
+	f := newFixture(t, "", "203.0.113.0/24")
 	f.dec.Unix = true
 	resp := f.decideReq(&net.UnixAddr{Name: "@", Net: "unix"}, "X-Real-IP", "203.0.113.1")
 	if got := string(resp.Header.Peek("X-Doorman-Reason")); got != "denylisted" {
@@ -119,7 +119,7 @@ func TestUnixPeerIsTrusted(t *testing.T) {
 }
 
 func TestBannedRetryAfter(t *testing.T) {
-	f := newFixture(t, "", "", nil)
+	f := newFixture(t, "", "")
 	f.core.BanPrefix(netip.MustParsePrefix("192.0.2.1/32"), 90*time.Second+time.Millisecond, "", t0)
 	f.now = t0.Add(30 * time.Second)
 	resp := f.decideReq(tcp("127.0.0.1"), "X-Real-IP", "192.0.2.1")
@@ -132,7 +132,7 @@ func TestBannedRetryAfter(t *testing.T) {
 }
 
 func TestDryRun(t *testing.T) {
-	f := newFixture(t, "10.0.0.0/8", "", nil)
+	f := newFixture(t, "10.0.0.0/8", "")
 	f.dec.DryRun = true
 	resp := f.decideReq(tcp("127.0.0.1"), "X-Real-IP", "192.0.2.1")
 	if resp.StatusCode() != 204 || string(resp.Header.Peek("X-Doorman-Reason")) != "dry-run-not-allowlisted" {
@@ -146,7 +146,7 @@ func TestDryRun(t *testing.T) {
 }
 
 func TestHandlerDoesNotAllocate(t *testing.T) {
-	f := newFixture(t, "", "203.0.113.0/24", nil)
+	f := newFixture(t, "", "203.0.113.0/24")
 	f.core.BanPrefix(netip.MustParsePrefix("192.0.2.66/32"), time.Hour, "", t0)
 	for _, ip := range []string{"192.0.2.1", "203.0.113.1", "192.0.2.66"} {
 		var req fasthttp.Request
@@ -187,7 +187,7 @@ func (f *fixture) apiReq(method, uri, body string, headers ...string) (int, map[
 }
 
 func TestWebhookBansBeforeAnswering(t *testing.T) {
-	f := newFixture(t, "", "", nil)
+	f := newFixture(t, "", "")
 	for i := 1; i <= 3; i++ {
 		status, out := f.apiReq("POST", "/v1/failures", `{"ip":"203.0.113.7","username":"admin"}`)
 		if status != 200 || out["failures"] != float64(i) || out["key"] != "203.0.113.7/32" || out["ip"] != "203.0.113.7" {
@@ -229,7 +229,7 @@ func TestWebhookBansBeforeAnswering(t *testing.T) {
 }
 
 func TestSuccessResets(t *testing.T) {
-	f := newFixture(t, "", "", nil)
+	f := newFixture(t, "", "")
 	f.apiReq("POST", "/v1/failures", `{"ip":"203.0.113.7"}`)
 	f.apiReq("POST", "/v1/failures", `{"ip":"203.0.113.7"}`)
 	if status, _ := f.apiReq("POST", "/v1/successes", `{"ip":"203.0.113.7"}`); status != 200 {
@@ -241,7 +241,7 @@ func TestSuccessResets(t *testing.T) {
 }
 
 func TestManualBanAPI(t *testing.T) {
-	f := newFixture(t, "", "", nil)
+	f := newFixture(t, "", "")
 	status, out := f.apiReq("POST", "/v1/bans", `{"ip":"198.51.100.0/24","duration":"30m","reason":"scanner"}`)
 	if status != 201 || out["key"] != "198.51.100.0/24" || out["reason"] != "manual" || out["note"] != "scanner" ||
 		out["until"] != t0.Add(30*time.Minute).Format(time.RFC3339) {
@@ -259,7 +259,7 @@ func TestManualBanAPI(t *testing.T) {
 }
 
 func TestAPIErrors(t *testing.T) {
-	f := newFixture(t, "", "", nil)
+	f := newFixture(t, "", "")
 	tests := []struct {
 		name, method, uri, body string
 		want                    int
@@ -298,13 +298,13 @@ func TestAPIErrors(t *testing.T) {
 			}
 		})
 	}
-	if n := f.core.Table().Len() + f.core.Tracker().Len(); n != 0 {
-		t.Fatalf("bad input changed state: %d records", n)
+	if st := f.core.Stats(f.now); st.BanRecords+st.Tracked != 0 {
+		t.Fatalf("bad input changed state: %d records", st.BanRecords+st.Tracked)
 	}
 }
 
 func TestToken(t *testing.T) {
-	f := newFixture(t, "", "", nil)
+	f := newFixture(t, "", "")
 	f.api.Token = "s3cret"
 	for _, tc := range []struct {
 		name string
@@ -332,7 +332,7 @@ func TestToken(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	f := newFixture(t, "", "", nil)
+	f := newFixture(t, "", "")
 	for range 3 {
 		f.apiReq("POST", "/v1/failures", `{"ip":"203.0.113.7"}`)
 	}
@@ -351,27 +351,4 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-}
-
-func TestBansPersistBeforeAck(t *testing.T) {
-	path := t.TempDir() + "/state.db"
-	st, err := store.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFixture(t, "", "", st)
-	for range 3 {
-		f.apiReq("POST", "/v1/failures", `{"ip":"203.0.113.7"}`)
-	}
-	f.apiReq("POST", "/v1/bans", `{"ip":"2001:db8::1","duration":"2h"}`)
-	recs, err := st.Load(t0, time.Hour)
-	if err != nil || len(recs) != 2 {
-		t.Fatalf("stored %v, %v; want 2 records", recs, err)
-	}
-	f.apiReq("DELETE", "/v1/bans/203.0.113.7", "")
-	recs, _ = st.Load(t0, time.Hour)
-	if len(recs) != 1 || recs[0].Key.String() != "2001:db8::/64" {
-		t.Fatalf("after unban: %v", recs)
-	}
-	st.Close()
 }

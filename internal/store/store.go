@@ -157,13 +157,30 @@ func (s *Store) Put(b decide.Ban) error {
 
 // Delete removes the records under keys durably.
 func (s *Store) Delete(keys ...netip.Prefix) error {
+	return s.Sync(keys, func(netip.Prefix) (decide.Ban, bool) { return decide.Ban{}, false })
+}
+
+// Sync writes, durably, the record current reports for each key (current's
+// false: the record is deleted). current is called inside the write
+// transaction, so the file always ends up with what memory held when the last
+// Sync of a key committed, whatever order concurrent Syncs of that key
+// committed in: a writer never puts a stale record or deletes a fresh one.
+func (s *Store) Sync(keys []netip.Prefix, current func(netip.Prefix) (decide.Ban, bool)) error {
 	if len(keys) == 0 {
 		return nil
 	}
 	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucket)
+		bk := tx.Bucket(bucket)
 		for _, k := range keys {
-			if err := b.Delete([]byte(k.String())); err != nil {
+			b, ok := current(k)
+			if !ok {
+				if err := bk.Delete([]byte(k.String())); err != nil {
+					return err
+				}
+				continue
+			}
+			kb, v := encode(b)
+			if err := bk.Put(kb, v); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,212 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
+)
+
+// Decide implements engine.Service: from memory only, never Redis.
+func (c *Cluster) Decide(a netip.Addr, now time.Time) decide.Verdict { return c.local.Decide(a, now) }
+
+// Bans implements engine.Service.
+func (c *Cluster) Bans(now time.Time) []decide.Ban { return c.local.Bans(now) }
+
+// Stats implements engine.Service.
+func (c *Cluster) Stats(now time.Time) decide.Stats { return c.local.Stats(now) }
+
+// Fail implements engine.Service: the failure is counted in Redis; the
+// failure that reaches the threshold bans, there and here, before Fail returns.
+func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
+	if !c.Up() {
+		return c.localFail(ctx, a, now)
+	}
+	a = decide.Clean(a)
+	key := c.local.Unit(a)
+	never := c.local.NeverBan(a)
+	// Already banned here (possibly by a range Redis cannot match): count, do not ban again.
+	v := c.local.Decide(a, now)
+	hold := never || v.Reason == decide.Banned
+	defer c.keyLock.lock(key)()
+	p := c.policy
+	member := c.id + ":" + strconv.FormatUint(c.seq.Add(1), 36)
+	r, err := failScript.Run(ctx, c.rdb, c.keys.of(key),
+		now.UnixMilli(), ms(p.FindTime), p.MaxFailures, member, flag(hold),
+		ms(p.BanTime), p.BanFactor, ms(p.MaxBanTime), c.keys.channel(), key.String(), a.String(), c.id).Int64Slice()
+	if err != nil || len(r) != 4 {
+		c.lost(fmt.Errorf("failure script: %w", errOr(err, len(r))))
+		return c.localFail(ctx, a, now)
+	}
+	res := decide.FailResult{Addr: a, Key: key, Failures: int(r[0]), NeverBan: never}
+	c.local.Counted(res, now)
+	if v.Reason == decide.Banned && !never {
+		res.Ban = decide.Ban{Key: v.Key, Until: v.Until}
+	}
+	if r[1] == 0 {
+		return res, nil
+	}
+	res.Banned = true
+	res.Ban = decide.Ban{Key: key, Until: time.UnixMilli(r[2]).UTC(), Count: int(r[3]), Failures: int(r[0])}
+	res.Evicted, _ = c.local.Apply(res.Ban, now) // a unit: never refused
+	return res, c.local.Banned(a.String(), res.Ban, res.Evicted, now, engine.SourceFailures)
+}
+
+// Explain implements engine.Service: the failure count is Redis's, which
+// every instance adds to; the local count while Redis is unreachable.
+func (c *Cluster) Explain(ctx context.Context, a netip.Addr, now time.Time) engine.Explanation {
+	e := c.local.Explain(ctx, a, now)
+	if !c.Up() {
+		return e
+	}
+	min := strconv.FormatInt(now.Add(-c.policy.FindTime).UnixMilli()+1, 10)
+	n, err := c.rdb.ZCount(ctx, c.keys.of(c.local.Unit(a))[keyFail], min, "+inf").Result()
+	if err == nil {
+		e.Failures = int(n)
+	}
+	return e
+}
+
+func (c *Cluster) localFail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
+	res, err := c.local.Fail(ctx, a, now)
+	if res.Banned {
+		c.dirty.Store(true)
+	}
+	return res, err
+}
+
+// Succeed implements engine.Service: the unit's failures are forgotten here
+// and in Redis. A Redis error is not the app's problem: the count expires
+// after the find time anyway.
+func (c *Cluster) Succeed(ctx context.Context, a netip.Addr, now time.Time) (netip.Addr, netip.Prefix, error) {
+	a, key, err := c.local.Succeed(ctx, a, now)
+	if err != nil || !c.Up() {
+		return a, key, err
+	}
+	msg, _ := jsonMessage(message{Op: "success", Key: key.String(), IP: a.String(), Origin: c.id})
+	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, c.keys.of(key)[keyFail])
+		p.Publish(ctx, c.keys.channel(), msg)
+		return nil
+	})
+	if err != nil {
+		c.lost(fmt.Errorf("success: %w", err))
+	}
+	return a, key, nil
+}
+
+// Ban implements engine.Service: a manual ban, stored in Redis with its
+// escalation count, then here.
+func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
+	if !c.Up() {
+		return c.localBan(ctx, p, d, note, now)
+	}
+	key := c.local.Normalize(p)
+	defer c.keyLock.lock(key)()
+	ip := engine.IP(p)
+	pol := c.policy
+	dms := int64(0)
+	if d > 0 {
+		dms = max(ms(d), 1)
+	}
+	r, err := banScript.Run(ctx, c.rdb, c.keys.of(key),
+		now.UnixMilli(), dms, ms(pol.BanTime), pol.BanFactor, ms(pol.MaxBanTime), note,
+		c.keys.channel(), key.String(), ip, c.id).Int64Slice()
+	if err != nil || len(r) != 2 {
+		c.lost(fmt.Errorf("ban script: %w", errOr(err, len(r))))
+		return c.localBan(ctx, p, d, note, now)
+	}
+	b := decide.Ban{Key: key, Until: time.UnixMilli(r[0]).UTC(), Manual: true, Note: note, Count: int(r[1])}
+	evicted, err := c.local.Apply(b, now)
+	if err != nil {
+		// The range table is full here: take the ban back from Redis too.
+		c.unbanKeys(ctx, []netip.Prefix{key}, nil, ip, now)
+		return decide.Ban{}, err
+	}
+	return b, c.local.Banned(ip, b, evicted, now, engine.SourceManual)
+}
+
+func (c *Cluster) localBan(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
+	b, err := c.local.Ban(ctx, p, d, note, now)
+	if err == nil || b.Key.IsValid() {
+		c.dirty.Store(true)
+	}
+	return b, err
+}
+
+// Unban implements engine.Service: the bans covering a (its unit's, and the
+// ranges this instance knows to contain it) are lifted here, then in Redis.
+func (c *Cluster) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
+	unit := c.local.Unit(a)
+	defer c.keyLock.lock(unit)() // ranges lifted here are not locked: they are rare and manual
+	a, lifted := c.local.Lift(a)
+	keys := []netip.Prefix{unit}
+	here := map[netip.Prefix]decide.Ban{}
+	for _, b := range lifted {
+		here[b.Key] = b
+		if b.Key != unit {
+			keys = append(keys, b.Key)
+		}
+	}
+	lifted = append(lifted, c.unbanKeys(ctx, keys, here, a.String(), now)...)
+	return lifted, c.local.Lifted(a.String(), lifted, now, engine.SourceManual)
+}
+
+// Remove implements engine.Service: the ban under exactly p is lifted here,
+// then in Redis.
+func (c *Cluster) Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
+	key := c.local.Normalize(p)
+	defer c.keyLock.lock(key)()
+	here := map[netip.Prefix]decide.Ban{}
+	b, ok := c.local.Take(key)
+	if ok {
+		here[key] = b
+	}
+	if more := c.unbanKeys(ctx, []netip.Prefix{key}, here, engine.IP(p), now); len(more) > 0 && !ok {
+		b, ok = more[0], true
+	}
+	if !ok {
+		return b, false, nil
+	}
+	return b, true, c.local.Lifted(engine.IP(p), []decide.Ban{b}, now, engine.SourceManual)
+}
+
+// unbanKeys lifts the bans under keys in Redis; here holds those already
+// lifted in memory. It returns the bans Redis held that this instance did
+// not. While Redis is unreachable the keys lifted here are queued for later.
+func (c *Cluster) unbanKeys(ctx context.Context, keys []netip.Prefix, here map[netip.Prefix]decide.Ban, ip string, now time.Time) []decide.Ban {
+	var extra []decide.Ban
+	for i, k := range keys {
+		if c.Up() {
+			lu := int64(0)
+			if b, ok := here[k]; ok {
+				lu = b.Until.UnixMilli()
+			}
+			h, err := unbanScript.Run(ctx, c.rdb, c.keys.of(k),
+				now.UnixMilli(), -1, lu, c.keys.channel(), k.String(), ip, c.id).StringSlice()
+			if err == nil {
+				if b, ok := banHash(h).ban(k); ok {
+					if _, had := here[k]; !had {
+						extra = append(extra, b)
+					}
+				}
+				continue
+			}
+			c.lost(fmt.Errorf("unban script: %w", err))
+		}
+		for _, k := range keys[i:] {
+			if b, ok := here[k]; ok { // nothing lifted here: nothing to replay
+				c.outbox.put(k, pendingUnban{until: b.Until, at: now, ip: ip})
+			}
+		}
+		c.dirty.Store(true)
+		break
+	}
+	return extra
+}

@@ -1,0 +1,135 @@
+package engine
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/doorman/doorman/decide"
+)
+
+// Sources of a change, as the logs and events name them.
+const (
+	SourceFailures = "failures" // the webhook's failures
+	SourceManual   = "manual"   // an operator, through the API
+	SourceCluster  = "cluster"  // learned from another instance
+)
+
+// Counted does the bookkeeping of one failure counted in memory: metrics, and
+// the tracker eviction it may have caused.
+func (l *Local) Counted(res decide.FailResult, now time.Time) {
+	l.m.Failures.Inc()
+	if res.TrackerEvicted {
+		l.m.EvictedTrack.Inc()
+		l.evict.log(l, "failures", netip.Prefix{}, now)
+	}
+}
+
+// Banned does the bookkeeping of a ban already in force in memory: the
+// records evicted for it, its metric, the ban line, the state file (b and the
+// evicted keys as memory holds them now) and the observers. ip is the address
+// or range the ban was made for, as logged. source is one of the Source
+// constants. An error wraps ErrNotSaved: the ban holds but was not written.
+func (l *Local) Banned(ip string, b decide.Ban, evicted []decide.Ban, now time.Time, source string) error {
+	for _, e := range evicted {
+		l.m.EvictedBans.Inc()
+		l.evict.log(l, "bans", e.Key, now)
+	}
+	switch source {
+	case SourceFailures:
+		l.m.BansFailures.Inc()
+	case SourceManual:
+		l.m.BansManual.Inc()
+	}
+	l.logBan(ip, b, now, source)
+	keys := make([]netip.Prefix, 0, 1+len(evicted))
+	keys = append(keys, b.Key)
+	for _, e := range evicted {
+		keys = append(keys, e.Key)
+	}
+	err := l.persist(keys)
+	l.emit(Event{Time: now, Type: EventBan, Key: b.Key, IP: ip, Until: b.Until, Reason: b.Reason(), Count: b.Count, Source: source})
+	return err
+}
+
+// Lifted does the bookkeeping of bans already removed from memory: metrics,
+// an unban line each, the state file and the observers. An error wraps
+// ErrNotSaved.
+func (l *Local) Lifted(ip string, lifted []decide.Ban, now time.Time, source string) error {
+	if len(lifted) == 0 {
+		return nil
+	}
+	keys := make([]netip.Prefix, 0, len(lifted))
+	for _, b := range lifted {
+		keys = append(keys, b.Key)
+		l.m.Unbans.Inc()
+		attrs := []any{"ip", ip, "key", b.Key.String(), "active", b.Active(now)}
+		if source == SourceCluster {
+			attrs = append(attrs, "source", source)
+		}
+		l.log.Info("unban", attrs...)
+	}
+	err := l.persist(keys)
+	for _, b := range lifted {
+		l.emit(Event{Time: now, Type: EventUnban, Key: b.Key, IP: ip, Until: b.Until, Reason: b.Reason(), Count: b.Count, Source: source})
+	}
+	return err
+}
+
+// persist writes the records memory holds under keys (deleting those it no
+// longer holds) and fsyncs before returning.
+func (l *Local) persist(keys []netip.Prefix) error {
+	if l.store == nil {
+		return nil
+	}
+	if err := l.store.Sync(keys, l.core.Record); err != nil {
+		l.m.StoreErrors.Inc()
+		l.log.Error("state file write failed", "file", l.store.Path(), "err", err)
+		return fmt.Errorf("%w: %v", ErrNotSaved, err)
+	}
+	return nil
+}
+
+// logBan writes the ban line that the shipped fail2ban filter matches:
+// msg=ban ip=… key=… until=… failures=… at warn level. A change learned from
+// the cluster says source=cluster.
+func (l *Local) logBan(ip string, b decide.Ban, now time.Time, source string) {
+	attrs := []any{"ip", ip, "key", b.Key.String(), "until", b.Until.Format(time.RFC3339),
+		"failures", b.Failures, "count", b.Count, "reason", b.Reason(),
+		"duration", b.Until.Sub(now).Round(time.Second).String()}
+	if b.Note != "" {
+		attrs = append(attrs, "note", b.Note)
+	}
+	if source == SourceCluster {
+		attrs = append(attrs, "source", source)
+	}
+	l.log.Warn("ban", attrs...)
+}
+
+// evictionLog rate-limits the eviction warnings: at most one a minute per
+// table, with the number not logged since; under attack they come by the
+// thousand.
+type evictionLog struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+	skip map[string]int
+}
+
+func (e *evictionLog) log(l *Local, table string, key netip.Prefix, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.last == nil {
+		e.last, e.skip = map[string]time.Time{}, map[string]int{}
+	}
+	if now.Sub(e.last[table]) < time.Minute {
+		e.skip[table]++
+		return
+	}
+	attrs := []any{"table", table, "since_last_logged", e.skip[table]}
+	if key.IsValid() {
+		attrs = append(attrs, "key", key.String())
+	}
+	l.log.Warn("eviction: table full, oldest entry dropped", attrs...)
+	e.last[table], e.skip[table] = now, 0
+}

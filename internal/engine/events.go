@@ -1,0 +1,37 @@
+package engine
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Event types.
+const (
+	EventBan   = "ban"
+	EventUnban = "unban"
+)
+
+// Event is one change of the ban state, as observers (notifications, the
+// event history, proxy caches) see it.
+type Event struct {
+	Time   time.Time
+	Type   string // EventBan, EventUnban
+	Key    netip.Prefix
+	IP     string // the address or range the change was made for, as logged
+	Until  time.Time
+	Reason string // the ban's reason: failures, manual, …
+	Count  int
+	Source string // SourceFailures, SourceManual or SourceCluster
+}
+
+// OnEvent registers f to be called after each change is in force and
+// written. Register before serving; f runs in the goroutine that made the
+// change, before the API call that made it answers, so it must be quick or
+// hand the event off.
+func (l *Local) OnEvent(f func(Event)) { l.events = append(l.events, f) }
+
+func (l *Local) emit(e Event) {
+	for _, f := range l.events {
+		f(e)
+	}
+}

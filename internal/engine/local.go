@@ -1,0 +1,128 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/store"
+)
+
+// Local is the single-instance Service: the Core, plus the state file when
+// there is one. Its exported memory operations and bookkeeping (Apply, Take,
+// Lift, Banned, Lifted, …) are for a wrapper that shares state with other
+// instances (cluster mode); they are not Service methods.
+type Local struct {
+	core   *decide.Core
+	store  *store.Store // nil: memory only
+	log    *slog.Logger
+	m      *Metrics
+	evict  evictionLog
+	events []func(Event)
+}
+
+// NewLocal returns the service over core; st may be nil (memory only).
+func NewLocal(core *decide.Core, st *store.Store, log *slog.Logger, m *Metrics) *Local {
+	return &Local{core: core, store: st, log: log, m: m}
+}
+
+// Metrics returns the service's metrics, for the listeners' own series.
+func (l *Local) Metrics() *Metrics { return l.m }
+
+// Decide implements Service.
+func (l *Local) Decide(a netip.Addr, now time.Time) decide.Verdict { return l.core.Decide(a, now) }
+
+// Fail implements Service.
+func (l *Local) Fail(_ context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
+	res := l.core.Fail(a, now)
+	l.Counted(res, now)
+	if !res.Banned {
+		return res, nil
+	}
+	return res, l.Banned(res.Addr.String(), res.Ban, res.Evicted, now, SourceFailures)
+}
+
+// Succeed implements Service.
+func (l *Local) Succeed(_ context.Context, a netip.Addr, _ time.Time) (netip.Addr, netip.Prefix, error) {
+	a, key := l.core.Succeed(a)
+	l.m.Successes.Inc()
+	return a, key, nil
+}
+
+// Ban implements Service.
+func (l *Local) Ban(_ context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
+	b, evicted, err := l.core.BanPrefix(p, d, note, now)
+	if err != nil {
+		return b, err
+	}
+	return b, l.Banned(IP(p), b, evicted, now, SourceManual)
+}
+
+// Unban implements Service.
+func (l *Local) Unban(_ context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
+	a, lifted := l.Lift(a)
+	return lifted, l.Lifted(a.String(), lifted, now, SourceManual)
+}
+
+// Remove implements Service.
+func (l *Local) Remove(_ context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
+	b, ok := l.core.Remove(p)
+	if !ok {
+		return b, false, nil
+	}
+	return b, true, l.Lifted(IP(p), []decide.Ban{b}, now, SourceManual)
+}
+
+// Explain implements Service.
+func (l *Local) Explain(_ context.Context, a netip.Addr, now time.Time) Explanation {
+	v := l.core.Decide(a, now)
+	return Explanation{Addr: decide.Clean(a), Verdict: v, Failures: l.core.Failures(a, now)}
+}
+
+// Bans implements Service.
+func (l *Local) Bans(now time.Time) []decide.Ban { return l.core.Bans(now) }
+
+// Stats implements Service.
+func (l *Local) Stats(now time.Time) decide.Stats { return l.core.Stats(now) }
+
+// Memory operations for a wrapper. None of them logs or writes the state
+// file: the wrapper follows each with Banned or Lifted, possibly later.
+
+// Policy is the Core's ban policy.
+func (l *Local) Policy() decide.Policy { return l.core.Policy() }
+
+// Unit is the ban unit of a.
+func (l *Local) Unit(a netip.Addr) netip.Prefix { return l.core.Unit(decide.Clean(a)) }
+
+// Normalize is the key a ban of p is held under.
+func (l *Local) Normalize(p netip.Prefix) netip.Prefix { return l.core.Normalize(p) }
+
+// NeverBan reports whether a is exempt from bans.
+func (l *Local) NeverBan(a netip.Addr) bool { return l.core.Lists().NeverBan(decide.Clean(a)) }
+
+// Record is the record held under exactly p, active or expired.
+func (l *Local) Record(p netip.Prefix) (decide.Ban, bool) { return l.core.Record(p) }
+
+// Records are every record held, expired ones included.
+func (l *Local) Records(now time.Time) []decide.Ban { return l.core.Records(now) }
+
+// Apply puts b in force as it is; see decide.Core.Apply.
+func (l *Local) Apply(b decide.Ban, now time.Time) ([]decide.Ban, error) { return l.core.Apply(b, now) }
+
+// Take removes the record under exactly p from memory.
+func (l *Local) Take(p netip.Prefix) (decide.Ban, bool) { return l.core.Remove(p) }
+
+// Lift removes every ban covering a from memory and forgets its failures; it
+// returns the cleaned address and the records removed.
+func (l *Local) Lift(a netip.Addr) (netip.Addr, []decide.Ban) {
+	a = decide.Clean(a)
+	return a, l.core.Unban(a)
+}
+
+// Forget forgets the failures of a's unit.
+func (l *Local) Forget(a netip.Addr) { l.core.Succeed(a) }
+
+// SetLists swaps in reloaded lists.
+func (l *Local) SetLists(lists *decide.Lists) { l.core.SetLists(lists) }

@@ -1,0 +1,138 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/store"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func newLocal(t *testing.T, maxBans int, st *store.Store) *Local {
+	t.Helper()
+	p := decide.Policy{MaxFailures: 3, FindTime: 10 * time.Minute, BanTime: time.Hour, BanFactor: 2,
+		MaxBanTime: 168 * time.Hour, IPv4Prefix: 32, IPv6Prefix: 64}
+	core := decide.New(p, nil, maxBans, 1000)
+	return NewLocal(core, st, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(core.Stats, false, func() time.Time { return t0 }))
+}
+
+func openStore(t *testing.T, path string) *store.Store {
+	t.Helper()
+	st, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func stored(t *testing.T, st *store.Store) map[string]decide.Ban {
+	t.Helper()
+	recs, err := st.Load(t0, 1000*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]decide.Ban{}
+	for _, b := range recs {
+		out[b.Key.String()] = b
+	}
+	return out
+}
+
+func TestBansPersistBeforeAck(t *testing.T) {
+	st := openStore(t, t.TempDir()+"/state.db")
+	defer st.Close()
+	l := newLocal(t, 1000, st)
+	ctx := context.Background()
+	ip := netip.MustParseAddr("203.0.113.7")
+	for range 3 {
+		if _, err := l.Fail(ctx, ip, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Ban(ctx, netip.MustParsePrefix("2001:db8::1/128"), 2*time.Hour, "", t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(t, st); len(got) != 2 || got["203.0.113.7/32"].Count != 1 || !got["2001:db8::/64"].Manual {
+		t.Fatalf("stored %v; want the failure ban and the manual /64", got)
+	}
+	if _, err := l.Unban(ctx, ip, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(t, st); len(got) != 1 || got["2001:db8::/64"].Key.Bits() != 64 {
+		t.Fatalf("after unban: %v", got)
+	}
+}
+
+// Concurrent changes of one key, and a ban that evicts a key being renewed,
+// leave on disk exactly what memory holds, whatever order the writes commit in.
+func TestStoreFollowsMemory(t *testing.T) {
+	st := openStore(t, t.TempDir()+"/state.db")
+	defer st.Close()
+	ctx := context.Background()
+	for round := range 50 {
+		l := newLocal(t, 2, st)
+		now := t0.Add(time.Duration(round) * time.Second)
+		p := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+		for _, k := range []string{"10.0.0.1/32", "10.0.0.2/32"} {
+			if _, err := l.Ban(ctx, p(k), time.Hour, "", now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { l.Ban(ctx, p("10.0.0.3/32"), time.Hour, "", now) })
+		wg.Go(func() { l.Ban(ctx, p("10.0.0.1/32"), time.Hour, "", now) })
+		wg.Go(func() { l.Unban(ctx, netip.MustParseAddr("10.0.0.2"), now) })
+		wg.Go(func() { l.Ban(ctx, p("10.0.0.2/32"), time.Hour, "", now) })
+		wg.Wait()
+		disk := stored(t, st)
+		mem := l.Records(now)
+		if len(disk) != len(mem) {
+			t.Fatalf("round %d: disk %v, memory %v", round, disk, mem)
+		}
+		for _, b := range mem {
+			if d, ok := disk[b.Key.String()]; !ok || !d.Until.Equal(b.Until) || d.Count != b.Count {
+				t.Fatalf("round %d: %v in memory, %v on disk", round, b, d)
+			}
+		}
+		for _, b := range mem { // next round starts empty
+			l.Remove(ctx, b.Key, now)
+		}
+	}
+}
+
+func TestNotSavedIsTyped(t *testing.T) {
+	st := openStore(t, t.TempDir()+"/state.db")
+	l := newLocal(t, 10, st)
+	st.Close() // every write now fails
+	_, err := l.Ban(context.Background(), netip.MustParsePrefix("192.0.2.1/32"), time.Hour, "", t0)
+	if !errors.Is(err, ErrNotSaved) {
+		t.Fatalf("err = %v, want ErrNotSaved", err)
+	}
+	if v := l.Decide(netip.MustParseAddr("192.0.2.1"), t0); v.Allow {
+		t.Fatal("the ban must hold in memory though not saved")
+	}
+}
+
+func TestEventsObserved(t *testing.T) {
+	l := newLocal(t, 10, nil)
+	var got []Event
+	l.OnEvent(func(e Event) { got = append(got, e) })
+	ctx := context.Background()
+	ip := netip.MustParseAddr("192.0.2.9")
+	for range 3 {
+		l.Fail(ctx, ip, t0)
+	}
+	l.Unban(ctx, ip, t0)
+	if len(got) != 2 || got[0].Type != EventBan || got[0].Source != SourceFailures || got[1].Type != EventUnban ||
+		got[0].Key.String() != "192.0.2.9/32" || !got[0].Until.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("events = %+v", got)
+	}
+}
