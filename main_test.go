@@ -3,10 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // TestMain lets the tests start this test binary as doorman itself.
@@ -26,75 +25,35 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// freeAddr returns a loopback address that was free a moment ago, below
-// Linux's ephemeral port range so no outgoing connection takes it meanwhile.
-func freeAddr(t *testing.T) string {
+// startDoorman runs this test binary as doorman (see TestMain) with env on
+// top of the inherited environment less its DOORMAN_* variables, and waits
+// for /healthz; t.Cleanup stops it. See testproc.StartDoorman.
+func startDoorman(t *testing.T, env map[string]string) *testproc.Doorman {
 	t.Helper()
-	for range 100 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
-		if ln, err := net.Listen("tcp", addr); err == nil {
-			ln.Close()
-			return addr
-		}
+	e := map[string]string{"DOORMAN_TEST_EXEC": "1"}
+	for k, v := range env {
+		e[k] = v
 	}
-	t.Fatal("no free port")
-	return ""
-}
-
-type proc struct {
-	cmd    *exec.Cmd
-	env    []string
-	api    string
-	decide string
-	log    *bytes.Buffer
-}
-
-// start runs doorman with env (DOORMAN_* pairs) and waits for /healthz.
-func start(t *testing.T, env ...string) *proc {
-	t.Helper()
-	p := &proc{api: freeAddr(t), decide: freeAddr(t), log: new(bytes.Buffer)}
-	p.env = append([]string{"DOORMAN_TEST_EXEC=1", "DOORMAN_API_ADDR=" + p.api, "DOORMAN_DECIDE_ADDR=" + p.decide}, env...)
-	p.run(t)
-	return p
-}
-
-func (p *proc) run(t *testing.T) {
-	t.Helper()
-	p.cmd = exec.Command(os.Args[0])
-	p.cmd.Env = p.env
-	p.cmd.Stderr = p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get("http://" + p.api + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("doorman did not become healthy:\n%s", p.log)
-}
-
-func (p *proc) post(t *testing.T, path, body string) (int, map[string]any) {
-	t.Helper()
-	resp, err := http.Post("http://"+p.api+path, "application/json", strings.NewReader(body))
+	d, err := testproc.StartDoorman([]string{os.Args[0]}, t.TempDir(), e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
+	t.Cleanup(func() {
+		if err := d.Stop(syscall.SIGTERM); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.Logf("doorman log:\n%s", d.Log())
+		}
+	})
+	return d
 }
 
-func (p *proc) verdict(t *testing.T, ip string) int {
+// verdict returns the decision listener's status for a request that nginx
+// sends for ip.
+func verdict(t *testing.T, d *testproc.Doorman, ip string) int {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+p.decide+"/decide", nil)
+	req, _ := http.NewRequest("GET", "http://"+d.DecideAddr+"/decide", nil)
 	req.Header.Set("X-Real-IP", ip)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -104,68 +63,20 @@ func (p *proc) verdict(t *testing.T, ip string) int {
 	return resp.StatusCode
 }
 
-func TestKill9KeepsAcknowledgedBans(t *testing.T) {
-	state := filepath.Join(t.TempDir(), "state.db")
-	p := start(t, "DOORMAN_STATE_FILE="+state, "DOORMAN_MAX_FAILURES=2", "DOORMAN_LOG_LEVEL=warn")
-	var acked []string
-	for i := range 200 {
-		ip := fmt.Sprintf("198.51.%d.%d", i/250, i%250+1)
-		for range 2 {
-			if status, out := p.post(t, "/v1/failures", `{"ip":"`+ip+`"}`); status != 200 {
-				t.Fatalf("%s: %d %v", ip, status, out)
-			} else if out["banned"] == true {
-				acked = append(acked, ip)
-			}
-		}
-	}
-	if status, _ := p.post(t, "/v1/bans", `{"ip":"2001:db8::/48","duration":"2h"}`); status != 201 {
-		t.Fatalf("manual ban: %d", status)
-	}
-	// A ban that expires while doorman is down must not come back.
-	if status, _ := p.post(t, "/v1/bans", `{"ip":"192.0.2.1","duration":"1s"}`); status != 201 {
-		t.Fatal("short ban not acknowledged")
-	}
-	// It is still in the state file when it runs out.
-	deadline := time.Now().Add(5 * time.Second)
-	for p.verdict(t, "192.0.2.1") != 204 {
-		if time.Now().After(deadline) {
-			t.Fatal("1 s ban never ran out")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	p.cmd.Wait()
-
-	p.run(t)
-	for _, ip := range append(acked, "2001:db8:0:ffff::1") {
-		if got := p.verdict(t, ip); got != 403 {
-			t.Fatalf("after kill -9: %s gets %d, want 403", ip, got)
-		}
-	}
-	if len(acked) != 200 {
-		t.Fatalf("%d bans acknowledged, want 200", len(acked))
-	}
-	if got := p.verdict(t, "192.0.2.1"); got != 204 {
-		t.Fatalf("expired ban came back: %d", got)
-	}
-}
-
 func TestSIGHUPReloadsListFiles(t *testing.T) {
 	dir := t.TempDir()
 	deny := filepath.Join(dir, "deny.txt")
 	os.WriteFile(deny, []byte("192.0.2.0/24\n"), 0o644)
-	p := start(t, "DOORMAN_STATE_FILE=", "DOORMAN_DENY_FILE="+deny, "DOORMAN_DENY=203.0.113.1")
-	if p.verdict(t, "192.0.2.5") != 403 || p.verdict(t, "198.51.100.5") != 204 || p.verdict(t, "203.0.113.1") != 403 {
+	d := startDoorman(t, map[string]string{"DOORMAN_STATE_FILE": "", "DOORMAN_DENY_FILE": deny, "DOORMAN_DENY": "203.0.113.1"})
+	if verdict(t, d, "192.0.2.5") != 403 || verdict(t, d, "198.51.100.5") != 204 || verdict(t, d, "203.0.113.1") != 403 {
 		t.Fatal("initial lists not in force")
 	}
 	waitFor := func(ip string, want int) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
-		for p.verdict(t, ip) != want {
+		for verdict(t, d, ip) != want {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: never %d\n%s", ip, want, p.log)
+				t.Fatalf("%s: never %d\n%s", ip, want, d.Log())
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -181,7 +92,7 @@ func TestSIGHUPReloadsListFiles(t *testing.T) {
 				return
 			default:
 			}
-			req, _ := http.NewRequest("GET", "http://"+p.decide+"/", nil)
+			req, _ := http.NewRequest("GET", "http://"+d.DecideAddr+"/", nil)
 			req.Header.Set("X-Real-IP", "203.0.113.1")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil || resp.StatusCode != 403 {
@@ -192,21 +103,21 @@ func TestSIGHUPReloadsListFiles(t *testing.T) {
 		}
 	}()
 	os.WriteFile(deny, []byte("# moved\n198.51.100.0/24\n"), 0o644)
-	p.cmd.Process.Signal(syscall.SIGHUP)
+	d.Cmd.Process.Signal(syscall.SIGHUP)
 	waitFor("198.51.100.5", 403)
 	waitFor("192.0.2.5", 204)
 
 	// A bad line keeps the old table.
 	os.WriteFile(deny, []byte("192.0.2.0/24\n10.0.0.0/99\n"), 0o644)
-	p.cmd.Process.Signal(syscall.SIGHUP)
+	d.Cmd.Process.Signal(syscall.SIGHUP)
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(p.log.String(), deny+`:2: \"10.0.0.0/99\"`) {
+	for !strings.Contains(d.Log(), deny+`:2: \"10.0.0.0/99\"`) {
 		if time.Now().After(deadline) {
-			t.Fatalf("bad reload not logged:\n%s", p.log)
+			t.Fatalf("bad reload not logged:\n%s", d.Log())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if p.verdict(t, "198.51.100.5") != 403 || p.verdict(t, "192.0.2.5") != 204 {
+	if verdict(t, d, "198.51.100.5") != 403 || verdict(t, d, "192.0.2.5") != 204 {
 		t.Fatal("a bad file replaced the lists in force")
 	}
 	close(stop)
@@ -216,20 +127,15 @@ func TestSIGHUPReloadsListFiles(t *testing.T) {
 }
 
 func TestGracefulShutdown(t *testing.T) {
-	p := start(t, "DOORMAN_STATE_FILE=")
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.log)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no exit 10 s after SIGTERM")
+	d := startDoorman(t, map[string]string{"DOORMAN_STATE_FILE": ""})
+	if err := d.Stop(syscall.SIGTERM); err != nil { // within testproc.StopGrace, 10 s
+		t.Fatal(err)
 	}
-	if !strings.Contains(p.log.String(), "shutting down") {
-		t.Fatalf("no shutdown line:\n%s", p.log)
+	if st := d.Cmd.ProcessState; !st.Success() {
+		t.Fatalf("exit after SIGTERM: %v, want status 0", st)
+	}
+	if !strings.Contains(d.Log(), "shutting down") {
+		t.Fatalf("no shutdown line:\n%s", d.Log())
 	}
 }
 
@@ -254,11 +160,11 @@ func TestBadConfigExitsTwo(t *testing.T) {
 }
 
 func TestCLI(t *testing.T) {
-	p := start(t, "DOORMAN_STATE_FILE=", "DOORMAN_API_TOKEN=tok")
+	d := startDoorman(t, map[string]string{"DOORMAN_STATE_FILE": "", "DOORMAN_API_TOKEN": "tok"})
 	env := func(k string) (string, bool) {
 		switch k {
 		case "DOORMAN_API_ADDR":
-			return p.api, true
+			return d.APIAddr, true
 		case "DOORMAN_API_TOKEN":
 			return "tok", true
 		case "DOORMAN_STATE_FILE":
@@ -283,7 +189,7 @@ func TestCLI(t *testing.T) {
 	if out, err := cli("check", "203.0.113.77"); err != nil || !strings.Contains(out, "deny (banned) key 203.0.113.0/24") {
 		t.Fatalf("check: %q %v", out, err)
 	}
-	if p.verdict(t, "203.0.113.77") != 403 {
+	if verdict(t, d, "203.0.113.77") != 403 {
 		t.Fatal("CLI ban not in force")
 	}
 	if _, err := cli("unban", "203.0.113.77"); err != nil {

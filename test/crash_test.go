@@ -95,7 +95,8 @@ type stormAck struct{ ip, key, until string }
 // killAfter > 0 it kills doorman with SIGKILL as the killAfter-th ban is
 // acknowledged, while the other workers' requests are in flight. It returns
 // the acknowledged bans, the index after the last address handed out, the
-// failures sent and the requests that failed.
+// failures sent and the requests that failed. An address whose two failures
+// were both answered without a ban (DOORMAN_MAX_FAILURES=2) is an error.
 func failureStorm(t *testing.T, d *Doorman, from, to, workers, killAfter int) (acked []stormAck, next int, sent, failed int64) {
 	t.Helper()
 	var (
@@ -103,6 +104,7 @@ func failureStorm(t *testing.T, d *Doorman, from, to, workers, killAfter int) (a
 		nAcked atomic.Int64
 		nSent  atomic.Int64
 		nErr   atomic.Int64
+		missed []string // addresses whose two answered failures made no ban
 		killed atomic.Bool
 		proc   = d.Cmd.Process
 		jobs   = make(chan int)
@@ -145,15 +147,18 @@ func failureStorm(t *testing.T, d *Doorman, from, to, workers, killAfter int) (a
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
+				answered, anyBan := 0, false
 				for f := 0; f < 2; f++ {
 					a, banned, err := post(stormAddr(i))
 					if err != nil {
 						nErr.Add(1)
 						break
 					}
+					answered++
 					if !banned {
 						continue
 					}
+					anyBan = true
 					mu.Lock()
 					acked = append(acked, a)
 					mu.Unlock()
@@ -161,6 +166,11 @@ func failureStorm(t *testing.T, d *Doorman, from, to, workers, killAfter int) (a
 						proc.Kill()
 						killed.Store(true)
 					}
+				}
+				if answered == 2 && !anyBan {
+					mu.Lock()
+					missed = append(missed, stormAddr(i))
+					mu.Unlock()
 				}
 			}
 		}()
@@ -175,6 +185,9 @@ func failureStorm(t *testing.T, d *Doorman, from, to, workers, killAfter int) (a
 	}
 	if killAfter == 0 && nErr.Load() > 0 {
 		t.Fatalf("%d failures failed without a kill", nErr.Load())
+	}
+	if len(missed) > 0 {
+		t.Errorf("%d addresses got two failures answered without a ban, e.g. %s", len(missed), missed[0])
 	}
 	return acked, next, nSent.Load(), nErr.Load()
 }
@@ -211,18 +224,55 @@ func checkAcked(t *testing.T, d *Doorman, acked []stormAck) int {
 
 // Three kill -9s in the middle of a storm of failures over 10,000
 // addresses, each with two failures (DOORMAN_MAX_FAILURES=2), then the rest
-// of the storm: every acknowledged ban is there after each restart.
+// of the storm: every acknowledged ban is there after each restart, with the
+// same end, and denies its address; so is a manual IPv6 range ban made
+// before the storm. A ban that ran out before the kills, while still in the
+// state file, does not come back.
 func TestCrashKill9DuringFailureStorm(t *testing.T) {
 	const (
 		addrs   = 10000
 		workers = 16
 		kills   = 3
+		expired = "192.0.2.1" // outside the storm's 10.77.0.0/16
 	)
 	d := startDoorman(t, map[string]string{
 		"DOORMAN_MAX_FAILURES": "2", "DOORMAN_API_TOKEN": "crash-token", "DOORMAN_LOG_LEVEL": "warn",
 	})
 	rng := rand.New(rand.NewPCG(7, 7))
 	var all []stormAck
+
+	// A manual range ban, acknowledged like the storm's and checked with them.
+	code, body := d.API(t, "POST", "/v1/bans", map[string]string{"ip": "2001:db8::/48", "duration": "2h"})
+	var rangeBan struct{ Key, Until string }
+	if err := json.Unmarshal(body, &rangeBan); code != 201 || err != nil || rangeBan.Key != "2001:db8::/48" {
+		t.Fatalf("manual ban of 2001:db8::/48: %d %s", code, body)
+	}
+	checkAll := func() int {
+		t.Helper()
+		return checkAcked(t, d, append([]stormAck{{"2001:db8:0:ffff::1", rangeBan.Key, rangeBan.Until}}, all...))
+	}
+
+	// A 1 s ban that runs out while doorman runs; its record stays in the
+	// state file (for escalation) through every kill.
+	if code, body := d.API(t, "POST", "/v1/bans", map[string]string{"ip": expired, "duration": "1s"}); code != 201 {
+		t.Fatalf("1 s ban of %s: %d %s", expired, code, body)
+	}
+	dc := newDecider(t, d.DecideAddr)
+	for deadline := time.Now().Add(5 * time.Second); dc.reason(t, expired) != "allowed"; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the 1 s ban of %s still in force after 5 s", expired)
+		}
+	}
+	checkExpired := func(when string) {
+		t.Helper()
+		if got, _ := listBans(t, d); got[expired+"/32"] != "" {
+			t.Errorf("%s: the expired ban of %s is listed again (until %s)", when, expired, got[expired+"/32"])
+		}
+		if r := newDecider(t, d.DecideAddr).reason(t, expired); r != "allowed" {
+			t.Errorf("%s: %s is %s, want allowed (its ban ran out before the kill)", when, expired, r)
+		}
+	}
+
 	next := 0
 	var sent, failed int64
 	start := time.Now()
@@ -239,11 +289,13 @@ func TestCrashKill9DuringFailureStorm(t *testing.T) {
 		}
 		d.Kill(t) // reap
 		d.Restart(t)
-		listed := checkAcked(t, d, all)
+		listed := checkAll()
+		checkExpired(fmt.Sprintf("after kill -9 #%d", k))
 		t.Logf("kill -9 #%d after %d more acknowledged bans (%d in flight failed): %d of %d acknowledged so far listed and denied after restart (%d listed)",
 			k, len(acked), f, len(all), len(all), listed)
 	}
-	listed := checkAcked(t, d, all)
+	listed := checkAll()
+	checkExpired("at the end")
 	t.Logf("storm over %d addresses: %d failures sent by %d workers in %v, %d kill -9, %d requests failed with the kills; "+
 		"%d bans acknowledged, all %d listed and denied at the end (%d listed)",
 		addrs, sent, workers, time.Since(start).Round(time.Millisecond), kills, failed, len(all), len(all), listed)

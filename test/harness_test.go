@@ -12,9 +12,7 @@ package test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -32,9 +30,6 @@ import (
 
 	"github.com/doorman/doorman/internal/testproc"
 )
-
-// startTimeout bounds how long a started process may take to answer.
-const startTimeout = 15 * time.Second
 
 // binDir holds the doorman binary built for this test process; TestMain
 // removes it.
@@ -142,170 +137,58 @@ func freePort(t *testing.T) int {
 	return port
 }
 
-// Doorman is a running doorman process started by startDoorman.
-type Doorman struct {
-	Env        map[string]string // the DOORMAN_* variables it runs with
-	DecideAddr string            // as in DOORMAN_DECIDE_ADDR ("host:port" or "unix:/path")
-	APIAddr    string            // as in DOORMAN_API_ADDR
-	LogPath    string            // stdout and stderr of every run, appended
-	Cmd        *exec.Cmd         // the current process
-
-	bin    string
-	exited chan struct{} // closed when Cmd has been waited for
-	api    *http.Client
-}
+// Doorman is a running doorman started by startDoorman: a testproc.Doorman
+// whose methods fail the test instead of returning errors.
+type Doorman struct{ *testproc.Doorman }
 
 // startDoorman starts the repository's doorman with env on top of a clean
 // environment (no DOORMAN_* variables inherited). Unless env says otherwise,
 // DOORMAN_STATE_FILE is t.TempDir()/doorman.db and both listeners get free
 // loopback ports (set DOORMAN_DECIDE_ADDR=127.0.0.1:9180 together with
 // lockFixedPorts to serve the shipped nginx upstream). It returns once
-// GET /healthz answers 200; t.Cleanup stops the process.
+// GET /healthz answers 200; t.Cleanup stops the process. See
+// testproc.StartDoorman.
 func startDoorman(t *testing.T, env map[string]string) *Doorman {
 	t.Helper()
-	bin := doormanBinary(t)
-	dir := t.TempDir()
-	e := map[string]string{}
-	for k, v := range env {
-		e[k] = v
+	p, err := testproc.StartDoorman([]string{doormanBinary(t)}, t.TempDir(), env)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := e["DOORMAN_STATE_FILE"]; !ok {
-		e["DOORMAN_STATE_FILE"] = filepath.Join(dir, "doorman.db")
-	}
-	if _, ok := e["DOORMAN_DECIDE_ADDR"]; !ok {
-		e["DOORMAN_DECIDE_ADDR"] = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	}
-	if _, ok := e["DOORMAN_API_ADDR"]; !ok {
-		e["DOORMAN_API_ADDR"] = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	}
-	d := &Doorman{
-		Env:        e,
-		DecideAddr: e["DOORMAN_DECIDE_ADDR"],
-		APIAddr:    e["DOORMAN_API_ADDR"],
-		LogPath:    filepath.Join(dir, "doorman.log"),
-		bin:        bin,
-		api:        httpClientFor(e["DOORMAN_API_ADDR"]),
-	}
+	d := &Doorman{p}
 	t.Cleanup(func() {
 		d.stop(t, syscall.SIGTERM)
 		if t.Failed() {
 			t.Logf("doorman %s log (last 40 lines):\n%s", d.DecideAddr, tail(d.Log(t), 40))
 		}
 	})
-	d.start(t)
 	return d
 }
 
 // httpClientFor returns a client that reaches addr, a "host:port" or a
-// "unix:/path" listener, whatever host the request URL names.
-func httpClientFor(addr string) *http.Client {
-	network, address := "tcp", addr
-	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
-		network, address = "unix", p
-	}
-	return &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			Proxy: nil,
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, network, address)
-			},
-			MaxIdleConnsPerHost: 4,
-		},
-	}
-}
+// "unix:/path" listener; see testproc.HTTPClient.
+func httpClientFor(addr string) *http.Client { return testproc.HTTPClient(addr) }
 
-func (d *Doorman) start(t *testing.T) {
-	t.Helper()
-	logf, err := os.OpenFile(d.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(d.bin)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DOORMAN_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	for k, v := range d.Env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	logf.Close() // the child holds its own descriptor
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	d.Cmd, d.exited = cmd, exited
+// get sends GET path to the API without a token.
+func (d *Doorman) get(path string) (int, []byte, error) { return d.Get(path) }
 
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("doorman exited during start (%v); log:\n%s", cmd.ProcessState, d.Log(t))
-		default:
-		}
-		if code, _, err := d.get("/healthz"); err == nil && code == http.StatusOK {
-			d.api.CloseIdleConnections()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("doorman did not answer /healthz within %v; log:\n%s", startTimeout, d.Log(t))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (d *Doorman) get(path string) (int, []byte, error) {
-	resp, err := d.api.Get("http://doorman" + path)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
-// stop sends sig and waits for the process to exit, killing it after a
-// deadline. It does nothing when the process already exited.
+// stop sends sig and waits for the process to exit, killing it after
+// testproc.StopGrace (an error of the test). It does nothing when the
+// process already exited.
 func (d *Doorman) stop(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if d.Cmd == nil {
-		return
+	if err := d.Doorman.Stop(sig); err != nil {
+		t.Error(err)
 	}
-	select {
-	case <-d.exited:
-		return
-	default:
-	}
-	if !stopProcess(d.Cmd, d.exited, sig) {
-		t.Errorf("doorman did not exit within %v of %v; killed", stopGrace, sig)
-	}
-	d.api.CloseIdleConnections()
 }
 
-// stopGrace is how long a process may take to exit after a signal.
-const stopGrace = 10 * time.Second
-
 // stopProcess sends sig to cmd and waits for exited (closed when cmd.Wait
-// returns); past stopGrace it kills the process and reports false.
+// returns); past testproc.StopGrace it kills the process and reports false.
 func stopProcess(cmd *exec.Cmd, exited <-chan struct{}, sig os.Signal) bool {
-	cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-		return true
-	case <-time.After(stopGrace):
-		cmd.Process.Kill()
-		<-exited
-		return false
-	}
+	return testproc.Stop(cmd, exited, sig) == nil
 }
 
 // Kill stops doorman with SIGKILL: no graceful shutdown, no final writes.
-func (d *Doorman) Kill(t *testing.T) { t.Helper(); d.stop(t, syscall.SIGKILL) }
+func (d *Doorman) Kill(t *testing.T) { t.Helper(); d.Doorman.Kill() }
 
 // Stop stops doorman with SIGTERM and waits for it to exit.
 func (d *Doorman) Stop(t *testing.T) { t.Helper(); d.stop(t, syscall.SIGTERM) }
@@ -315,18 +198,13 @@ func (d *Doorman) Stop(t *testing.T) { t.Helper(); d.stop(t, syscall.SIGTERM) }
 func (d *Doorman) Restart(t *testing.T) {
 	t.Helper()
 	d.Stop(t)
-	d.start(t)
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Log returns everything doorman wrote so far.
-func (d *Doorman) Log(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(d.LogPath)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
-	return string(b)
-}
+func (d *Doorman) Log(t *testing.T) string { t.Helper(); return d.Doorman.Log() }
 
 // API sends one request to doorman's API and returns the status and body.
 // body is nil (no body), a []byte or string (sent as is) or a value sent as
@@ -357,7 +235,7 @@ func (d *Doorman) API(t *testing.T, method, path string, body any) (int, []byte)
 	if tok := d.Env["DOORMAN_API_TOKEN"]; tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := d.api.Do(req)
+	resp, err := d.Client().Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -373,10 +251,7 @@ func (d *Doorman) API(t *testing.T, method, path string, body any) (int, []byte)
 // error.log, access.log (format: remote_addr status "request") and the symlink Dir/doorman -> the repository's
 // nginx/ directory, so configs include the shipped snippets as
 // doorman/doorman-location.conf, exactly as documented for /etc/nginx.
-type Nginx struct {
-	Port int
-	Dir  string
-}
+type Nginx struct{ *testproc.Nginx }
 
 // URL returns http://127.0.0.1:Port + path.
 func (n *Nginx) URL(path string) string {
@@ -413,17 +288,24 @@ func startNginxHTTP(t *testing.T, httpBody func(dir string, port int) string) *N
 		if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		n := &Nginx{Port: port, Dir: dir}
-		ok, msg := n.run(t, bin)
-		if ok {
-			return n
+		n, err := testproc.StartNginx(bin, dir, port)
+		if err == nil {
+			t.Cleanup(func() {
+				if err := n.Stop(); err != nil {
+					t.Error(err)
+				}
+				if t.Failed() {
+					t.Logf("nginx error log:\n%s", n.Log())
+				}
+			})
+			return &Nginx{n}
 		}
-		lastErr = msg
-		if !strings.Contains(msg, "Address already in use") {
+		lastErr = err.Error()
+		if !strings.Contains(lastErr, "Address already in use") {
 			break
 		}
 	}
-	t.Fatalf("nginx did not start:\n%s", lastErr)
+	t.Fatalf("nginx did not start: %s", lastErr)
 	return nil
 }
 
@@ -449,59 +331,6 @@ http {
 ` + httpBody + `
 }
 `
-}
-
-// run starts nginx and waits until it accepts; it reports false and the
-// error log when nginx exits first.
-func (n *Nginx) run(t *testing.T, bin string) (bool, string) {
-	t.Helper()
-	os.MkdirAll(filepath.Join(n.Dir, "tmp"), 0o755)
-	errLog := filepath.Join(n.Dir, "error.log")
-	out, err := os.OpenFile(filepath.Join(n.Dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, "-p", n.Dir, "-e", errLog, "-c", filepath.Join(n.Dir, "nginx.conf"), "-g", "daemon off;")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	readLogs := func() string {
-		a, _ := os.ReadFile(filepath.Join(n.Dir, "stderr.log"))
-		b, _ := os.ReadFile(errLog)
-		return string(a) + string(b)
-	}
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-exited:
-			return false, readLogs()
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(n.Port), time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-exited
-			return false, "no connection within " + startTimeout.String() + "\n" + readLogs()
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Cleanup(func() {
-		// SIGTERM: fast shutdown, the master stops its workers.
-		if !stopProcess(cmd, exited, syscall.SIGTERM) {
-			t.Errorf("nginx did not exit within %v of SIGTERM; killed", stopGrace)
-		}
-		if t.Failed() {
-			t.Logf("nginx error log:\n%s", readLogs())
-		}
-	})
-	return true, ""
 }
 
 // clientFrom returns an HTTP client whose connections come from the given

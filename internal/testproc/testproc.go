@@ -1,21 +1,24 @@
-// Package testproc gives integration tests loopback ports and redis-server
-// processes: the nginx, compose and cluster suites live in three packages
-// and share these start-up rules here. It is used by tests only.
+// Package testproc starts and stops the processes integration tests run
+// against: doorman, nginx and redis-server, on loopback ports. The root
+// package's tests, the test/ suites and the cluster and compose tests live in
+// different packages and share these start-up and shut-down rules here: a
+// start waits by polling with a deadline and returns an error carrying the
+// process's log; a stop sends a signal and kills after StopGrace. It is used
+// by tests only.
+//
+// A started process is not safe for concurrent use: one test goroutine
+// starts, stops and restarts it.
 package testproc
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. It is
@@ -33,118 +36,70 @@ func FreePort() (int, error) {
 	return 0, errors.New("no free port in 20000-31999")
 }
 
-// AnotherFreePort in the extra arguments of StartRedis is replaced by a free
-// port, e.g. for "--cluster-port": Redis's default, port+10000, lies in the
-// ephemeral range.
-const AnotherFreePort = "{free-port}"
-
-// startTimeout bounds a start, until PING answers.
+// startTimeout bounds a start, until the process answers.
 const startTimeout = 15 * time.Second
 
-// Redis is a redis-server on 127.0.0.1 without persistence.
-type Redis struct {
-	Port int
-	URL  string // redis://127.0.0.1:Port/0
+// StopGrace is how long a process may take to exit after a signal before it
+// is killed.
+const StopGrace = 10 * time.Second
 
-	bin    string
-	args   []string
-	dir    string
+// Stop sends sig to cmd and waits for exited (closed once cmd.Wait has
+// returned); past StopGrace it kills the process, waits for it and returns an
+// error saying so.
+func Stop(cmd *exec.Cmd, exited <-chan struct{}, sig os.Signal) error {
+	cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(StopGrace):
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%s did not exit within %v of %v; killed", cmd.Path, StopGrace, sig)
+	}
+}
+
+// proc is a started process and a channel closed once it has been waited
+// for, after which cmd.ProcessState holds its exit status.
+type proc struct {
 	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has exited
+	exited chan struct{}
 }
 
-// StartRedis starts bin (a redis-server) on port, or on a free one if port is
-// 0 (another one should the first be taken meanwhile), with extra arguments,
-// and waits until it answers PING. The error carries the server's log.
-func StartRedis(bin string, port int, extra ...string) (*Redis, error) {
-	for attempt := 1; ; attempt++ {
-		r, err := startRedis(bin, port, extra)
-		if err == nil || port != 0 || attempt == 5 {
-			return r, err
-		}
-	}
-}
-
-func startRedis(bin string, port int, extra []string) (*Redis, error) {
-	var err error
-	if port == 0 {
-		if port, err = FreePort(); err != nil {
-			return nil, err
-		}
-	}
-	dir, err := os.MkdirTemp("", "doorman-redis-")
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}
-	for _, a := range extra {
-		if a == AnotherFreePort {
-			p, err := FreePort()
-			if err != nil {
-				os.RemoveAll(dir)
-				return nil, err
-			}
-			a = strconv.Itoa(p)
-		}
-		args = append(args, a)
-	}
-	r := &Redis{Port: port, URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), bin: bin, args: args, dir: dir}
-	if err := r.start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	return r, nil
-}
-
-func (r *Redis) start() error {
-	cmd := exec.Command(r.bin, r.args...)
+func startProc(cmd *exec.Cmd) (proc, error) {
 	if err := cmd.Start(); err != nil {
-		return err
+		return proc{}, err
 	}
-	r.cmd, r.exited = cmd, make(chan struct{})
-	go func(done chan struct{}) { cmd.Wait(); close(done) }(r.exited)
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.Port), MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(startTimeout)
-	for c.Ping(context.Background()).Err() != nil {
-		select {
-		case <-r.exited:
-			return fmt.Errorf("redis-server on port %d exited at start:\n%s", r.Port, r.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.Kill()
-			return fmt.Errorf("redis-server on port %d did not answer within %v:\n%s", r.Port, startTimeout, r.Log())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return nil
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	return proc{cmd: cmd, exited: exited}, nil
 }
 
-// Log returns the server's log file.
-func (r *Redis) Log() string {
-	b, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-	return string(b)
-}
-
-// Kill stops the server with SIGKILL and waits for it; its data is gone.
-func (r *Redis) Kill() {
-	if r.cmd != nil {
-		r.cmd.Process.Kill()
-		<-r.exited
+// done reports whether the process has exited (true too when none started).
+func (p proc) done() bool {
+	if p.cmd == nil {
+		return true
+	}
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
 	}
 }
 
-// Restart kills the server and starts it again, empty, on the same port with
-// the same arguments.
-func (r *Redis) Restart() error {
-	r.Kill()
-	return r.start()
+// stop is Stop, doing nothing when the process already exited.
+func (p proc) stop(sig os.Signal) error {
+	if p.done() {
+		return nil
+	}
+	return Stop(p.cmd, p.exited, sig)
 }
 
-// Close kills the server and removes its directory.
-func (r *Redis) Close() {
-	r.Kill()
-	os.RemoveAll(r.dir)
+// kill sends SIGKILL and waits for the exit.
+func (p proc) kill() {
+	if p.done() {
+		return
+	}
+	p.cmd.Process.Kill()
+	<-p.exited
 }
