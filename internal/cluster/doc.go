@@ -11,7 +11,7 @@
 //     full ban set on start and on every reconnect.
 //   - A ban or unban made through this instance's API is in the local Core and
 //     in the state file before the API answers, whether or not Redis has it.
-//   - Redis unreachable: the API falls back to server.Local (local counting,
+//   - Redis unreachable: the service falls back to engine.Local (local counting,
 //     local bans); those bans are offered to Redis when it is back, and unbans
 //     made meanwhile are replayed. The longer of two bans wins; a tombstone
 //     keeps a lifted ban from being pushed back by an instance that missed
