@@ -50,6 +50,9 @@ type Config struct {
 	RedisURL    string `env:"DOORMAN_REDIS_URL" help:"cluster mode: share failures and bans through this Redis (redis:// or rediss://); see docs/cluster.md"`
 	RedisPrefix string `env:"DOORMAN_REDIS_PREFIX" envDefault:"doorman:" help:"cluster mode: prefix of every Redis key and of the pub/sub channel; doormen that share bans share it"`
 
+	NotifyURL    string `env:"DOORMAN_NOTIFY_URL" help:"POST each ban, unban, range ban and account lock here (http:// or https://), batched at most once a second and retried; unset: no notifications"`
+	NotifyFormat string `env:"DOORMAN_NOTIFY_FORMAT" envDefault:"json" help:"json ({\"events\":[…]}) or slack ({\"text\":…}, for Slack, Mattermost and Rocket.Chat incoming webhooks)"`
+
 	LogFormat string `env:"DOORMAN_LOG_FORMAT" envDefault:"text" help:"text or json"`
 	LogLevel  string `env:"DOORMAN_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 
