@@ -232,7 +232,9 @@ func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	var d time.Duration
 	if in.Duration != "" {
-		if d, err = time.ParseDuration(in.Duration); err != nil || d <= 0 || d > MaxManualBan {
+		// Under 1s is refused: such a ban would be answered 201 and be over
+		// before the next request.
+		if d, err = time.ParseDuration(in.Duration); err != nil || d < time.Second || d > MaxManualBan {
 			apiError(ctx, fasthttp.StatusBadRequest, `"duration": %q is not a duration from 1s to %v (e.g. 90s, 1h)`, in.Duration, MaxManualBan)
 			return
 		}
