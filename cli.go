@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -95,6 +96,23 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		fmt.Fprintln(tw, "KEY\tUNTIL\tREASON\tCOUNT\tNOTE")
 		for _, b := range out.Bans {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", b.Key, b.Until, b.Reason, b.Count, b.Note)
+		}
+		return tw.Flush()
+	case "events":
+		fs := flag.NewFlagSet("events", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		limit := fs.Int("n", server.DefaultEventsLimit, "how many, newest first")
+		if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+			return usageError{fmt.Errorf("usage: doorman events [-n %d]", server.DefaultEventsLimit)}
+		}
+		var out struct{ Events []server.EventJSON }
+		if err := c.do(ctx, "GET", "/v1/events?limit="+strconv.Itoa(*limit), nil, &out, http.StatusOK); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tTYPE\tKEY\tREASON\tSOURCE\tUNTIL\tCOUNT")
+		for _, e := range out.Events {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", e.Time, e.Type, e.Key, e.Reason, e.Source, e.Until, e.Count)
 		}
 		return tw.Flush()
 	case "ban":

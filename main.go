@@ -22,6 +22,7 @@ import (
 	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/notify"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
 )
@@ -92,7 +93,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			debug.SetGCPercent(50)
 		}
 		return serve(ctx, cfg, stderr)
-	case "bans", "ban", "unban", "check", "health":
+	case "bans", "ban", "unban", "check", "health", "events":
 		return client(ctx, cfg, cmd, args, stdout)
 	}
 	return usageError{fmt.Errorf("unknown command %q\n%s", cmd, usage)}
@@ -104,6 +105,7 @@ const usage = `usage: doorman [command]
   ban IP|CIDR [-for 1h] [-reason text]
   unban IP|CIDR                 lift the ban covering IP (or exactly CIDR)
   check IP                      explain the decision for IP
+  events [-n 100]               the last bans and unbans, newest first
   health                        exit 0 when the API answers /healthz
   env [-markdown]               every variable, its default and meaning
   version
@@ -137,6 +139,20 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 	m := engine.NewMetrics(core.Stats, cfg.DryRun, time.Now)
 	local := engine.NewLocal(core, st, log, m)
+	history := local.NewHistory(cfg.MaxEvents)
+	notifyDropped := m.Set().NewCounter("doorman_notify_dropped_total")
+	if cfg.NotifyURL != "" {
+		host, _ := os.Hostname()
+		n, err := notify.New(notify.Options{URL: cfg.NotifyURL, Format: cfg.NotifyFormat, Host: host, Dropped: notifyDropped, Log: log})
+		if err != nil {
+			return usageError{err}
+		}
+		n.Watch(local)
+		notifyCtx, stopNotify := context.WithCancel(context.Background())
+		notified := make(chan struct{})
+		go func() { n.Run(notifyCtx); close(notified) }()
+		defer func() { stopNotify(); <-notified }() // one last attempt, before the state file closes
+	}
 	var svc engine.Service = local
 	if cfg.RedisURL != "" {
 		cl, err := cluster.New(cluster.Options{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Local: local, Log: log})
@@ -162,7 +178,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
-	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log}
+	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history}
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{decideLn, apiLn} {

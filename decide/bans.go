@@ -1,13 +1,15 @@
 package decide
 
 import (
+	"cmp"
+	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gaissmai/bart"
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Ban is one ban record as the API, the store and the logs see it.
@@ -15,15 +17,19 @@ type Ban struct {
 	Key      netip.Prefix
 	Until    time.Time
 	Manual   bool   // set by an operator, not by failures
+	Range    bool   // a range escalated from the unit bans inside it
 	Note     string // the operator's reason, for manual bans
 	Count    int    // how many times this key has been banned, for escalation
 	Failures int    // failures that triggered it; 0 for manual bans
 }
 
-// Reason is "manual" or "failures", as the API reports it.
+// Reason is "manual", "range" or "failures", as the API reports it.
 func (b Ban) Reason() string {
-	if b.Manual {
+	switch {
+	case b.Manual:
 		return "manual"
+	case b.Range:
+		return "range"
 	}
 	return "failures"
 }
@@ -31,39 +37,72 @@ func (b Ban) Reason() string {
 // Active reports whether the ban is in force at now.
 func (b Ban) Active(now time.Time) bool { return now.Before(b.Until) }
 
+// Record kinds.
+const (
+	kindFailures uint8 = iota
+	kindManual
+	kindRange
+)
+
 // record is the compact form kept per key; 16 bytes, no pointers.
 type record struct {
 	until    int64 // unix nanoseconds
 	count    uint32
 	failures uint16
-	manual   bool
+	kind     uint8
 }
 
 func (r record) ban(key netip.Prefix, note string) Ban {
-	return Ban{Key: key, Until: time.Unix(0, r.until).UTC(), Manual: r.manual, Note: note,
-		Count: int(r.count), Failures: int(r.failures)}
+	return Ban{Key: key, Until: time.Unix(0, r.until).UTC(), Manual: r.kind == kindManual, Range: r.kind == kindRange,
+		Note: note, Count: int(r.count), Failures: int(r.failures)}
 }
 
 func recordOf(b Ban) record {
-	return record{until: b.Until.UnixNano(), count: uint32(min(max(b.Count, 1), 1<<31)),
-		failures: uint16(min(max(b.Failures, 0), 1<<16-1)), manual: b.Manual}
+	r := record{until: b.Until.UnixNano(), count: uint32(min(max(b.Count, 1), 1<<31)),
+		failures: uint16(min(max(b.Failures, 0), 1<<16-1))}
+	switch {
+	case b.Manual:
+		r.kind = kindManual
+	case b.Range:
+		r.kind = kindRange
+	}
+	return r
+}
+
+// ErrTableFull is returned when the ban table holds its maximum of records
+// and every one of them is an active manual ban, which is never evicted.
+var ErrTableFull = errors.New("ban table full of active manual bans")
+
+// entry is one record in the table's slot array.
+type entry struct {
+	key  pkey
+	rec  record
+	heap int32 // position in its eviction heap
 }
 
 // BanTable holds ban records, active and recently expired (their counts drive
 // escalation). It is safe for concurrent use.
 //
-// Records keyed by a ban unit (the /32 or /64 the Core bans) live in an LRU
-// keyed by exact prefix: one map lookup per decision. Other prefixes (manual
-// CIDR bans) live in a copy-on-write bart table read without a lock.
+// Every record is indexed by its exact key (one map lookup per decision for
+// the address's ban unit); records whose key is not a ban unit (CIDR bans,
+// range bans) also live in a copy-on-write bart table for longest-prefix
+// lookups, read without a lock. A record costs about 90 bytes: the map slot
+// (17-byte key, 4-byte index), the 48-byte entry and a 4-byte heap slot.
 //
-// Bound and eviction rule: at most max unit records. Adding a record to a
-// full table first drops the record that was added or renewed longest ago, so
-// no ban is evicted while an older one survives. Reads (Lookup) do not change
-// that order. Range records are not evicted; Put refuses a new one when max
-// are held.
+// Bound and eviction rule: at most max records. Adding one to a full table
+// first evicts, in this order: the expired record that ended longest ago;
+// else the automatic ban (failures or range) that ends soonest. Manual bans
+// are never evicted while active; when only they remain, put fails with
+// ErrTableFull. Two heaps ordered by the end of the ban, one for automatic
+// and one for manual records, make each choice O(log n). Reads do not change
+// the order.
 type BanTable struct {
 	mu      sync.RWMutex
-	units   *simplelru.LRU[pkey, record]
+	index   map[pkey]int32
+	slots   []entry
+	free    []int32
+	auto    banHeap
+	manual  banHeap
 	ranges  atomic.Pointer[bart.Table[record]]
 	nranges int
 	notes   map[netip.Prefix]string
@@ -72,13 +111,13 @@ type BanTable struct {
 	max     int
 }
 
-// NewBanTable returns a table holding at most max unit records (max >= 1).
+// NewBanTable returns a table holding at most max records (max >= 1).
 func NewBanTable(max int) *BanTable {
-	lru, err := simplelru.NewLRU[pkey, record](max, nil)
-	if err != nil {
-		panic(err) // only for max < 1, which config validation rules out
+	if max < 1 {
+		panic("decide: NewBanTable: max < 1") // config validation rules it out
 	}
-	t := &BanTable{units: lru, notes: map[netip.Prefix]string{}, expiry: map[int64]int32{}, max: max}
+	t := &BanTable{index: map[pkey]int32{}, notes: map[netip.Prefix]string{}, expiry: map[int64]int32{}, max: max}
+	t.auto.slots, t.manual.slots = &t.slots, &t.slots
 	t.ranges.Store(new(bart.Table[record]))
 	return t
 }
@@ -94,7 +133,11 @@ func isUnit(key netip.Prefix, v4, v6 int) bool {
 // lookup returns the record in force for addr, whose ban unit is unit.
 func (t *BanTable) lookup(addr netip.Addr, unit netip.Prefix, now int64) (netip.Prefix, record, bool) {
 	t.mu.RLock()
-	r, ok := t.units.Peek(keyOf(unit))
+	i, ok := t.index[keyOf(unit)]
+	var r record
+	if ok {
+		r = t.slots[i].rec
+	}
 	t.mu.RUnlock()
 	if ok && r.until > now {
 		return unit, r, true
@@ -119,55 +162,58 @@ func (t *BanTable) lookup(addr netip.Addr, unit netip.Prefix, now int64) (netip.
 }
 
 // get returns the record stored under key, active or not.
-func (t *BanTable) get(key netip.Prefix, unit bool) (record, bool) {
-	if unit {
-		t.mu.RLock()
-		defer t.mu.RUnlock()
-		return t.units.Peek(keyOf(key))
+func (t *BanTable) get(key netip.Prefix) (record, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	i, ok := t.index[keyOf(key)]
+	if !ok {
+		return record{}, false
 	}
-	return t.ranges.Load().Get(key)
+	return t.slots[i].rec, true
 }
 
 // ban returns the record stored under key as a Ban, active or not.
-func (t *BanTable) ban(key netip.Prefix, unit bool) (Ban, bool) {
-	r, ok := t.get(key, unit)
+func (t *BanTable) ban(key netip.Prefix) (Ban, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	i, ok := t.index[keyOf(key)]
 	if !ok {
 		return Ban{}, false
 	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return r.ban(key, t.notes[key]), true
+	return t.slots[i].rec.ban(key, t.notes[key]), true
 }
 
-// put stores b; unit tells which part of the table it belongs in. It returns
-// the record evicted to make room, if any, and false when a range record
-// cannot be added because max ranges are held.
-func (t *BanTable) put(b Ban, unit bool) (evicted Ban, didEvict, ok bool) {
+// put stores b; unit tells whether its key is a ban unit. It returns the
+// records evicted to make room (at most one), or ErrTableFull.
+func (t *BanTable) put(b Ban, unit bool, now time.Time) ([]Ban, error) {
 	r := recordOf(b)
+	k := keyOf(b.Key)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if unit {
-		if old, ok := t.units.Peek(keyOf(b.Key)); ok {
-			t.untrack(old)
-		} else if t.units.Len() >= t.max {
-			pk, old, _ := t.units.RemoveOldest()
-			k := pk.prefix()
-			t.untrack(old)
-			evicted, didEvict = old.ban(k, t.notes[k]), true
-			delete(t.notes, k)
-		}
-		t.units.Add(keyOf(b.Key), r)
+	var evicted []Ban
+	i, exists := t.index[k]
+	if exists {
+		old := t.slots[i].rec
+		t.untrack(old)
+		t.heapOf(old).remove(t.slots[i].heap)
+		t.slots[i].rec = r
 	} else {
-		rt := t.ranges.Load()
-		old, exists := rt.Get(b.Key)
-		if exists {
-			t.untrack(old)
-		} else if t.nranges >= t.max {
-			return Ban{}, false, false
-		} else {
+		if len(t.index) >= t.max {
+			e, ok := t.evict(now.UnixNano())
+			if !ok {
+				return nil, ErrTableFull
+			}
+			evicted = append(evicted, e)
+		}
+		i = t.alloc(entry{key: k, rec: r})
+		t.index[k] = i
+		if !unit {
 			t.nranges++
 		}
-		t.ranges.Store(rt.InsertPersist(b.Key, r))
+	}
+	t.heapOf(r).push(i)
+	if !unit {
+		t.ranges.Store(t.ranges.Load().InsertPersist(b.Key, r))
 	}
 	if b.Note != "" {
 		t.notes[b.Key] = b.Note
@@ -175,33 +221,68 @@ func (t *BanTable) put(b Ban, unit bool) (evicted Ban, didEvict, ok bool) {
 		delete(t.notes, b.Key)
 	}
 	t.expiry[expirySecond(r.until)]++
-	return evicted, didEvict, true
+	return evicted, nil
+}
+
+// evict removes the record the eviction rule picks; t.mu is held.
+func (t *BanTable) evict(now int64) (Ban, bool) {
+	a, m := t.auto.min(), t.manual.min()
+	pick := int32(-1)
+	switch {
+	case m >= 0 && t.slots[m].rec.until <= now && (a < 0 || t.slots[m].rec.until <= t.slots[a].rec.until):
+		pick = m // an expired manual record that ended before any automatic one
+	case a >= 0:
+		pick = a // expired, or the automatic ban that ends soonest
+	default:
+		return Ban{}, false
+	}
+	return t.removeAt(pick), true
 }
 
 // remove deletes the record under key and returns it.
-func (t *BanTable) remove(key netip.Prefix, unit bool) (Ban, bool) {
+func (t *BanTable) remove(key netip.Prefix) (Ban, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var r record
-	var ok bool
-	if unit {
-		if r, ok = t.units.Peek(keyOf(key)); ok {
-			t.units.Remove(keyOf(key))
-		}
-	} else {
-		rt := t.ranges.Load()
-		if r, ok = rt.Get(key); ok {
-			t.ranges.Store(rt.DeletePersist(key))
-			t.nranges--
-		}
-	}
+	i, ok := t.index[keyOf(key)]
 	if !ok {
 		return Ban{}, false
 	}
-	t.untrack(r)
-	b := r.ban(key, t.notes[key])
+	return t.removeAt(i), true
+}
+
+// removeAt deletes the record in slot i; t.mu is held.
+func (t *BanTable) removeAt(i int32) Ban {
+	e := t.slots[i]
+	key := e.key.prefix()
+	t.heapOf(e.rec).remove(e.heap)
+	delete(t.index, e.key)
+	t.free = append(t.free, i)
+	if _, ok := t.ranges.Load().Get(key); ok {
+		t.ranges.Store(t.ranges.Load().DeletePersist(key))
+		t.nranges--
+	}
+	t.untrack(e.rec)
+	b := e.rec.ban(key, t.notes[key])
 	delete(t.notes, key)
-	return b, true
+	return b
+}
+
+func (t *BanTable) alloc(e entry) int32 {
+	if n := len(t.free); n > 0 {
+		i := t.free[n-1]
+		t.free = t.free[:n-1]
+		t.slots[i] = e
+		return i
+	}
+	t.slots = append(t.slots, e)
+	return int32(len(t.slots) - 1)
+}
+
+func (t *BanTable) heapOf(r record) *banHeap {
+	if r.kind == kindManual {
+		return &t.manual
+	}
+	return &t.auto
 }
 
 // covering returns the keys of the range records that contain addr.
@@ -261,27 +342,100 @@ func (t *BanTable) prune(now time.Time) {
 func (t *BanTable) Len() int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return t.units.Len() + t.nranges
+	return len(t.index)
 }
 
-// All returns every record held, oldest first; with activeOnly, only those in
-// force at now.
+// All returns every record held, by end of ban (soonest first); with
+// activeOnly, only those in force at now.
 func (t *BanTable) All(now time.Time, activeOnly bool) []Ban {
 	n := now.UnixNano()
 	t.mu.RLock()
-	defer t.mu.RUnlock()
-	out := make([]Ban, 0, t.units.Len()+t.nranges)
-	keys, vals := t.units.Keys(), t.units.Values()
-	for i, pk := range keys {
-		if !activeOnly || vals[i].until > n {
-			k := pk.prefix()
-			out = append(out, vals[i].ban(k, t.notes[k]))
+	out := make([]Ban, 0, len(t.index))
+	for _, i := range t.index {
+		e := t.slots[i]
+		if !activeOnly || e.rec.until > n {
+			k := e.key.prefix()
+			out = append(out, e.rec.ban(k, t.notes[k]))
 		}
 	}
-	for k, r := range t.ranges.Load().All() {
-		if !activeOnly || r.until > n {
-			out = append(out, r.ban(k, t.notes[k]))
-		}
-	}
+	t.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Ban) int {
+		return cmp.Or(a.Until.Compare(b.Until), a.Key.Addr().Compare(b.Key.Addr()), cmp.Compare(a.Key.Bits(), b.Key.Bits()))
+	})
 	return out
+}
+
+// banHeap is a binary min-heap of slot indexes ordered by the end of the
+// ban; each entry knows its position, so any record can be removed in
+// O(log n).
+type banHeap struct {
+	slots *[]entry
+	h     []int32
+}
+
+func (h *banHeap) less(a, b int) bool {
+	s := *h.slots
+	return s[h.h[a]].rec.until < s[h.h[b]].rec.until
+}
+
+func (h *banHeap) swap(a, b int) {
+	s := *h.slots
+	h.h[a], h.h[b] = h.h[b], h.h[a]
+	s[h.h[a]].heap, s[h.h[b]].heap = int32(a), int32(b)
+}
+
+func (h *banHeap) min() int32 {
+	if len(h.h) == 0 {
+		return -1
+	}
+	return h.h[0]
+}
+
+func (h *banHeap) push(i int32) {
+	h.h = append(h.h, i)
+	(*h.slots)[i].heap = int32(len(h.h) - 1)
+	h.up(len(h.h) - 1)
+}
+
+func (h *banHeap) remove(pos int32) {
+	n := len(h.h) - 1
+	p := int(pos)
+	if p != n {
+		h.swap(p, n)
+	}
+	h.h = h.h[:n]
+	if p < n {
+		h.down(p)
+		h.up(p)
+	}
+}
+
+func (h *banHeap) up(j int) {
+	for j > 0 {
+		p := (j - 1) / 2
+		if !h.less(j, p) {
+			return
+		}
+		h.swap(j, p)
+		j = p
+	}
+}
+
+func (h *banHeap) down(j int) {
+	n := len(h.h)
+	for {
+		l := 2*j + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h.less(r, l) {
+			m = r
+		}
+		if !h.less(m, j) {
+			return
+		}
+		h.swap(j, m)
+		j = m
+	}
 }

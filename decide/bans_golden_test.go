@@ -8,38 +8,77 @@ import (
 	"time"
 )
 
-// banModel is the slow, obvious BanTable: unit records in a slice ordered
-// from added or renewed longest ago to most recently, range records in a map,
-// and lookup by a linear scan.
+// banModel is the slow, obvious BanTable: unit records in a slice, range
+// records in a map, lookup and eviction by linear scans.
 type banModel struct {
 	max    int
-	units  []Ban // oldest first
+	units  []Ban
 	ranges map[netip.Prefix]Ban
 }
 
-func (m *banModel) put(b Ban, unit bool) (evicted Ban, didEvict, ok bool) {
-	if !unit {
-		if _, exists := m.ranges[b.Key]; !exists && len(m.ranges) >= m.max {
-			return Ban{}, false, false
+// candidates are the records the eviction rule may pick at now: among the
+// expired records and the active automatic ones, those ending first (an
+// expired record always ends before an active one). Ties may go either way.
+func (m *banModel) candidates(now int64) []Ban {
+	var all []Ban
+	all = append(all, m.units...)
+	for _, b := range m.ranges {
+		all = append(all, b)
+	}
+	var out []Ban
+	for _, b := range all {
+		if b.Manual && b.Until.UnixNano() > now {
+			continue
 		}
-		m.ranges[b.Key] = b
-		return Ban{}, false, true
+		switch {
+		case len(out) == 0 || b.Until.Before(out[0].Until):
+			out = []Ban{b}
+		case b.Until.Equal(out[0].Until):
+			out = append(out, b)
+		}
 	}
-	if i := slices.IndexFunc(m.units, func(u Ban) bool { return u.Key == b.Key }); i >= 0 {
-		m.units = slices.Delete(m.units, i, i+1)
-	} else if len(m.units) >= m.max {
-		evicted, didEvict = m.units[0], true
-		m.units = m.units[1:]
-	}
-	m.units = append(m.units, b)
-	return evicted, didEvict, true
+	return out
 }
 
-func (m *banModel) remove(key netip.Prefix, unit bool) (Ban, bool) {
-	if !unit {
-		b, ok := m.ranges[key]
+func (m *banModel) has(key netip.Prefix) bool {
+	_, ok := m.ranges[key]
+	return ok || slices.ContainsFunc(m.units, func(u Ban) bool { return u.Key == key })
+}
+
+// put stores b when there is room; chosen is the record the table evicted,
+// which must be one of the candidates. It reports whether b was stored.
+func (m *banModel) put(b Ban, unit bool, now int64, evicted []Ban) (ok bool, bad string) {
+	if !m.has(b.Key) && len(m.units)+len(m.ranges) >= m.max {
+		c := m.candidates(now)
+		if len(c) == 0 {
+			if len(evicted) > 0 {
+				return false, "evicted with no candidate"
+			}
+			return false, ""
+		}
+		if len(evicted) != 1 || !slices.ContainsFunc(c, func(x Ban) bool { return x.Key == evicted[0].Key && recordOf(x) == recordOf(evicted[0]) }) {
+			return false, "evicted a record the rule does not pick"
+		}
+		m.remove(evicted[0].Key)
+	} else if len(evicted) > 0 {
+		return false, "evicted with room left"
+	}
+	if unit {
+		if i := slices.IndexFunc(m.units, func(u Ban) bool { return u.Key == b.Key }); i >= 0 {
+			m.units[i] = b
+		} else {
+			m.units = append(m.units, b)
+		}
+	} else {
+		m.ranges[b.Key] = b
+	}
+	return true, ""
+}
+
+func (m *banModel) remove(key netip.Prefix) (Ban, bool) {
+	if b, ok := m.ranges[key]; ok {
 		delete(m.ranges, key)
-		return b, ok
+		return b, true
 	}
 	i := slices.IndexFunc(m.units, func(u Ban) bool { return u.Key == key })
 	if i < 0 {
@@ -165,35 +204,33 @@ func TestBanTableLookupGolden(t *testing.T) {
 			}
 			for step := range 30000 {
 				switch op := r.IntN(20); {
-				case op < 6: // a unit ban, new or renewed
-					b := randBan(unitOf(randAddr()), true)
-					gotEv, gotDid, gotOK := table.put(b, true)
-					wantEv, wantDid, wantOK := model.put(b, true)
-					if gotDid != wantDid || gotOK != wantOK || (wantDid && (gotEv.Key != wantEv.Key || recordOf(gotEv) != recordOf(wantEv))) {
-						t.Fatalf("step %d: put(%s) evicted %v %v ok %v, want %v %v ok %v", step, b.Key, gotEv, gotDid, gotOK, wantEv, wantDid, wantOK)
+				case op < 9: // a unit ban (op < 6) or a range ban, new or renewed
+					unit := op < 6
+					var b Ban
+					if unit {
+						b = randBan(unitOf(randAddr()), true)
+					} else {
+						b = randBan(randRange(), false)
 					}
-					if wantDid {
-						evictions++
+					now := randTime()
+					ev, err := table.put(b, unit, time.Unix(0, now))
+					ok, bad := model.put(b, unit, now, ev)
+					if bad != "" || (err == nil) != ok {
+						t.Fatalf("step %d: put(%s) evicted %v err %v: %s (model stored: %v)", step, b.Key, ev, err, bad, ok)
 					}
-				case op < 9: // a range ban
-					b := randBan(randRange(), false)
-					_, _, gotOK := table.put(b, false)
-					if _, _, wantOK := model.put(b, false); gotOK != wantOK {
-						t.Fatalf("step %d: put range %s ok %v, want %v", step, b.Key, gotOK, wantOK)
-					}
-					if !gotOK {
+					evictions += len(ev)
+					if err != nil {
 						refusals++
 					}
 				case op < 10: // an unban, of a unit or a range, held or not
-					unit := r.IntN(2) == 0
 					key := randRange()
-					if unit {
+					if r.IntN(2) == 0 {
 						key = unitOf(randAddr())
 					}
-					got, gotOK := table.remove(key, unit)
-					want, wantOK := model.remove(key, unit)
+					got, gotOK := table.remove(key)
+					want, wantOK := model.remove(key)
 					if gotOK != wantOK || (wantOK && (got.Key != want.Key || recordOf(got) != recordOf(want) || got.Note != want.Note)) {
-						t.Fatalf("step %d: remove(%s, unit %v) = %+v %v, want %+v %v", step, key, unit, got, gotOK, want, wantOK)
+						t.Fatalf("step %d: remove(%s) = %+v %v, want %+v %v", step, key, got, gotOK, want, wantOK)
 					}
 				default:
 					query(step)
@@ -205,14 +242,14 @@ func TestBanTableLookupGolden(t *testing.T) {
 			for step := range 30000 {
 				query(30000 + step)
 			}
-			t.Logf("%d unit hits, %d range hits, %d misses; %d evictions, %d ranges refused; %d unit and %d range records at the end",
+			t.Logf("%d unit hits, %d range hits, %d misses; %d evictions, %d bans refused; %d unit and %d range records at the end",
 				unitHits, hits, misses, evictions, refusals, len(model.units), len(model.ranges))
 			// The test exercised every path it claims to.
 			if unitHits == 0 || hits == 0 || misses == 0 {
 				t.Errorf("unit hits %d, range hits %d, misses %d: want each > 0", unitHits, hits, misses)
 			}
 			if tc.max < 100 && (evictions == 0 || refusals == 0) {
-				t.Errorf("evictions %d, ranges refused %d with max %d: want both > 0", evictions, refusals, tc.max)
+				t.Errorf("evictions %d, bans refused %d with max %d: want both > 0", evictions, refusals, tc.max)
 			}
 		})
 	}

@@ -199,7 +199,7 @@ func BenchmarkMemoryPerBan(b *testing.B) {
 			for i := range n {
 				a := netip.AddrFrom4([4]byte{byte(1 + i>>24), byte(i >> 16), byte(i >> 8), byte(i)})
 				// Spread over an hour, as bans made over time are.
-				t.put(Ban{Key: netip.PrefixFrom(a, 32), Until: until.Add(time.Duration(i) * 3600 * time.Second / n), Count: 1, Failures: 5}, true)
+				t.put(Ban{Key: netip.PrefixFrom(a, 32), Until: until.Add(time.Duration(i) * 3600 * time.Second / n), Count: 1, Failures: 5}, true, benchNow)
 			}
 			b.ReportMetric(float64(heap()-before)/n, "B/ban")
 			runtime.KeepAlive(t)

@@ -260,27 +260,148 @@ func TestExpiredRangeDoesNotShadow(t *testing.T) {
 	}
 }
 
-func TestBanTableEvictsOldestFirst(t *testing.T) {
+// failBan bans a's unit through failures at now.
+func failBan(t *testing.T, c *Core, a string, now time.Time) FailResult {
+	t.Helper()
+	var res FailResult
+	for range c.Policy().MaxFailures {
+		res = c.Fail(netip.MustParseAddr(a), now)
+	}
+	if !res.Banned && !res.Refused {
+		t.Fatalf("%s: %+v, want a ban", a, res)
+	}
+	return res
+}
+
+// A full table evicts expired records first, then the automatic ban that
+// ends soonest, and never an active manual ban.
+func TestEvictionOrder(t *testing.T) {
 	c := New(defaultPolicy(), nil, 3, 100)
-	ips := []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"}
-	var evicted []Ban
-	for i, ip := range ips {
-		_, ev, _ := c.BanPrefix(netip.MustParsePrefix(ip+"/32"), time.Hour, "", t0.Add(time.Duration(i)*time.Second))
-		evicted = append(evicted, ev...)
-		// Reads must not change the eviction order.
-		c.Decide(netip.MustParseAddr(ips[0]), t0)
+	if _, _, err := c.BanPrefix(netip.MustParsePrefix("203.0.113.1/32"), 168*time.Hour, "", t0); err != nil {
+		t.Fatal(err)
 	}
-	if len(evicted) != 1 || evicted[0].Key.String() != "192.0.2.1/32" {
-		t.Fatalf("evicted %v, want the oldest, 192.0.2.1/32", evicted)
+	failBan(t, c, "192.0.2.1", t0)                 // ends t0+1h
+	failBan(t, c, "192.0.2.2", t0.Add(time.Minute)) // ends t0+1h1m
+	later := t0.Add(2 * time.Hour)                  // both expired
+	if ev := failBan(t, c, "192.0.2.3", later).Evicted; len(ev) != 1 || ev[0].Key.String() != "192.0.2.1/32" {
+		t.Fatalf("evicted %v, want the record that expired first, 192.0.2.1/32", ev)
 	}
-	if got := c.Stats(t0).BanRecords; got != 3 {
-		t.Fatalf("table holds %d, want 3", got)
+	if ev := failBan(t, c, "192.0.2.4", later.Add(time.Second)).Evicted; len(ev) != 1 || ev[0].Key.String() != "192.0.2.2/32" {
+		t.Fatalf("evicted %v, want the other expired record, 192.0.2.2/32", ev)
 	}
-	// Renewing a ban makes it the youngest.
-	c.BanPrefix(netip.MustParsePrefix("192.0.2.2/32"), time.Hour, "", t0.Add(time.Minute))
-	_, ev, _ := c.BanPrefix(netip.MustParsePrefix("192.0.2.5/32"), time.Hour, "", t0.Add(2*time.Minute))
-	if len(ev) != 1 || ev[0].Key.String() != "192.0.2.3/32" {
-		t.Fatalf("evicted %v, want 192.0.2.3/32", ev)
+	// No expired record left: the automatic ban that ends soonest goes.
+	if ev := failBan(t, c, "192.0.2.5", later.Add(time.Minute)).Evicted; len(ev) != 1 || ev[0].Key.String() != "192.0.2.3/32" {
+		t.Fatalf("evicted %v, want the active automatic ban ending first, 192.0.2.3/32", ev)
+	}
+	if v := c.Decide(netip.MustParseAddr("203.0.113.1"), later.Add(time.Minute)); v.Reason != Banned {
+		t.Fatalf("the manual ban was lost: %+v", v)
+	}
+	// Only manual bans left: a new manual ban is refused, nothing changes.
+	for _, ip := range []string{"203.0.113.2", "203.0.113.3"} {
+		if _, _, err := c.BanPrefix(netip.MustParsePrefix(ip+"/32"), 168*time.Hour, "", later.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := c.BanPrefix(netip.MustParsePrefix("198.51.100.0/24"), time.Hour, "", later.Add(time.Minute)); err != ErrTableFull {
+		t.Fatalf("err = %v, want ErrTableFull", err)
+	}
+	if res := failBan(t, c, "192.0.2.9", later.Add(time.Minute)); !res.Refused || res.InForce() {
+		t.Fatalf("failure ban in a table of manual bans: %+v, want refused", res)
+	}
+	for _, ip := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"} {
+		if v := c.Decide(netip.MustParseAddr(ip), later.Add(time.Minute)); v.Reason != Banned {
+			t.Fatalf("%s: %+v, want banned", ip, v)
+		}
+	}
+	// An expired manual ban is evictable.
+	if _, ev, err := c.BanPrefix(netip.MustParsePrefix("198.51.100.0/24"), time.Hour, "", t0.Add(169*time.Hour)); err != nil || len(ev) != 1 {
+		t.Fatalf("evicted %v, err %v: want an expired manual record evicted", ev, err)
+	}
+}
+
+func TestRangeEscalation(t *testing.T) {
+	p := defaultPolicy()
+	p.RangeThreshold, p.IPv4RangePrefix, p.IPv6RangePrefix = 3, 24, 48
+	p.NAT64 = []netip.Prefix{netip.MustParsePrefix("64:ff9b::/96")}
+	c := New(p, NewLists(nil, nil, mustList(t, "2001:db8:1:ff::/64")), 100, 100)
+	failBan(t, c, "2001:db8:1:1::1", t0)
+	failBan(t, c, "2001:db8:1:2::1", t0)
+	res := failBan(t, c, "2001:db8:1:3::1", t0)
+	if !res.Range || res.Ban.Key.String() != "2001:db8:1::/48" || res.Ban.Reason() != "range" || len(res.Folded) != 3 {
+		t.Fatalf("third unit ban in the /48: %+v, want a range ban folding 3 units", res)
+	}
+	if got := c.Stats(t0).BanRecords; got != 1 {
+		t.Fatalf("%d records, want 1 (the units folded into the range)", got)
+	}
+	// Any address in the range is banned; a new one adds no record.
+	if v := c.Decide(netip.MustParseAddr("2001:db8:1:77::5"), t0); v.Reason != Banned || v.Key.String() != "2001:db8:1::/48" {
+		t.Fatalf("decide inside the range: %+v", v)
+	}
+	if r := c.Fail(netip.MustParseAddr("2001:db8:1:78::5"), t0); !r.InForce() || r.Banned || r.Ban.Key.String() != "2001:db8:1::/48" {
+		t.Fatalf("failure inside the range: %+v, want reported banned by the range, no new ban", r)
+	}
+	if got := c.Stats(t0).BanRecords + c.Stats(t0).Tracked; got != 1 {
+		t.Fatalf("%d records after a covered failure, want 1", got)
+	}
+	// Never-ban addresses are not covered.
+	if v := c.Decide(netip.MustParseAddr("2001:db8:1:ff::1"), t0); !v.Allow {
+		t.Fatalf("never-ban address inside a range ban: %+v", v)
+	}
+	// Units banned at different times do not add up once expired.
+	failBan(t, c, "192.0.2.1", t0)
+	failBan(t, c, "192.0.2.2", t0.Add(2*time.Hour))
+	if res := failBan(t, c, "192.0.2.3", t0.Add(2*time.Hour)); res.Range {
+		t.Fatalf("an expired unit ban counted toward the range: %+v", res)
+	}
+	// The second range ban of a range escalates.
+	c.Unban(netip.MustParseAddr("2001:db8:1:77::5"))
+	for i := range 3 {
+		res = failBan(t, c, fmt.Sprintf("2001:db8:1:%x::1", 10+i), t0.Add(time.Minute))
+	}
+	if !res.Range || res.Ban.Count != 1 {
+		t.Fatalf("after an unban (which forgets the count): %+v", res)
+	}
+	// NAT64: a translated client is its IPv4 address.
+	failBan(t, c, "64:ff9b::c633:6409", t0) // 198.51.100.9
+	if v := c.Decide(netip.MustParseAddr("198.51.100.9"), t0); v.Reason != Banned || v.Key.String() != "198.51.100.9/32" {
+		t.Fatalf("NAT64 client: %+v, want its IPv4 address banned", v)
+	}
+	if v := c.Decide(netip.MustParseAddr("64:ff9b::c633:640a"), t0); !v.Allow {
+		t.Fatalf("another NAT64 client: %+v, want allowed", v)
+	}
+}
+
+func TestTooWide(t *testing.T) {
+	c := newCore(t, "", "", "")
+	for _, s := range []string{"0.0.0.0/0", "::/0", "10.0.0.0/7", "2001::/31", "::ffff:0:0/96"} {
+		p, err := ParsePrefix(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.BanPrefix(p, time.Hour, "", t0); err != ErrTooWide {
+			t.Errorf("BanPrefix(%s): %v, want ErrTooWide", s, err)
+		}
+		if _, err := c.Apply(Ban{Key: p, Until: t0.Add(time.Hour)}, t0); err != ErrTooWide {
+			t.Errorf("Apply(%s): %v, want ErrTooWide", s, err)
+		}
+	}
+	for _, s := range []string{"10.0.0.0/8", "2001:db8::/32"} {
+		if _, _, err := c.BanPrefix(netip.MustParsePrefix(s), time.Hour, "", t0); err != nil {
+			t.Errorf("BanPrefix(%s): %v", s, err)
+		}
+	}
+}
+
+func TestJitter(t *testing.T) {
+	p := defaultPolicy()
+	p.Jitter = 0.1
+	c := New(p, nil, 100, 100)
+	c.SetRandom(func() float64 { return 0.5 })
+	if b := failBan(t, c, "192.0.2.1", t0).Ban; !b.Until.Equal(t0.Add(time.Hour + 3*time.Minute)) {
+		t.Fatalf("until %v, want 1h + 5%%", b.Until.Sub(t0))
+	}
+	if b, _, _ := c.BanPrefix(netip.MustParsePrefix("192.0.2.2/32"), time.Hour, "", t0); !b.Until.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("manual ban with a duration: %v, want exactly 1h", b.Until.Sub(t0))
 	}
 }
 

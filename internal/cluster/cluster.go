@@ -51,6 +51,7 @@ type Cluster struct {
 	reconnects *metrics.Counter
 	errors     *metrics.Counter
 	pushed     *metrics.Counter
+	refused    *metrics.Counter
 	received   map[string]*metrics.Counter
 }
 
@@ -103,6 +104,7 @@ func New(o Options) (*Cluster, error) {
 	c.reconnects = s.NewCounter("doorman_redis_reconnects_total")
 	c.errors = s.NewCounter("doorman_redis_errors_total")
 	c.pushed = s.NewCounter("doorman_cluster_pushed_total")
+	c.refused = s.NewCounter("doorman_cluster_refused_total")
 	c.received = map[string]*metrics.Counter{}
 	for _, op := range []string{"ban", "unban", "success"} {
 		c.received[op] = s.NewCounter(`doorman_cluster_received_total{op="` + op + `"}`)

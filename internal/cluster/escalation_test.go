@@ -23,7 +23,7 @@ var escalationCases = []struct {
 	{time.Hour, 168 * time.Hour, 1, 50},  // factor 1: never grows
 	{90 * time.Second, 24 * time.Hour, 1.5, 6},
 	{10 * time.Minute, 87600 * time.Hour, 3, 12},
-	{time.Second, time.Hour, 1e300, 3},  // overflows to +Inf: capped
+	{time.Second, time.Hour, 1e300, 3},   // overflows to +Inf: capped
 	{time.Minute, time.Hour, 2, 1 << 20}, // huge count
 }
 

@@ -62,12 +62,13 @@ type message struct {
 	Count    int    `json:"count,omitempty"`
 	Failures int    `json:"failures,omitempty"`
 	Manual   bool   `json:"manual,omitempty"`
+	Range    bool   `json:"range,omitempty"`
 	Note     string `json:"note,omitempty"`
 	Origin   string `json:"origin"`
 }
 
 func (m message) ban(key netip.Prefix) decide.Ban {
-	return decide.Ban{Key: key, Until: time.UnixMilli(m.Until).UTC(), Manual: m.Manual, Note: m.Note, Count: m.Count, Failures: m.Failures}
+	return decide.Ban{Key: key, Until: time.UnixMilli(m.Until).UTC(), Manual: m.Manual, Range: m.Range, Note: m.Note, Count: m.Count, Failures: m.Failures}
 }
 
 func jsonMessage(m message) (string, error) {
@@ -93,13 +94,24 @@ func (h banHash) ban(key netip.Prefix) (decide.Ban, bool) {
 	if until == 0 {
 		return decide.Ban{}, false
 	}
-	b := decide.Ban{Key: key, Until: time.UnixMilli(until).UTC(), Manual: h.get("manual") == "1", Note: h.get("note")}
+	b := decide.Ban{Key: key, Until: time.UnixMilli(until).UTC(), Manual: h.get("manual") == "1", Range: h.get("manual") == "2", Note: h.get("note")}
 	b.Count, _ = strconv.Atoi(h.get("count"))
 	b.Failures, _ = strconv.Atoi(h.get("failures"))
 	return b, true
 }
 
 func ms(d time.Duration) int64 { return d.Milliseconds() }
+
+// kind is a ban hash's manual field: 0 failures, 1 manual, 2 range.
+func kind(b decide.Ban) int {
+	switch {
+	case b.Manual:
+		return 1
+	case b.Range:
+		return 2
+	}
+	return 0
+}
 
 func flag(b bool) int {
 	if b {

@@ -12,7 +12,8 @@ import "github.com/redis/go-redis/v9"
 // the layout works on Redis Cluster too:
 //
 //	KEYS[1] PREFIX ban:{K}    hash: until, at (ms since the epoch; absent when pushed by reconcile),
-//	                          count, failures, manual (0/1), note, ip, origin; PX = until-now
+//	                          count, failures, manual (0 failures, 1 manual, 2 range), note, ip,
+//	                          origin; PX = until-now
 //	KEYS[2] PREFIX count:{K}  the ban count, for escalation; PX = ban length + max ban time
 //	KEYS[3] PREFIX unban:{K}  tombstone: the until of the last ban lifted, PX = until-now
 //	KEYS[4] PREFIX fail:{K}   sorted set of failure times (ms); PX = find time
@@ -36,7 +37,7 @@ local function duration(count, bantime, factor, maxban)
   return d
 end
 -- save replaces the ban hash with b (fields until, at (optional), count,
--- failures, manual (0/1), note, ip, origin), expiring at b.until, and
+-- failures, manual (0, 1, or 2 for a range), note, ip, origin), expiring at b.until, and
 -- publishes it on channel under key.
 local function save(channel, key, b, now)
   redis.call('DEL', BAN)
@@ -46,7 +47,8 @@ local function save(channel, key, b, now)
   redis.call('HSET', BAN, unpack(h))
   redis.call('PEXPIRE', BAN, int(b['until'] - now))
   redis.call('PUBLISH', channel, cjson.encode({op = 'ban', key = key, ip = b.ip, ['until'] = b['until'],
-    count = b.count, failures = b.failures, manual = b.manual == 1, note = b.note, origin = b.origin}))
+    count = b.count, failures = b.failures, manual = b.manual == 1, range = b.manual == 2, note = b.note,
+    origin = b.origin}))
 end
 `
 
@@ -62,7 +64,8 @@ return duration(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumbe
 //
 // ARGV: now, findtime, maxfailures, member, hold (1: count but never ban),
 // bantime, factor, maxbantime, channel, key, ip, origin
-// Returns {failures, banned (0/1), until, count}.
+// Returns {failures, banned (0/1), until, count, manual}: banned 1 for a ban
+// this failure made; banned 0 with until > 0 when Redis already held one.
 var failScript = redis.NewScript(luaPrelude + `
 local now, window, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', FAIL, '-inf', int(now - window))
@@ -73,9 +76,9 @@ if n > max then
   n = max
 end
 redis.call('PEXPIRE', FAIL, int(window))
-if n < max or ARGV[5] == '1' then return {n, 0, 0, 0} end
-local cur = tonumber(redis.call('HGET', BAN, 'until') or '0')
-if cur > now then return {n, 0, cur, 0} end
+if n < max or ARGV[5] == '1' then return {n, 0, 0, 0, 0} end
+local cur = redis.call('HMGET', BAN, 'until', 'count', 'manual')
+if tonumber(cur[1] or '0') > now then return {n, 0, tonumber(cur[1]), tonumber(cur[2] or '1'), tonumber(cur[3] or '0')} end
 local maxban = tonumber(ARGV[8])
 local count = redis.call('INCR', COUNT)
 local d = duration(count, tonumber(ARGV[6]), tonumber(ARGV[7]), maxban)
@@ -83,7 +86,7 @@ redis.call('DEL', UNBAN, FAIL)
 save(ARGV[9], ARGV[10], {['until'] = now + d, at = now, count = count, failures = n, manual = 0, note = '',
   ip = ARGV[11], origin = ARGV[12]}, now)
 redis.call('PEXPIRE', COUNT, int(d + maxban))
-return {n, 1, now + d, count}
+return {n, 1, now + d, count, 0}
 `)
 
 // banScript makes a manual ban.
@@ -107,7 +110,7 @@ return {now + d, count}
 // Redis was unreachable, or lost by a Redis restart). The longer ban wins; a
 // tombstone at least as long means the ban was lifted meanwhile.
 //
-// ARGV: now, until, count, failures, manual (0/1), note, maxbantime, channel,
+// ARGV: now, until, count, failures, manual (0, 1, 2: range), note, maxbantime, channel,
 // key, ip, origin
 // Returns 1 (stored), 0 (Redis holds an equal or longer ban, or it expired)
 // or -1 (lifted meanwhile: drop it).

@@ -40,7 +40,7 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 	r, err := failScript.Run(ctx, c.rdb, c.keys.of(key),
 		now.UnixMilli(), ms(p.FindTime), p.MaxFailures, member, flag(hold),
 		ms(p.BanTime), p.BanFactor, ms(p.MaxBanTime), c.keys.channel(), key.String(), a.String(), c.id).Int64Slice()
-	if err != nil || len(r) != 4 {
+	if err != nil || len(r) != 5 {
 		c.lost(fmt.Errorf("failure script: %w", errOr(err, len(r))))
 		return c.localFail(ctx, a, now)
 	}
@@ -49,13 +49,29 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 	if v.Reason == decide.Banned && !never {
 		res.Ban = decide.Ban{Key: v.Key, Until: v.Until}
 	}
-	if r[1] == 0 {
+	if r[2] == 0 {
 		return res, nil
 	}
-	res.Banned = true
-	res.Ban = decide.Ban{Key: key, Until: time.UnixMilli(r[2]).UTC(), Count: int(r[3]), Failures: int(r[0])}
-	res.Evicted, _ = c.local.Apply(res.Ban, now) // a unit: never refused
-	return res, c.local.Banned(a.String(), res.Ban, res.Evicted, now, engine.SourceFailures)
+	b := decide.Ban{Key: key, Until: time.UnixMilli(r[2]).UTC(), Count: int(r[3]), Failures: int(r[0]),
+		Manual: r[4] == 1, Range: r[4] == 2}
+	if r[1] == 0 {
+		// Redis holds a ban of the unit this instance does not (evicted
+		// here, or a message missed): in force here before the answer.
+		ev, err := c.local.Apply(b, now)
+		if err != nil {
+			return res, nil
+		}
+		res.Ban = b
+		return res, c.local.Banned(a.String(), b, ev, now, engine.SourceCluster)
+	}
+	res.Banned, res.Ban, res.Unit = true, b, b
+	res.Evicted, err = c.local.Apply(b, now)
+	if err != nil {
+		res.Refused = true // full of manual bans here; Redis and the peers hold it
+		c.local.Counted(decide.FailResult{Refused: true, Key: key}, now)
+		return res, nil
+	}
+	return res, c.local.Banned(a.String(), b, res.Evicted, now, engine.SourceFailures)
 }
 
 // Explain implements engine.Service: the failure count is Redis's, which

@@ -167,8 +167,10 @@ func (c *Cluster) learn(ip string, b decide.Ban) {
 	}
 	ev, err := c.local.Apply(b, c.now())
 	if err != nil {
-		// Only a range ban can be refused: the range table is full.
-		c.log.Warn("ban from the cluster not applied: range table full (DOORMAN_MAX_BANS)", "key", b.Key.String())
+		// Too wide (one message must not lock everyone out), or the table
+		// is full of active manual bans.
+		c.refused.Inc()
+		c.log.Warn("ban from the cluster not applied", "key", b.Key.String(), "err", err)
 		return
 	}
 	c.writer.enqueue(job{ban: true, b: b, ip: ip, evicted: ev})
@@ -285,7 +287,7 @@ func (c *Cluster) push(ctx context.Context, bans []decide.Ban, now time.Time) er
 		cmds, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, b := range batch {
 				pushScript.EvalSha(ctx, p, c.keys.of(b.Key),
-					now.UnixMilli(), b.Until.UnixMilli(), max(b.Count, 1), b.Failures, flag(b.Manual), b.Note,
+					now.UnixMilli(), b.Until.UnixMilli(), max(b.Count, 1), b.Failures, kind(b), b.Note,
 					ms(c.policy.MaxBanTime), c.keys.channel(), b.Key.String(), engine.IP(b.Key), c.id)
 			}
 			return nil

@@ -27,6 +27,7 @@ type Config struct {
 	APIToken       string `env:"DOORMAN_API_TOKEN" help:"bearer token required on /v1/ when set; required when the API address is not loopback or a unix socket"`
 	ClientIPHeader string `env:"DOORMAN_CLIENT_IP_HEADER" envDefault:"X-Real-IP" help:"header carrying the client address, read only from trusted proxies"`
 	TrustedProxies string `env:"DOORMAN_TRUSTED_PROXIES" envDefault:"127.0.0.0/8,::1/128" help:"peers whose client-IP header is believed (IPs/CIDRs); unix-socket peers are always trusted"`
+	ExposeReason   bool   `env:"DOORMAN_EXPOSE_REASON" envDefault:"false" help:"also send X-Doorman-Verdict and X-Doorman-Reason on /forward-auth and /ext-authz/ (Traefik, Caddy and Envoy pass a denial's headers on to the client)"`
 
 	Allow     string `env:"DOORMAN_ALLOW" help:"if set, only these IPs/CIDRs are allowed (comma-separated)"`
 	Deny      string `env:"DOORMAN_DENY" help:"IPs/CIDRs always denied (comma-separated)"`
@@ -34,16 +35,21 @@ type Config struct {
 	AllowFile string `env:"DOORMAN_ALLOW_FILE" help:"file of allow entries, one per line, # comments; merged with DOORMAN_ALLOW; re-read on SIGHUP"`
 	DenyFile  string `env:"DOORMAN_DENY_FILE" help:"file of deny entries, as DOORMAN_ALLOW_FILE; merged with DOORMAN_DENY; re-read on SIGHUP"`
 
-	MaxFailures int           `env:"DOORMAN_MAX_FAILURES" envDefault:"5" help:"failures within DOORMAN_FIND_TIME that ban the ban unit"`
-	FindTime    time.Duration `env:"DOORMAN_FIND_TIME" envDefault:"10m" help:"sliding window in which failures are counted"`
-	BanTime     time.Duration `env:"DOORMAN_BAN_TIME" envDefault:"1h" help:"length of a unit's first ban"`
-	BanFactor   float64       `env:"DOORMAN_BAN_FACTOR" envDefault:"2" help:"the n-th ban lasts BAN_TIME × FACTOR^(n-1)"`
-	MaxBanTime  time.Duration `env:"DOORMAN_MAX_BAN_TIME" envDefault:"168h" help:"cap on a ban's length; a unit's ban count is forgotten this long after its last ban ends"`
-	IPv4Prefix  int           `env:"DOORMAN_IPV4_PREFIX" envDefault:"32" help:"prefix length of an IPv4 ban unit"`
-	IPv6Prefix  int           `env:"DOORMAN_IPV6_PREFIX" envDefault:"64" help:"prefix length of an IPv6 ban unit"`
-	MaxBans     int           `env:"DOORMAN_MAX_BANS" envDefault:"1000000" help:"ban records held at most; the oldest is evicted first"`
-	MaxTracked  int           `env:"DOORMAN_MAX_TRACKED" envDefault:"1000000" help:"addresses whose failures are tracked at most; the least recently failing is evicted first"`
-	DryRun      bool          `env:"DOORMAN_DRY_RUN" envDefault:"false" help:"answer 204 always; the would-be verdict goes to metrics, logs and X-Doorman-Reason as dry-run-…"`
+	MaxFailures     int           `env:"DOORMAN_MAX_FAILURES" envDefault:"5" help:"failures within DOORMAN_FIND_TIME that ban the ban unit"`
+	FindTime        time.Duration `env:"DOORMAN_FIND_TIME" envDefault:"10m" help:"sliding window in which failures are counted"`
+	BanTime         time.Duration `env:"DOORMAN_BAN_TIME" envDefault:"1h" help:"length of a unit's first ban"`
+	BanFactor       float64       `env:"DOORMAN_BAN_FACTOR" envDefault:"2" help:"the n-th ban lasts BAN_TIME × FACTOR^(n-1)"`
+	MaxBanTime      time.Duration `env:"DOORMAN_MAX_BAN_TIME" envDefault:"168h" help:"cap on a ban's length; a unit's ban count is forgotten this long after its last ban ends"`
+	IPv4Prefix      int           `env:"DOORMAN_IPV4_PREFIX" envDefault:"32" help:"prefix length of an IPv4 ban unit"`
+	IPv6Prefix      int           `env:"DOORMAN_IPV6_PREFIX" envDefault:"64" help:"prefix length of an IPv6 ban unit"`
+	RangeThreshold  int           `env:"DOORMAN_RANGE_THRESHOLD" envDefault:"4" help:"unit bans in force at once inside one range that ban the range itself (reason range); 0 turns range bans off"`
+	IPv4RangePrefix int           `env:"DOORMAN_IPV4_RANGE_PREFIX" envDefault:"24" help:"prefix length of the IPv4 range that unit bans escalate to"`
+	IPv6RangePrefix int           `env:"DOORMAN_IPV6_RANGE_PREFIX" envDefault:"48" help:"prefix length of the IPv6 range that unit bans escalate to"`
+	BanJitter       float64       `env:"DOORMAN_BAN_JITTER" envDefault:"0" help:"adds up to this fraction of random length to each automatic ban (0.1: up to 10%), so ban ends cannot be predicted"`
+	NAT64Prefixes   string        `env:"DOORMAN_NAT64_PREFIXES" envDefault:"64:ff9b::/96" help:"NAT64 /96 prefixes (RFC 6052): an address inside is judged and banned as the IPv4 address it embeds; empty turns it off"`
+	MaxBans         int           `env:"DOORMAN_MAX_BANS" envDefault:"1000000" help:"ban records held at most; when full, expired records go first, then the automatic ban ending soonest; active manual bans are never evicted"`
+	MaxTracked      int           `env:"DOORMAN_MAX_TRACKED" envDefault:"1000000" help:"addresses whose failures are tracked at most; the least recently failing is evicted first"`
+	DryRun          bool          `env:"DOORMAN_DRY_RUN" envDefault:"false" help:"answer 204 always; the would-be verdict goes to metrics, logs and X-Doorman-Reason as dry-run-…"`
 
 	StateFile   string `env:"DOORMAN_STATE_FILE" envDefault:"doorman.db" help:"embedded store for bans; empty keeps state in memory only"`
 	StateReset  bool   `env:"DOORMAN_STATE_RESET" envDefault:"false" help:"when the state file is unreadable, move it aside to FILE.corrupt-TIME and start empty instead of refusing to start"`
@@ -52,6 +58,7 @@ type Config struct {
 
 	NotifyURL    string `env:"DOORMAN_NOTIFY_URL" help:"POST each ban, unban, range ban and account lock here (http:// or https://), batched at most once a second and retried; unset: no notifications"`
 	NotifyFormat string `env:"DOORMAN_NOTIFY_FORMAT" envDefault:"json" help:"json ({\"events\":[…]}) or slack ({\"text\":…}, for Slack, Mattermost and Rocket.Chat incoming webhooks)"`
+	MaxEvents    int    `env:"DOORMAN_MAX_EVENTS" envDefault:"10000" help:"bans, unbans, range bans and locks kept in the state file for GET /v1/events and doorman events; the oldest is dropped first; 0 keeps none"`
 
 	LogFormat string `env:"DOORMAN_LOG_FORMAT" envDefault:"text" help:"text or json"`
 	LogLevel  string `env:"DOORMAN_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
@@ -63,6 +70,7 @@ type Config struct {
 	AllowList    []netip.Prefix `env:"-"`
 	DenyList     []netip.Prefix `env:"-"`
 	NeverBanList []netip.Prefix `env:"-"`
+	NAT64List    []netip.Prefix `env:"-"`
 }
 
 // Error is a configuration error about one variable.
@@ -134,10 +142,16 @@ func (c *Config) Validate() error {
 		{"DOORMAN_ALLOW", c.Allow, &c.AllowList},
 		{"DOORMAN_DENY", c.Deny, &c.DenyList},
 		{"DOORMAN_NEVER_BAN", c.NeverBan, &c.NeverBanList},
+		{"DOORMAN_NAT64_PREFIXES", c.NAT64Prefixes, &c.NAT64List},
 	}
 	for _, l := range lists {
 		if *l.out, err = decide.ParseList(l.val); err != nil {
 			return fmt.Errorf("%s: %v", l.name, err)
+		}
+	}
+	for _, p := range c.NAT64List {
+		if !p.Addr().Is6() || p.Bits() != 96 {
+			return &Error{Var: "DOORMAN_NAT64_PREFIXES", Value: p.String(), Problem: "is not an IPv6 /96 (RFC 6052)"}
 		}
 	}
 	for _, a := range []struct {
@@ -172,6 +186,12 @@ func (c *Config) Validate() error {
 		{c.MaxBanTime <= 87600*time.Hour, "DOORMAN_MAX_BAN_TIME", c.MaxBanTime, "must be at most 87600h (ten years)"},
 		{c.IPv4Prefix >= 8 && c.IPv4Prefix <= 32, "DOORMAN_IPV4_PREFIX", c.IPv4Prefix, "must be from 8 to 32"},
 		{c.IPv6Prefix >= 16 && c.IPv6Prefix <= 128, "DOORMAN_IPV6_PREFIX", c.IPv6Prefix, "must be from 16 to 128"},
+		{c.RangeThreshold >= 0 && c.RangeThreshold <= 1000, "DOORMAN_RANGE_THRESHOLD", c.RangeThreshold, "must be from 0 (off) to 1000"},
+		{c.RangeThreshold == 0 || c.IPv4RangePrefix >= decide.WidestIPv4 && c.IPv4RangePrefix < c.IPv4Prefix, "DOORMAN_IPV4_RANGE_PREFIX", c.IPv4RangePrefix,
+			fmt.Sprintf("must be from %d to DOORMAN_IPV4_PREFIX-1 (%d)", decide.WidestIPv4, c.IPv4Prefix-1)},
+		{c.RangeThreshold == 0 || c.IPv6RangePrefix >= decide.WidestIPv6 && c.IPv6RangePrefix < c.IPv6Prefix, "DOORMAN_IPV6_RANGE_PREFIX", c.IPv6RangePrefix,
+			fmt.Sprintf("must be from %d to DOORMAN_IPV6_PREFIX-1 (%d)", decide.WidestIPv6, c.IPv6Prefix-1)},
+		{c.BanJitter >= 0 && c.BanJitter <= 1, "DOORMAN_BAN_JITTER", c.BanJitter, "must be from 0 to 1"},
 		{c.MaxBans >= 1, "DOORMAN_MAX_BANS", c.MaxBans, "must be at least 1"},
 		{c.MaxTracked >= 1, "DOORMAN_MAX_TRACKED", c.MaxTracked, "must be at least 1"},
 		{c.LogFormat == "text" || c.LogFormat == "json", "DOORMAN_LOG_FORMAT", c.LogFormat, "must be text or json"},
@@ -191,7 +211,9 @@ func (c *Config) Validate() error {
 // Policy returns the ban policy.
 func (c *Config) Policy() decide.Policy {
 	return decide.Policy{MaxFailures: c.MaxFailures, FindTime: c.FindTime, BanTime: c.BanTime, BanFactor: c.BanFactor,
-		MaxBanTime: c.MaxBanTime, IPv4Prefix: c.IPv4Prefix, IPv6Prefix: c.IPv6Prefix}
+		MaxBanTime: c.MaxBanTime, IPv4Prefix: c.IPv4Prefix, IPv6Prefix: c.IPv6Prefix,
+		RangeThreshold: c.RangeThreshold, IPv4RangePrefix: c.IPv4RangePrefix, IPv6RangePrefix: c.IPv6RangePrefix,
+		Jitter: c.BanJitter, NAT64: c.NAT64List}
 }
 
 func oneOf(s string, set ...string) bool {

@@ -16,37 +16,54 @@ const (
 	SourceCluster  = "cluster"  // learned from another instance
 )
 
-// Counted does the bookkeeping of one failure counted in memory: metrics, and
-// the tracker eviction it may have caused.
+// Counted does the bookkeeping of one failure counted in memory: metrics,
+// the tracker eviction it may have caused, a ban the full table refused.
 func (l *Local) Counted(res decide.FailResult, now time.Time) {
 	l.m.Failures.Inc()
 	if res.TrackerEvicted {
 		l.m.EvictedTrack.Inc()
-		l.evict.log(l, "failures", netip.Prefix{}, now)
+		l.evict.log(l, "failures", "", netip.Prefix{}, now)
+	}
+	if res.Refused {
+		l.m.BansRefused.Inc()
+		l.evict.log(l, "bans", "refused", res.Key, now)
 	}
 }
 
 // Banned does the bookkeeping of a ban already in force in memory: the
 // records evicted for it, its metric, the ban line, the state file (b and the
-// evicted keys as memory holds them now) and the observers. ip is the address
-// or range the ban was made for, as logged. source is one of the Source
-// constants. An error wraps ErrNotSaved: the ban holds but was not written.
-func (l *Local) Banned(ip string, b decide.Ban, evicted []decide.Ban, now time.Time, source string) error {
+// evicted and folded keys as memory holds them now) and the observers. ip is
+// the address or range the ban was made for, as logged. source is one of the
+// Source constants. folded are the unit records a range ban replaced. An
+// error wraps ErrNotSaved: the ban holds but was not written.
+func (l *Local) Banned(ip string, b decide.Ban, evicted []decide.Ban, now time.Time, source string, folded ...decide.Ban) error {
 	for _, e := range evicted {
-		l.m.EvictedBans.Inc()
-		l.evict.log(l, "bans", e.Key, now)
+		if e.Active(now) {
+			l.m.EvictedBans.Inc()
+			l.evict.log(l, "bans", "active", e.Key, now)
+		} else {
+			l.m.EvictedStale.Inc()
+			l.evict.log(l, "bans", "expired", e.Key, now)
+		}
 	}
-	switch source {
-	case SourceFailures:
+	switch {
+	case source == SourceCluster:
+	case b.Range:
+		l.m.BansRange.Inc()
+	case source == SourceFailures:
 		l.m.BansFailures.Inc()
-	case SourceManual:
+	case source == SourceManual:
 		l.m.BansManual.Inc()
 	}
 	l.logBan(ip, b, now, source)
-	keys := make([]netip.Prefix, 0, 1+len(evicted))
+	keys := make([]netip.Prefix, 0, 1+len(evicted)+len(folded))
 	keys = append(keys, b.Key)
 	for _, e := range evicted {
 		keys = append(keys, e.Key)
+	}
+	for _, f := range folded {
+		keys = append(keys, f.Key)
+		l.log.Info("folded into range ban", "key", f.Key.String(), "range", b.Key.String())
 	}
 	err := l.persist(keys)
 	l.emit(Event{Time: now, Type: EventBan, Key: b.Key, IP: ip, Until: b.Until, Reason: b.Reason(), Count: b.Count, Source: source})
@@ -108,28 +125,36 @@ func (l *Local) logBan(ip string, b decide.Ban, now time.Time, source string) {
 }
 
 // evictionLog rate-limits the eviction warnings: at most one a minute per
-// table, with the number not logged since; under attack they come by the
-// thousand.
+// table and kind, with the number not logged since; under attack they come
+// by the thousand.
 type evictionLog struct {
 	mu   sync.Mutex
 	last map[string]time.Time
 	skip map[string]int
 }
 
-func (e *evictionLog) log(l *Local, table string, key netip.Prefix, now time.Time) {
+func (e *evictionLog) log(l *Local, table, kind string, key netip.Prefix, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.last == nil {
 		e.last, e.skip = map[string]time.Time{}, map[string]int{}
 	}
-	if now.Sub(e.last[table]) < time.Minute {
-		e.skip[table]++
+	id := table + "/" + kind
+	if now.Sub(e.last[id]) < time.Minute {
+		e.skip[id]++
 		return
 	}
-	attrs := []any{"table", table, "since_last_logged", e.skip[table]}
+	attrs := []any{"table", table, "since_last_logged", e.skip[id]}
+	if kind != "" {
+		attrs = append(attrs, "kind", kind)
+	}
 	if key.IsValid() {
 		attrs = append(attrs, "key", key.String())
 	}
-	l.log.Warn("eviction: table full, oldest entry dropped", attrs...)
-	e.last[table], e.skip[table] = now, 0
+	msg := "eviction: table full, entry dropped"
+	if kind == "refused" {
+		msg = "ban not held: table full of active manual bans (DOORMAN_MAX_BANS)"
+	}
+	l.log.Warn(msg, attrs...)
+	e.last[id], e.skip[id] = now, 0
 }

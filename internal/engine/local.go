@@ -41,7 +41,7 @@ func (l *Local) Fail(_ context.Context, a netip.Addr, now time.Time) (decide.Fai
 	if !res.Banned {
 		return res, nil
 	}
-	return res, l.Banned(res.Addr.String(), res.Ban, res.Evicted, now, SourceFailures)
+	return res, l.Banned(res.Addr.String(), res.Ban, res.Evicted, now, SourceFailures, res.Folded...)
 }
 
 // Succeed implements Service.

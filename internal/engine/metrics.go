@@ -18,8 +18,11 @@ type Metrics struct {
 	Successes    *metrics.Counter
 	BansFailures *metrics.Counter
 	BansManual   *metrics.Counter
+	BansRange    *metrics.Counter
+	BansRefused  *metrics.Counter // the table was full of active manual bans
 	Unbans       *metrics.Counter
-	EvictedBans  *metrics.Counter
+	EvictedBans  *metrics.Counter // active bans evicted
+	EvictedStale *metrics.Counter // expired records evicted
 	EvictedTrack *metrics.Counter
 	ReloadsOK    *metrics.Counter
 	ReloadsFail  *metrics.Counter
@@ -42,7 +45,10 @@ func NewMetrics(stats func(now time.Time) decide.Stats, dryRun bool, now func() 
 	m.BansFailures = s.NewCounter(`doorman_bans_issued_total{reason="failures"}`)
 	m.BansManual = s.NewCounter(`doorman_bans_issued_total{reason="manual"}`)
 	m.Unbans = s.NewCounter("doorman_unbans_total")
-	m.EvictedBans = s.NewCounter(`doorman_evictions_total{table="bans"}`)
+	m.BansRange = s.NewCounter(`doorman_bans_issued_total{reason="range"}`)
+	m.BansRefused = s.NewCounter("doorman_bans_refused_total")
+	m.EvictedBans = s.NewCounter(`doorman_evictions_total{table="bans",kind="active"}`)
+	m.EvictedStale = s.NewCounter(`doorman_evictions_total{table="bans",kind="expired"}`)
 	m.EvictedTrack = s.NewCounter(`doorman_evictions_total{table="failures"}`)
 	m.ReloadsOK = s.NewCounter(`doorman_reloads_total{result="ok"}`)
 	m.ReloadsFail = s.NewCounter(`doorman_reloads_total{result="error"}`)

@@ -42,9 +42,6 @@ type Explanation struct {
 // updated: it would not survive a restart.
 var ErrNotSaved = errors.New("in force but not saved to the state file")
 
-// ErrTooManyRanges is decide's: the range-ban table is full.
-var ErrTooManyRanges = decide.ErrTooManyRanges
-
 // IP is how a ban's subject is written in logs and messages: a single address
 // bare, a range as a CIDR.
 func IP(p netip.Prefix) string {

@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/doorman/doorman/internal/engine"
 )
 
 // Defaults of Options.
@@ -402,3 +404,14 @@ func SlackText(batch []Event) string {
 }
 
 var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// Watch sends every change event of l, from now on: call it before serving.
+func (n *Notifier) Watch(l *engine.Local) {
+	l.OnEvent(func(e engine.Event) {
+		ev := Event{Type: l.Kind(e), Key: e.Key.String(), Reason: e.Reason, Count: e.Count, Source: e.Source}
+		if e.Type == engine.EventBan {
+			ev.Until = e.Until.UTC().Format(time.RFC3339)
+		}
+		n.Send(ev)
+	})
+}

@@ -36,6 +36,8 @@ type API struct {
 	Now     func() time.Time
 	Metrics *engine.Metrics // served on /metrics
 	Log     *slog.Logger
+	Events  *engine.History         // GET /v1/events; nil: none kept
+	UI      fasthttp.RequestHandler // /ui/, the status page, with its own login; nil: 404
 }
 
 type failureIn struct {
@@ -98,6 +100,9 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentType("text/plain; version=0.0.4")
 		a.Metrics.Write(ctx)
 		return
+	case a.UI != nil && (path == "/ui" || strings.HasPrefix(path, "/ui/")):
+		a.UI(ctx) // its own session, never the bearer token
+		return
 	case !strings.HasPrefix(path, "/v1/"):
 		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
 		return
@@ -134,6 +139,10 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	case path == "/v1/decide":
 		if a.method(ctx, "GET") {
 			a.explain(c, ctx)
+		}
+	case path == "/v1/events":
+		if a.method(ctx, "GET") {
+			a.events(ctx)
 		}
 	default:
 		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
@@ -244,8 +253,11 @@ func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	b, err := a.Service.Ban(c, p, d, in.Reason, a.Now())
-	if errors.Is(err, engine.ErrTooManyRanges) {
+	if errors.Is(err, decide.ErrTableFull) {
 		apiError(ctx, fasthttp.StatusConflict, "%v (DOORMAN_MAX_BANS)", err)
+		return
+	} else if errors.Is(err, decide.ErrTooWide) {
+		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %q: %v`, in.IP, err)
 		return
 	} else if err != nil {
 		a.serviceError(ctx, err)

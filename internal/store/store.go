@@ -222,15 +222,18 @@ func (s *Store) Load(now time.Time, forget time.Duration) (out []decide.Ban, err
 	return out, err
 }
 
-// Record layout: version(1) until(8) count(4) failures(2) manual(1) note(rest).
+// Record layout: version(1) until(8) count(4) failures(2) kind(1: 0 failures, 1 manual, 2 range) note(rest).
 func encode(b decide.Ban) ([]byte, []byte) {
 	v := make([]byte, 16, 16+len(b.Note))
 	v[0] = version
 	binary.BigEndian.PutUint64(v[1:], uint64(b.Until.UnixNano()))
 	binary.BigEndian.PutUint32(v[9:], uint32(b.Count))
 	binary.BigEndian.PutUint16(v[13:], uint16(min(b.Failures, 1<<16-1)))
-	if b.Manual {
+	switch {
+	case b.Manual:
 		v[15] = 1
+	case b.Range:
+		v[15] = 2
 	}
 	return []byte(b.Key.String()), append(v, b.Note...)
 }
@@ -246,6 +249,7 @@ func decode(k, v []byte) (decide.Ban, bool) {
 		Count:    int(binary.BigEndian.Uint32(v[9:])),
 		Failures: int(binary.BigEndian.Uint16(v[13:])),
 		Manual:   v[15] == 1,
+		Range:    v[15] == 2,
 		Note:     string(v[16:]),
 	}, true
 }

@@ -1,0 +1,96 @@
+package engine
+
+import (
+	"sync"
+
+	"github.com/doorman/doorman/internal/store"
+)
+
+// HistoryEntry is one entry of the event history, as the state file keeps it.
+type HistoryEntry = store.Event
+
+// History kinds beyond the Event types: a change of a ban held under a range
+// rather than a ban unit.
+const (
+	KindRangeBan   = "range_ban"
+	KindRangeUnban = "range_unban"
+)
+
+// Kind names an event for people and receivers: ban or unban for a ban
+// unit, range_ban or range_unban for a range (a manual CIDR ban).
+func (l *Local) Kind(e Event) string {
+	if e.Key.IsValid() && l.core.Unit(e.Key.Addr()) != e.Key {
+		return "range_" + e.Type
+	}
+	return e.Type
+}
+
+// History keeps the last max change events of a Local: in the state file
+// when there is one, so they survive restarts, else in memory. It is safe
+// for concurrent use.
+type History struct {
+	l   *Local
+	max int
+
+	mu   sync.Mutex
+	ring []HistoryEntry // memory only: the last max entries, ring[next-1] newest
+	next int
+}
+
+// NewHistory returns the history of at most max entries and registers it as
+// an observer of l's events: call it before serving. max 0 or less keeps
+// nothing.
+func (l *Local) NewHistory(max int) *History {
+	h := &History{l: l, max: max}
+	if max > 0 {
+		l.OnEvent(h.record)
+	}
+	return h
+}
+
+// record keeps one event. With a state file it is written (fsync, batched
+// with concurrent writes) before the change's API call answers.
+func (h *History) record(e Event) {
+	he := HistoryEntry{Time: e.Time.UTC(), Type: h.l.Kind(e), Key: e.Key.String(), Reason: e.Reason, Source: e.Source, Count: e.Count}
+	if e.Type == EventBan {
+		he.Until = e.Until.UTC()
+	}
+	if h.l.store != nil {
+		if err := h.l.store.AddEvents(h.max, he); err != nil {
+			h.l.m.StoreErrors.Inc()
+			h.l.log.Error("state file write failed (event history)", "file", h.l.store.Path(), "err", err)
+		}
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.ring) < h.max {
+		h.ring = append(h.ring, he)
+		h.next = len(h.ring) % h.max
+		return
+	}
+	h.ring[h.next] = he
+	h.next = (h.next + 1) % h.max
+}
+
+// Last returns up to limit entries, newest first.
+func (h *History) Last(limit int) ([]HistoryEntry, error) {
+	limit = min(limit, h.max)
+	if limit <= 0 {
+		return nil, nil
+	}
+	if h.l.store != nil {
+		return h.l.store.Events(limit)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := len(h.ring)
+	out := make([]HistoryEntry, 0, min(limit, n))
+	for i := 1; i <= n && len(out) < limit; i++ {
+		out = append(out, h.ring[((h.next-i)%n+n)%n])
+	}
+	return out, nil
+}
+
+// Max is the number of entries kept.
+func (h *History) Max() int { return h.max }
