@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -145,12 +144,15 @@ func TestBadConfigExitsTwo(t *testing.T) {
 		{"DOORMAN_BAN_TIME=soon", `DOORMAN_BAN_TIME: "soon" is not a valid duration`},
 		{"DOORMAN_API_ADDR=0.0.0.0:9181", `DOORMAN_API_ADDR: "0.0.0.0:9181" is neither loopback nor a unix socket`},
 	} {
+		k, v, _ := strings.Cut(tc.env, "=")
 		for _, args := range [][]string{nil, {"bans"}, {"check", "192.0.2.1"}} {
-			cmd := exec.Command(os.Args[0], args...)
-			cmd.Env = []string{"DOORMAN_TEST_EXEC=1", tc.env}
-			out, err := cmd.CombinedOutput()
-			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
-				t.Errorf("%s %v: err %v, want exit 2", tc.env, args, err)
+			code, out, err := testproc.RunDoorman(append([]string{os.Args[0]}, args...), t.TempDir(),
+				map[string]string{"DOORMAN_TEST_EXEC": "1", k: v}, 15*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code != 2 {
+				t.Errorf("%s %v: exit %d, want 2", tc.env, args, code)
 			}
 			if !strings.Contains(string(out), tc.want) {
 				t.Errorf("%s %v: output %q lacks %q", tc.env, args, out, tc.want)

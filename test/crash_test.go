@@ -6,13 +6,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doorman/doorman/internal/testproc"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -408,37 +407,20 @@ func goodStateFiles(t *testing.T) (afterBans, afterRestart []byte) {
 	return afterBans, afterRestart
 }
 
-// runUntilExit runs doorman with env and returns its exit code and stderr,
-// or fails when it is still running after timeout.
+// runUntilExit runs doorman with env, both listeners on 127.0.0.1:0 unless
+// env says otherwise, and returns its exit code and output, or fails when it
+// is still running after timeout. See testproc.RunDoorman.
 func runUntilExit(t *testing.T, env map[string]string, timeout time.Duration) (int, string) {
 	t.Helper()
-	cmd := exec.Command(doormanBinary(t))
-	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"),
-		"DOORMAN_DECIDE_ADDR=127.0.0.1:0", "DOORMAN_API_ADDR=127.0.0.1:0"}
+	e := map[string]string{"DOORMAN_DECIDE_ADDR": "127.0.0.1:0", "DOORMAN_API_ADDR": "127.0.0.1:0"}
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		e[k] = v
 	}
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	if err := cmd.Start(); err != nil {
+	code, out, err := testproc.RunDoorman([]string{doormanBinary(t)}, t.TempDir(), e, timeout)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode(), stderr.String()
-		}
-		return 0, stderr.String()
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("doorman still running after %v; output:\n%s", timeout, stderr.String())
-		return 0, ""
-	}
+	return code, out
 }
 
 func TestCrashDamagedStateFile(t *testing.T) {

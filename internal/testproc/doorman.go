@@ -1,6 +1,7 @@
 package testproc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -99,14 +100,7 @@ func (d *Doorman) Start() error {
 		return err
 	}
 	cmd := exec.Command(d.argv[0], d.argv[1:]...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DOORMAN_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	for k, v := range d.Env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd.Env = environ(d.Env)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := startProc(cmd)
 	logf.Close() // the child holds its own descriptor
@@ -169,4 +163,42 @@ func (d *Doorman) Log() string {
 		return fmt.Sprintf("(reading %s: %v)", d.LogPath, err)
 	}
 	return string(b)
+}
+
+// environ is this process's environment less its DOORMAN_* variables, with
+// env on top.
+func environ(env map[string]string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DOORMAN_") {
+			out = append(out, kv)
+		}
+	}
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// RunDoorman runs argv in dir with env on top of this process's environment
+// less its DOORMAN_* variables, as StartDoorman does, until it exits: for a
+// command, or a start that must be refused. It returns the exit status and
+// what it wrote to stdout and stderr; past timeout it kills the process and
+// returns an error with that output.
+func RunDoorman(argv []string, dir string, env map[string]string, timeout time.Duration) (int, string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir, cmd.Env = dir, environ(env)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	p, err := startProc(cmd)
+	if err != nil {
+		return 0, "", err
+	}
+	select {
+	case <-p.exited:
+		return cmd.ProcessState.ExitCode(), out.String(), nil
+	case <-time.After(timeout):
+		p.kill()
+		return 0, out.String(), fmt.Errorf("%s still running after %v; output:\n%s", argv[0], timeout, out.String())
+	}
 }
