@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -51,23 +50,31 @@ func benchDecider(b *testing.B) *Decider {
 		Now: time.Now, Metrics: engine.NewMetrics(core.Stats, false, time.Now), Log: log}
 }
 
-// BenchmarkHandle is the decision handler in process, as nginx's subrequest
-// reaches it: from 127.0.0.1 with X-Real-IP, on the allow and the deny path,
-// next to a handler that only answers 204 (the floor's handler).
+// BenchmarkHandle is the decision handler in process, as each proxy's
+// request reaches it from 127.0.0.1: nginx's subrequest to /decide with
+// X-Real-IP, Traefik's and Caddy's to /forward-auth and Envoy's to
+// /ext-authz/… with X-Forwarded-For, on the allow and the deny path, next to a
+// handler that only answers 204 (the floor's handler).
 func BenchmarkHandle(b *testing.B) {
 	d := benchDecider(b)
 	cases := []struct {
 		name    string
+		uri     string
+		header  string
 		ip      string
 		handler fasthttp.RequestHandler
 		want    int
 	}{
-		{"floor-204", "127.0.0.1", func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }, 204},
-		{"allow", "127.0.0.1", d.Handle, 204},
-		{"deny-banned", "10.0.0.1", d.Handle, 403},
-		{"deny-listed", "", d.Handle, 403}, // filled in below
+		{"floor-204", "/decide", "X-Real-IP", "127.0.0.1", func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }, 204},
+		{"allow", "/decide", "X-Real-IP", "127.0.0.1", d.Handle, 204},
+		{"deny-banned", "/decide", "X-Real-IP", "10.0.0.1", d.Handle, 403},
+		{"deny-listed", "/decide", "X-Real-IP", "", d.Handle, 403}, // filled in below
+		{"forward-auth-allow", "/forward-auth", "X-Forwarded-For", "10.200.0.1", d.Handle, 200},
+		{"forward-auth-deny-banned", "/forward-auth", "X-Forwarded-For", "10.0.0.1", d.Handle, 403},
+		{"forward-auth-allow-3-hops", "/forward-auth", "X-Forwarded-For", "198.51.100.1, 10.200.0.1, 127.0.0.5", d.Handle, 200},
+		{"ext-authz-allow", "/ext-authz/admin/login/", "X-Forwarded-For", "10.200.0.1", d.Handle, 200},
 	}
-	for a := range 1 << 24 { // a denylisted address for the last case
+	for a := range 1 << 24 { // a denylisted address for the deny-listed case
 		x := netip.AddrFrom4([4]byte{byte(1 + a%222), byte(a >> 8), byte(a >> 16), 1})
 		if d.Core.(*decide.Core).Lists().Denied(x) {
 			cases[3].ip = x.String()
@@ -78,8 +85,8 @@ func BenchmarkHandle(b *testing.B) {
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			var req fasthttp.Request
-			req.SetRequestURI("/decide")
-			req.Header.Set("X-Real-IP", tc.ip)
+			req.SetRequestURI(tc.uri)
+			req.Header.Set(tc.header, tc.ip)
 			req.Header.Set("X-Original-URI", "/admin/login/")
 			var ctx fasthttp.RequestCtx
 			ctx.Init(&req, peer, nil)
@@ -96,13 +103,13 @@ func BenchmarkHandle(b *testing.B) {
 }
 
 // BenchmarkServer is a whole request over a kept-alive loopback TCP
-// connection, client and server in this process, as nginx sends it: the floor
-// (fasthttp defaults but the Date header, 204 or 403 handler), doorman's
-// decision server, and doorman's
-// server without read/write/idle timeouts, to price the per-request deadlines.
-// ns/op and cpu-ns/op (this process's user+system CPU, less sensitive to
-// other load on the machine) include the client; compare the cases, not the
-// absolute figures.
+// connection, client and server in this process: the floors (a fasthttp
+// server whose handler only sets the status; "lean" also writes no Server
+// header, as doorman does not), doorman's decision server on each endpoint,
+// and doorman's server without read/write/idle timeouts, to price the
+// per-request deadlines. ns/op and cpu-ns/op (this process's user+system
+// CPU, less sensitive to other load on the machine) include the client;
+// compare the cases, not the absolute figures.
 func BenchmarkServer(b *testing.B) {
 	d := benchDecider(b)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -111,20 +118,36 @@ func BenchmarkServer(b *testing.B) {
 	// The floors send no Date header, as doorman does not: fasthttp's Date
 	// updater is a process-wide goroutine that never ends (TestMain checks
 	// for leaks).
-	floor := func(status int) *fasthttp.Server {
-		return &fasthttp.Server{NoDefaultDate: true, Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(status) }}
+	floor := func(status int, lean bool) *fasthttp.Server {
+		return &fasthttp.Server{NoDefaultDate: true, NoDefaultServerHeader: lean, NoDefaultContentType: lean,
+			Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(status) }}
+	}
+	// The subrequest nginx sends with the shipped location snippet, and the
+	// request Caddy's forward_auth sends with proxies/caddy/Caddyfile.
+	nginx := func(ip string) string {
+		return "GET /decide HTTP/1.1\r\nHost: doorman\r\nX-Real-IP: " + ip + "\r\n" +
+			"X-Original-URI: /admin/login/\r\nX-Original-Method: GET\r\n\r\n"
+	}
+	caddy := func(ip string) string {
+		return "GET /forward-auth HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n" +
+			"X-Forwarded-For: " + ip + "\r\nX-Forwarded-Host: example.com\r\nX-Forwarded-Method: GET\r\n" +
+			"X-Forwarded-Proto: https\r\nX-Forwarded-Uri: /admin/login/\r\nAccept-Encoding: gzip\r\n\r\n"
 	}
 	cases := []struct {
 		name string
 		srv  *fasthttp.Server
-		ip   string
+		req  string
 		want string
 	}{
-		{"floor-204", floor(fasthttp.StatusNoContent), "127.0.0.1", " 204 "},
-		{"floor-403", floor(fasthttp.StatusForbidden), "127.0.0.1", " 403 "},
-		{"doorman-allow", NewDecideServer(d, log), "127.0.0.1", " 204 "},
-		{"doorman-deny", NewDecideServer(d, log), "10.0.0.1", " 403 "},
-		{"doorman-allow-no-timeouts", noTimeouts, "127.0.0.1", " 204 "},
+		{"floor-204", floor(fasthttp.StatusNoContent, false), nginx("127.0.0.1"), " 204 "},
+		{"floor-403", floor(fasthttp.StatusForbidden, false), nginx("127.0.0.1"), " 403 "},
+		{"floor-lean-204", floor(fasthttp.StatusNoContent, true), nginx("127.0.0.1"), " 204 "},
+		{"floor-lean-200", floor(fasthttp.StatusOK, true), caddy("10.200.0.1"), " 200 "},
+		{"doorman-allow", NewDecideServer(d, log), nginx("127.0.0.1"), " 204 "},
+		{"doorman-deny", NewDecideServer(d, log), nginx("10.0.0.1"), " 403 "},
+		{"doorman-allow-no-timeouts", noTimeouts, nginx("127.0.0.1"), " 204 "},
+		{"doorman-forward-auth-allow", NewDecideServer(d, log), caddy("10.200.0.1"), " 200 "},
+		{"doorman-forward-auth-deny", NewDecideServer(d, log), caddy("10.0.0.1"), " 403 "},
 	}
 	for _, tc := range cases {
 		// The worker pool's cleaner sleeps this long between rounds; short, so
@@ -142,9 +165,7 @@ func BenchmarkServer(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			// The subrequest nginx sends with the shipped location snippet.
-			req := []byte(fmt.Sprintf("GET /decide HTTP/1.1\r\nHost: doorman\r\nX-Real-IP: %s\r\n"+
-				"X-Original-URI: /admin/login/\r\nX-Original-Method: GET\r\n\r\n", tc.ip))
+			req := []byte(tc.req)
 			buf := make([]byte, 4096)
 			roundTrip := func() []byte {
 				if _, err := c.Write(req); err != nil {

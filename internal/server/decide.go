@@ -47,6 +47,10 @@ type Decider struct {
 	Now     func() time.Time
 	Metrics *engine.Metrics
 	Log     *slog.Logger
+	// ExposeReason sends X-Doorman-Verdict and X-Doorman-Reason on
+	// /forward-auth and /ext-authz/ too (DOORMAN_EXPOSE_REASON). Off by
+	// default: those proxies copy a denial's headers to the client.
+	ExposeReason bool
 }
 
 // NewTrusted builds the trusted-proxy table.
@@ -58,16 +62,22 @@ func NewTrusted(ps []netip.Prefix) *bart.Lite {
 	return t
 }
 
-// Handle answers one auth_request subrequest. It does not allocate.
+// Handle answers one decision request by the contract its path names:
+// /forward-auth and /ext-authz/… (forward.go), else /decide, nginx's
+// auth_request. It does not allocate.
 func (d *Decider) Handle(ctx *fasthttp.RequestCtx) {
-	now := d.Now()
-	var v decide.Verdict
-	if a, ok := d.client(ctx); ok {
-		v = d.Core.Decide(a, now)
-	} else {
-		v = decide.Verdict{Reason: decide.NoClientIP}
+	if forwardPath(ctx.Request.Header.RequestURI()) {
+		d.forward(ctx)
+		return
 	}
-	d.Metrics.Decision(v.Reason)
+	d.decide(ctx)
+}
+
+// decide answers /decide: 204 or 403, with X-Doorman-Verdict and
+// X-Doorman-Reason (nginx does not pass them on) and Retry-After on a ban.
+func (d *Decider) decide(ctx *fasthttp.RequestCtx) {
+	a, ok := d.client(ctx)
+	v, now := d.judge(ctx, a, ok)
 	h := &ctx.Response.Header
 	if v.Allow || d.DryRun {
 		ctx.SetStatusCode(fasthttp.StatusNoContent)
@@ -75,19 +85,41 @@ func (d *Decider) Handle(ctx *fasthttp.RequestCtx) {
 	} else {
 		ctx.SetStatusCode(fasthttp.StatusForbidden)
 		h.SetCanonical(hdrVerdict, valDeny)
-		if v.Reason == decide.Banned {
-			var buf [20]byte
-			h.SetCanonical(hdrRetryAfter, strconv.AppendInt(buf[:0], retryAfter(v.Until, now), 10))
-		}
+		setRetryAfter(h, v, now)
 	}
-	dry := 0
+	h.SetCanonical(hdrReason, d.reasonValue(v))
+}
+
+// judge decides on the client address a (none when !ok), counts the verdict
+// and, in dry-run mode, logs a would-be denial. Every endpoint shares it and
+// writes its own answer.
+func (d *Decider) judge(ctx *fasthttp.RequestCtx, a netip.Addr, ok bool) (decide.Verdict, time.Time) {
+	now := d.Now()
+	v := decide.Verdict{Reason: decide.NoClientIP}
+	if ok {
+		v = d.Core.Decide(a, now)
+	}
+	d.Metrics.Decision(v.Reason)
+	if d.DryRun && !v.Allow {
+		d.Log.Info("dry-run deny", "reason", v.Reason.String(), "peer", ctx.RemoteAddr().String())
+	}
+	return v, now
+}
+
+// setRetryAfter tells a banned client when its ban ends.
+func setRetryAfter(h *fasthttp.ResponseHeader, v decide.Verdict, now time.Time) {
+	if v.Reason == decide.Banned {
+		var buf [20]byte
+		h.SetCanonical(hdrRetryAfter, strconv.AppendInt(buf[:0], retryAfter(v.Until, now), 10))
+	}
+}
+
+// reasonValue is the X-Doorman-Reason of v, dry-run-… in dry-run mode.
+func (d *Decider) reasonValue(v decide.Verdict) []byte {
 	if d.DryRun {
-		dry = 1
-		if !v.Allow {
-			d.Log.Info("dry-run deny", "reason", v.Reason.String(), "peer", ctx.RemoteAddr().String())
-		}
+		return reasonValues[1][v.Reason]
 	}
-	h.SetCanonical(hdrReason, reasonValues[dry][v.Reason])
+	return reasonValues[0][v.Reason]
 }
 
 // retryAfter is the whole seconds left, rounded up so a client never retries early.
@@ -132,9 +164,16 @@ func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 }
 
 // DecideError answers a request the server could not read: 403, fail closed.
+// When the head was read and names /forward-auth or /ext-authz/ (a body over
+// the limit, say), the answer carries no X-Doorman-* header, as those proxies
+// pass it to the client. A head that could not be read names no path and gets
+// /decide's answer, whose reason, no-client-ip, is the same for every client.
 func DecideError(ctx *fasthttp.RequestCtx, _ error) {
 	ctx.ResetBody()
 	ctx.SetStatusCode(fasthttp.StatusForbidden)
+	if forwardPath(ctx.Request.Header.RequestURI()) {
+		return
+	}
 	ctx.Response.Header.SetCanonical(hdrVerdict, valDeny)
 	ctx.Response.Header.SetCanonical(hdrReason, reasonValues[0][decide.NoClientIP])
 }

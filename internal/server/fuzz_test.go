@@ -3,20 +3,28 @@ package server
 import (
 	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
 )
 
-// FuzzClientHeader sends arbitrary X-Real-IP values from a trusted peer: the
-// answer is always 204 or 403 with an empty body, and 204 only for a value
-// that is exactly one address outside the deny list.
+// FuzzClientHeader sends arbitrary client-address header values from a
+// trusted peer. As X-Real-IP to /decide: the answer is 204 or 403 with an
+// empty body, and 204 only for a value that is exactly one address outside the
+// deny list. As X-Forwarded-For to /forward-auth and /ext-authz/: the answer
+// is 200 or 403 with an empty body, and the verdict is that of a slow,
+// obvious walk of the list (the rightmost element that is not a trusted
+// proxy, every element up to it a bare address); from an untrusted peer the
+// header changes nothing.
 func FuzzClientHeader(f *testing.F) {
 	for _, s := range []string{"192.0.2.1", "203.0.113.9", "::ffff:203.0.113.9", "2001:db8::1%eth0", "203.0.113.9, 192.0.2.1",
-		" 192.0.2.1", "192.0.2.1:80", "", "\xff\xfe", "[::1]", "0x7f.1"} {
+		" 192.0.2.1", "192.0.2.1:80", "", "\xff\xfe", "[::1]", "0x7f.1",
+		"192.0.2.1, 127.0.0.1", "203.0.113.9,127.0.0.1,::1", "127.0.0.1", ", 192.0.2.1", "192.0.2.1,", "junk, 192.0.2.1\t, 127.0.0.9"} {
 		f.Add(s)
 	}
 	fx := newFixture(f, "", "203.0.113.0/24,0.0.0.0/8")
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	f.Fuzz(func(t *testing.T, v string) {
 		var req fasthttp.Request
 		req.SetRequestURI("/decide")
@@ -39,7 +47,56 @@ func FuzzClientHeader(f *testing.F) {
 				t.Fatalf("%q allowed but denylisted", got)
 			}
 		}
+
+		for _, uri := range []string{"/forward-auth", "/ext-authz/admin/"} {
+			for _, peer := range []string{"127.0.0.1", "192.0.2.77", "203.0.113.77"} {
+				var req fasthttp.Request
+				req.SetRequestURI(uri)
+				req.Header.Set("X-Forwarded-For", v)
+				var ctx fasthttp.RequestCtx
+				ctx.Init(&req, tcp(peer), nil)
+				fx.dec.Handle(&ctx)
+				status := ctx.Response.StatusCode()
+				if (status != 200 && status != 403) || len(ctx.Response.Body()) != 0 {
+					t.Fatalf("%s %q from %s: status %d body %q", uri, v, peer, status, ctx.Response.Body())
+				}
+				// The value as stored (fasthttp trims it), judged the slow way.
+				client, ok := netip.MustParseAddr(peer), true
+				if peer == "127.0.0.1" {
+					client, ok = slowForwardedFor(string(req.Header.Peek("X-Forwarded-For")), trusted)
+				}
+				want := 403
+				if ok && !fx.core.Lists().Denied(client) {
+					want = 200
+				}
+				if status != want {
+					t.Fatalf("%s %q from %s: status %d, want %d (client %v, found %v)", uri, v, peer, status, want, client, ok)
+				}
+			}
+		}
 	})
+}
+
+// slowForwardedFor is the X-Forwarded-For rule written the obvious way.
+func slowForwardedFor(v string, trusted []netip.Prefix) (netip.Addr, bool) {
+	elems := strings.Split(v, ",")
+	for i := len(elems) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.Trim(elems[i], " \t"))
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		a = a.Unmap().WithZone("")
+		isTrusted := false
+		for _, p := range trusted {
+			if p.Contains(a) {
+				isTrusted = true
+			}
+		}
+		if !isTrusted {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // FuzzWebhook posts arbitrary bodies to every JSON endpoint: the answer is
