@@ -8,7 +8,7 @@ class DoormanConfig(AppConfig):
     def ready(self):
         from django.contrib.auth.signals import user_logged_in, user_login_failed
 
-        from . import checks  # noqa: F401  (registers the system check)
+        from . import checks  # noqa: F401  (registers the system checks)
         from .receivers import on_login_failed, on_logged_in
 
         user_login_failed.connect(on_login_failed, dispatch_uid="doorman_django.failed")

@@ -1,4 +1,5 @@
-"""A system check so a bad setting stops `manage.py check`/`migrate`/`runserver`."""
+"""System checks: a bad setting stops `manage.py check`/`migrate`/`runserver`;
+a missing or misplaced backend or middleware is a warning."""
 
 from django.conf import settings
 from django.core import checks
@@ -24,3 +25,31 @@ def check_settings(app_configs, **kwargs):
     if url and not url.startswith(("http://", "https://")):
         errors.append(checks.Error("DOORMAN_API_URL: %r is not an http(s) URL" % url, id="doorman_django.E003"))
     return errors
+
+
+BACKEND = "doorman_django.backends.DoormanBackend"
+MIDDLEWARE = "doorman_django.middleware.DoormanDeviceMiddleware"
+
+
+@checks.register(checks.Tags.security)
+def check_installation(app_configs, **kwargs):
+    warnings = []
+    backends = list(getattr(settings, "AUTHENTICATION_BACKENDS", ["django.contrib.auth.backends.ModelBackend"]))
+    if BACKEND not in backends:
+        warnings.append(checks.Warning(
+            "%s is not in AUTHENTICATION_BACKENDS: locked accounts are not refused before the password check" % BACKEND,
+            hint='AUTHENTICATION_BACKENDS = ["%s", "django.contrib.auth.backends.ModelBackend"]' % BACKEND,
+            id="doorman_django.W001"))
+    elif backends[0] != BACKEND:
+        warnings.append(checks.Warning(
+            "%s is not the first of AUTHENTICATION_BACKENDS: %s checks passwords before doorman is asked"
+            % (BACKEND, backends[0]),
+            hint="Move %s to the front of AUTHENTICATION_BACKENDS." % BACKEND,
+            id="doorman_django.W001"))
+    if MIDDLEWARE not in list(getattr(settings, "MIDDLEWARE", None) or []):
+        warnings.append(checks.Warning(
+            "%s is not in MIDDLEWARE: no device cookie is set, so a locked account locks out its own users too"
+            % MIDDLEWARE,
+            hint='MIDDLEWARE += ["%s"]' % MIDDLEWARE,
+            id="doorman_django.W002"))
+    return warnings

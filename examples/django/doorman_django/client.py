@@ -13,6 +13,13 @@ DOORMAN_CLIENT_IP_HEADER the header the trusted proxy overwrites with the
                          client address, default "X-Real-IP".
 DOORMAN_BLOCK_ON_BAN     when the failure webhook answers "banned": true, the
                          login attempt itself is answered 403; default False.
+DOORMAN_TRUST_UNIX_PEER  treat an empty REMOTE_ADDR (an app server on a unix
+                         socket, e.g. gunicorn --bind unix:...) as a trusted
+                         proxy, so DOORMAN_CLIENT_IP_HEADER is read; default
+                         False. Only when nothing but the proxy can reach the
+                         socket.
+DOORMAN_DEVICE_COOKIE    the cookie holding the device token doorman issues
+                         at a successful login, default "doorman_device".
 """
 
 import functools
@@ -30,9 +37,12 @@ DEFAULT_API_URL = "http://127.0.0.1:9181"
 DEFAULT_TIMEOUT = 0.5
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
 DEFAULT_CLIENT_IP_HEADER = "X-Real-IP"
+DEFAULT_DEVICE_COOKIE = "doorman_device"
 
-# doorman rejects bodies over 4 KiB; a username is only logged there.
+# doorman refuses usernames over 256 bytes (UTF-8) and bodies over 4 KiB.
 MAX_USERNAME = 256
+# A device token is 66 characters; anything much longer is not one.
+MAX_DEVICE = 128
 MAX_ANSWER = 64 * 1024
 
 def _setting(name, default):
@@ -89,6 +99,21 @@ def parse_ip(value):
     return ip
 
 
+_unix_peer_warned = False
+
+
+def _warn_unix_peer_once():
+    global _unix_peer_warned
+    if _unix_peer_warned:
+        return
+    _unix_peer_warned = True
+    logger.warning(
+        "doorman: REMOTE_ADDR is empty, as behind an app server on a unix socket (gunicorn --bind unix:...); "
+        "logins are not reported to doorman. If only the proxy (nginx) can reach that socket, set "
+        "DOORMAN_TRUST_UNIX_PEER = True in settings so that its %s header is read. (Said once.)",
+        _setting("DOORMAN_CLIENT_IP_HEADER", DEFAULT_CLIENT_IP_HEADER) or DEFAULT_CLIENT_IP_HEADER)
+
+
 def client_ip(request):
     """The client address of request as a string, or None.
 
@@ -97,17 +122,28 @@ def client_ip(request):
     sent no usable header gives None: reporting the proxy's own address
     would ban the proxy. X-Forwarded-For is never read: any client can
     write it, and proxies append to it rather than overwrite it.
+
+    An empty (or missing) REMOTE_ADDR is the peer of a unix socket: a
+    trusted proxy only with DOORMAN_TRUST_UNIX_PEER; without it, None, and
+    a warning (once) saying what to set.
     """
     if request is None:
         return None
-    peer = parse_ip(request.META.get("REMOTE_ADDR"))
-    if peer is None:
-        return None
-    if not any(peer in net for net in trusted_proxies() if net.version == peer.version):
-        return str(peer)
+    remote = request.META.get("REMOTE_ADDR")
+    if remote is None or remote == "":
+        if not _setting("DOORMAN_TRUST_UNIX_PEER", False):
+            _warn_unix_peer_once()
+            return None
+        peer = None
+    else:
+        peer = parse_ip(remote)
+        if peer is None:
+            return None
+        if not any(peer in net for net in trusted_proxies() if net.version == peer.version):
+            return str(peer)
     header = _setting("DOORMAN_CLIENT_IP_HEADER", DEFAULT_CLIENT_IP_HEADER)
     if not header:
-        return str(peer)
+        return None if peer is None else str(peer)
     # A repeated header arrives joined with commas and does not parse.
     ip = parse_ip(request.META.get(meta_key(header)))
     return None if ip is None else str(ip)
@@ -115,9 +151,14 @@ def client_ip(request):
 
 def post(path, payload):
     """POST payload as JSON to doorman; the decoded answer, or None on any error."""
+    return _post(path, payload)[1]
+
+
+def _post(path, payload):
+    """POST payload as JSON; (HTTP status or None, decoded answer or None)."""
     base = _setting("DOORMAN_API_URL", DEFAULT_API_URL)
     if not base:
-        return None
+        return None, None
     data = json.dumps(payload).encode()
     token = _setting("DOORMAN_API_TOKEN", "")
     # No proxies: an http_proxy variable in the environment must not route
@@ -133,41 +174,96 @@ def post(path, payload):
             body = resp.read(MAX_ANSWER)
     except urllib.error.HTTPError as e:
         logger.warning("doorman: POST %s: HTTP %s", path, e.code)
-        return None
+        return e.code, None
     except Exception as e:  # timeouts, refused connections, bad settings: never break the login
         logger.warning("doorman: POST %s: %s", path, e)
-        return None
+        return None, None
     try:
         answer = json.loads(body)
     except ValueError:
         logger.warning("doorman: POST %s: answer is not JSON", path)
-        return None
-    return answer if isinstance(answer, dict) else None
+        return 200, None
+    return 200, (answer if isinstance(answer, dict) else None)
 
 
 def _no_client(request):
     header = _setting("DOORMAN_CLIENT_IP_HEADER", DEFAULT_CLIENT_IP_HEADER)
     meta = getattr(request, "META", None) or {}
+    if not meta.get("REMOTE_ADDR") and not _setting("DOORMAN_TRUST_UNIX_PEER", False):
+        return  # a unix socket's peer: said once, with what to set
     logger.warning("doorman: no usable client address (REMOTE_ADDR=%r, %s=%r); login not reported",
                    meta.get("REMOTE_ADDR"), header, meta.get(meta_key(header)) if header else None)
 
 
-def report_failure(request, username=None):
-    """Report a failed login; doorman's answer (a dict) or None."""
-    ip = client_ip(request)
-    if ip is None:
-        _no_client(request)
+def cut_username(username):
+    """The username as doorman takes it: a string of at most MAX_USERNAME
+    bytes in UTF-8, cut on a character boundary; None when empty."""
+    if username is None:
         return None
+    name = str(username).encode("utf-8", "replace")[:MAX_USERNAME].decode("utf-8", "ignore")
+    return name or None
+
+
+def device_token(request):
+    """The device token in the request's DOORMAN_DEVICE_COOKIE, or None."""
+    cookies = getattr(request, "COOKIES", None) or {}
+    token = cookies.get(_setting("DOORMAN_DEVICE_COOKIE", DEFAULT_DEVICE_COOKIE))
+    if not token or not isinstance(token, str) or len(token) > MAX_DEVICE:
+        return None
+    return token
+
+
+def _account_payload(ip, request, username):
     payload = {"ip": ip}
-    if username:
-        payload["username"] = str(username)[:MAX_USERNAME]
-    return post("/v1/failures", payload)
+    name = cut_username(username)
+    if name:
+        payload["username"] = name
+        token = device_token(request)
+        if token:
+            payload["device"] = token
+    return payload
 
 
-def report_success(request):
-    """Report a successful login, which resets the address's failure count."""
+def report_failure(request, username=None):
+    """Report a failed login, with the username and the device cookie's
+    token; doorman's answer (a dict) or None."""
     ip = client_ip(request)
     if ip is None:
         _no_client(request)
         return None
-    return post("/v1/successes", {"ip": ip})
+    payload = _account_payload(ip, request, username)
+    status, answer = _post("/v1/failures", payload)
+    if status == 400 and "username" in payload:
+        # doorman refused the username (it grew past 256 bytes when
+        # normalised, say): the address's failure must count all the same.
+        logger.warning("doorman: failure with username %r refused; reporting the address alone", payload["username"])
+        status, answer = _post("/v1/failures", {"ip": ip})
+    return answer
+
+
+def report_success(request, username=None):
+    """Report a successful login, which resets the address's failure count;
+    doorman's answer (with "device" and "device_expires" when it issued a
+    device token for the account) or None."""
+    ip = client_ip(request)
+    if ip is None:
+        _no_client(request)
+        return None
+    return post("/v1/successes", _account_payload(ip, request, username))
+
+
+def check_attempt(request, username=None):
+    """Ask doorman whether this login attempt may go on, before any password
+    is checked. doorman's answer ({"allow": bool, "reason": ..., ...}), or
+    None when there is no answer (no client address, doorman down, slow or
+    confused): the attempt then goes on."""
+    ip = client_ip(request)
+    if ip is None:
+        _no_client(request)
+        return None
+    answer = post("/v1/attempts", _account_payload(ip, request, username))
+    if answer is None or not isinstance(answer.get("allow"), bool):
+        if answer is not None:
+            logger.warning("doorman: POST /v1/attempts: answer without \"allow\"")
+        return None
+    return answer

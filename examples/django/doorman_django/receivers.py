@@ -1,14 +1,19 @@
 """Signal receivers. Connected in DoormanConfig.ready()."""
 
 import logging
+import re
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 
 from .client import report_failure, report_success
+from .middleware import ISSUED, parse_expires
 
 logger = logging.getLogger("doorman_django")
+
+# A device token as doorman issues it: unpadded base64url, 66 characters.
+TOKEN = re.compile(r"\A[A-Za-z0-9_-]{66}\Z")
 
 
 def _username(credentials):
@@ -34,6 +39,13 @@ def on_login_failed(sender, credentials=None, request=None, **kwargs):
 
 def on_logged_in(sender, request=None, user=None, **kwargs):
     try:
-        report_success(request)
+        name = user.get_username() if user is not None else None
+        answer = report_success(request, name)
     except Exception:
         logger.exception("doorman: reporting a successful login")
+        return
+    if not answer or request is None:
+        return
+    token, expires = answer.get("device"), parse_expires(answer.get("device_expires"))
+    if isinstance(token, str) and TOKEN.match(token) and expires is not None:
+        setattr(request, ISSUED, (token, expires))  # DoormanDeviceMiddleware sets the cookie

@@ -18,6 +18,11 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "doorman_django.middleware.DoormanDeviceMiddleware",
+]
+AUTHENTICATION_BACKENDS = [
+    "doorman_django.backends.DoormanBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 ROOT_URLCONF = "tests.urls"
 TEMPLATES = [

@@ -1,5 +1,6 @@
 """doorman_django against a fake doorman (a stdlib HTTP server in a thread)."""
 
+import datetime
 import json
 import socket
 import threading
@@ -18,28 +19,44 @@ PASSWORD = "right-password"
 
 
 class FakeDoorman:
-    """Records every request; answers per mode: "ok", "hang", "error", "garbage"."""
+    """Records every request; answers per mode: "ok", "hang", "error", "garbage".
+
+    In mode "ok": /v1/failures answers banned, /v1/attempts answers attempt,
+    /v1/successes carries device and device_expires when device is set; a
+    failure with a username is a 400 when reject_username is set.
+    """
 
     def __init__(self, mode="ok", banned=False):
         self.mode = mode
         self.banned = banned
+        self.attempt = {"allow": True}
+        self.device = None
+        self.device_expires = None
+        self.reject_username = False
         self.requests = []
         self.release = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.requests.append(SimpleNamespace(path=self.path, headers=dict(self.headers), body=json.loads(body)))
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                fake.requests.append(SimpleNamespace(path=self.path, headers=dict(self.headers), body=body))
                 if fake.mode == "hang":
                     fake.release.wait(10)
                     return
-                if fake.mode == "error":
-                    self.send_response(500)
+                if fake.mode == "error" or fake.reject_username and self.path == "/v1/failures" and "username" in body:
+                    self.send_response(500 if fake.mode == "error" else 400)
                     self.end_headers()
                     return
                 if fake.mode == "garbage":
                     answer = b"<html>not json"
+                elif self.path == "/v1/attempts":
+                    answer = json.dumps(fake.attempt).encode()
+                elif self.path == "/v1/successes":
+                    out = {"ip": body["ip"], "key": "x/32", "failures": 0}
+                    if fake.device:
+                        out.update(device=fake.device, device_expires=fake.device_expires)
+                    answer = json.dumps(out).encode()
                 else:
                     answer = json.dumps({"ip": "x", "key": "x/32", "failures": 1, "banned": fake.banned}).encode()
                 self.send_response(200)
@@ -64,6 +81,9 @@ class FakeDoorman:
 
     def bodies(self, path):
         return [r.body for r in self.requests if r.path == path]
+
+    def paths(self):
+        return [r.path for r in self.requests]
 
 
 def closed_port():
@@ -107,10 +127,10 @@ class ReportTests(LoginTestCase):
         self.assertEqual(self.doorman.bodies("/v1/successes"), [])
         self.assertEqual(self.doorman.requests[0].headers.get("Content-Type"), "application/json")
 
-    def test_success_posts_ip(self):
+    def test_success_posts_ip_and_username(self):
         resp = self.good_login()
         self.assertEqual(resp.status_code, 302)
-        self.assertEqual(self.doorman.bodies("/v1/successes"), [{"ip": "203.0.113.5"}])
+        self.assertEqual(self.doorman.bodies("/v1/successes"), [{"ip": "203.0.113.5", "username": "admin"}])
         self.assertEqual(self.doorman.bodies("/v1/failures"), [])
 
     def test_no_token_no_authorization_header(self):
@@ -121,8 +141,8 @@ class ReportTests(LoginTestCase):
         with self.settings(DOORMAN_API_TOKEN="s3cret"):
             self.fail_login()
             self.good_login()
-        self.assertEqual([r.headers.get("Authorization") for r in self.doorman.requests],
-                         ["Bearer s3cret", "Bearer s3cret"])
+        self.assertEqual(self.doorman.paths(), ["/v1/attempts", "/v1/failures", "/v1/attempts", "/v1/successes"])
+        self.assertEqual([r.headers.get("Authorization") for r in self.doorman.requests], ["Bearer s3cret"] * 4)
 
     def test_long_username_is_cut(self):
         self.client.post(LOGIN, {"username": "u" * 1000, "password": "x"}, REMOTE_ADDR="203.0.113.5")
@@ -201,8 +221,8 @@ class SlowDoormanTests(LoginTestCase):
             resp, took = self.timed(self.fail_login)
         self.assertEqual(resp.status_code, 200)
         self.assertContains(resp, "Please enter the correct username and password")
-        self.assertEqual(len(self.doorman.requests), 1)
-        self.assertLess(took, 3, "a hanging doorman held the login page")  # it would hang 10 s
+        self.assertEqual(self.doorman.paths(), ["/v1/attempts", "/v1/failures"])
+        self.assertLess(took, 3, "a hanging doorman held the login page")  # it would hang 10 s per call
 
     def test_login_succeeds_within_timeout(self):
         with self.settings(DOORMAN_TIMEOUT=0.3):
@@ -224,7 +244,8 @@ class BrokenDoormanTests(LoginTestCase):
     def test_error_status(self):
         self.doorman.mode = "error"
         self.assertEqual(self.fail_login().status_code, 200)
-        self.assertEqual(len(self.doorman.requests), 1)
+        self.assertEqual(self.doorman.paths(), ["/v1/attempts", "/v1/failures"])
+        self.assertEqual(self.good_login().status_code, 302)
 
     def test_not_json(self):
         self.doorman.mode = "garbage"
@@ -259,3 +280,187 @@ class BlockOnBanTests(LoginTestCase):
     def test_down_doorman_does_not_block(self):
         with self.settings(DOORMAN_BLOCK_ON_BAN=True, DOORMAN_API_URL="http://127.0.0.1:%d" % closed_port()):
             self.assertEqual(self.fail_login().status_code, 200)
+
+
+TOKEN = "AQAAAABp8yAfCQAAAAAAAAD__________________________________________w"  # the shape doorman issues
+
+
+def is_logged_in(client):
+    return "_auth_user_id" in client.session
+
+
+class AttemptTests(LoginTestCase):
+    def test_asked_before_the_password(self):
+        self.assertEqual(self.good_login().status_code, 302)
+        self.assertEqual(self.doorman.paths(), ["/v1/attempts", "/v1/successes"])
+        self.assertEqual(self.doorman.bodies("/v1/attempts"), [{"ip": "203.0.113.5", "username": "admin"}])
+
+    def test_refused_attempt_looks_like_a_wrong_password(self):
+        self.doorman.attempt = {"allow": False, "reason": "account-locked", "retry_after": 900}
+        right = self.good_login()
+        wrong = self.fail_login()
+        for resp in (right, wrong):
+            self.assertEqual(resp.status_code, 200)
+            self.assertContains(resp, "Please enter the correct username and password")
+        self.assertFalse(is_logged_in(self.client))
+        self.assertEqual(self.doorman.bodies("/v1/successes"), [])
+        # The refused attempt is still a failure, for the address and the account.
+        self.assertEqual(self.doorman.bodies("/v1/failures"), [{"ip": "203.0.113.5", "username": "admin"}] * 2)
+
+    def test_refused_attempt_checks_no_password(self):
+        from unittest import mock
+
+        from django.contrib.auth.backends import ModelBackend
+        self.doorman.attempt = {"allow": False, "reason": "banned", "retry_after": 60}
+        with mock.patch.object(ModelBackend, "authenticate", autospec=True, return_value=None) as model:
+            self.good_login()
+        self.assertEqual(model.call_count, 0, "ModelBackend checked a password doorman refused")
+        self.doorman.attempt = {"allow": True}
+        with mock.patch.object(ModelBackend, "authenticate", autospec=True, return_value=None) as model:
+            self.good_login()
+        self.assertEqual(model.call_count, 1)
+
+    def test_device_cookie_is_sent(self):
+        self.client.cookies["doorman_device"] = TOKEN
+        self.fail_login()
+        self.assertEqual(self.doorman.bodies("/v1/attempts")[0].get("device"), TOKEN)
+        self.assertEqual(self.doorman.bodies("/v1/failures")[0].get("device"), TOKEN)
+
+    def test_custom_device_cookie_name(self):
+        self.client.cookies["dd"] = TOKEN
+        with self.settings(DOORMAN_DEVICE_COOKIE="dd"):
+            self.fail_login()
+        self.assertEqual(self.doorman.bodies("/v1/failures")[0].get("device"), TOKEN)
+
+    def test_oversized_cookie_is_not_sent(self):
+        self.client.cookies["doorman_device"] = "A" * 4000
+        self.fail_login()
+        self.assertNotIn("device", self.doorman.bodies("/v1/failures")[0])
+
+    def test_doorman_down_attempt_goes_on_logged(self):
+        with self.settings(DOORMAN_API_URL="http://127.0.0.1:%d" % closed_port()), \
+                self.assertLogs("doorman_django", "WARNING") as logs:
+            self.assertEqual(self.good_login().status_code, 302)
+        self.assertTrue(is_logged_in(self.client))
+        self.assertTrue(any("/v1/attempts" in line for line in logs.output), logs.output)
+
+    def test_confused_answers_let_the_attempt_go_on(self):
+        for answer in ({}, {"allow": "no"}, {"allow": None, "reason": "account-locked"}):
+            with self.subTest(answer=answer):
+                self.client.logout()
+                self.doorman.attempt = answer
+                self.assertEqual(self.good_login().status_code, 302)
+
+    def test_without_request_nothing_is_asked(self):
+        from django.contrib.auth import authenticate
+        self.assertIsNotNone(authenticate(None, username="admin", password=PASSWORD))
+        self.assertEqual(self.doorman.requests, [])
+
+
+class DeviceCookieTests(LoginTestCase):
+    def expires_in(self, seconds):
+        t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def test_cookie_from_the_success_answer(self):
+        self.doorman.device, self.doorman.device_expires = TOKEN, self.expires_in(720 * 3600)
+        resp = self.good_login()
+        self.assertEqual(resp.status_code, 302)
+        c = resp.cookies.get("doorman_device")
+        self.assertIsNotNone(c, "no device cookie")
+        self.assertEqual(c.value, TOKEN)
+        self.assertTrue(c["httponly"])
+        self.assertEqual(c["samesite"], "Lax")
+        self.assertEqual(c["path"], "/")
+        self.assertFalse(c["secure"], "Secure over plain HTTP: the browser would drop it")
+        self.assertAlmostEqual(int(c["max-age"]), 720 * 3600, delta=10)
+
+    def test_secure_over_https(self):
+        self.doorman.device, self.doorman.device_expires = TOKEN, self.expires_in(3600)
+        resp = self.good_login(secure=True)
+        self.assertTrue(resp.cookies["doorman_device"]["secure"])
+
+    def test_no_cookie_without_a_good_token(self):
+        for device, expires in ((None, self.expires_in(60)), ("short", self.expires_in(60)),
+                                (TOKEN[:-1] + "!", self.expires_in(60)), (TOKEN, "yesterday"),
+                                (TOKEN, self.expires_in(-60)), (TOKEN, "2030-01-01T00:00:00")):
+            with self.subTest(device=device, expires=expires):
+                self.client.logout()
+                self.doorman.device, self.doorman.device_expires = device, expires
+                resp = self.good_login()
+                self.assertEqual(resp.status_code, 302)
+                self.assertNotIn("doorman_device", resp.cookies)
+
+    def test_no_cookie_on_failure(self):
+        self.doorman.device, self.doorman.device_expires = TOKEN, self.expires_in(60)
+        self.assertNotIn("doorman_device", self.fail_login().cookies)
+
+
+class InstallationCheckTests(TestCase):
+    def ids(self, **overrides):
+        with self.settings(**overrides):
+            return sorted(e.id for e in run_checks() if e.id.startswith("doorman_django.W"))
+
+    def test_installed_as_documented(self):
+        self.assertEqual(self.ids(), [])
+
+    def test_backend_not_first(self):
+        self.assertEqual(self.ids(AUTHENTICATION_BACKENDS=["django.contrib.auth.backends.ModelBackend",
+                                                           "doorman_django.backends.DoormanBackend"]),
+                         ["doorman_django.W001"])
+
+    def test_backend_missing(self):
+        self.assertEqual(self.ids(AUTHENTICATION_BACKENDS=["django.contrib.auth.backends.ModelBackend"]),
+                         ["doorman_django.W001"])
+
+    def test_middleware_missing(self):
+        from django.conf import settings
+        mw = [m for m in settings.MIDDLEWARE if "doorman" not in m]
+        self.assertEqual(self.ids(MIDDLEWARE=mw), ["doorman_django.W002"])
+
+
+class UnixPeerTests(LoginTestCase):
+    def setUp(self):
+        super().setUp()
+        from doorman_django import client
+        client._unix_peer_warned = False
+
+    def test_trusted_with_the_setting(self):
+        with self.settings(DOORMAN_TRUST_UNIX_PEER=True):
+            self.fail_login(REMOTE_ADDR="", HTTP_X_REAL_IP="198.51.100.7")
+        self.assertEqual(self.doorman.bodies("/v1/failures"), [{"ip": "198.51.100.7", "username": "admin"}])
+
+    def test_trusted_but_no_header(self):
+        with self.settings(DOORMAN_TRUST_UNIX_PEER=True):
+            self.fail_login(REMOTE_ADDR="")
+        self.assertEqual(self.doorman.requests, [])
+
+    def test_without_the_setting_said_once(self):
+        with self.assertLogs("doorman_django", "WARNING") as logs:
+            for _ in range(3):
+                self.assertEqual(self.fail_login(REMOTE_ADDR="", HTTP_X_REAL_IP="198.51.100.7").status_code, 200)
+        self.assertEqual(self.doorman.requests, [])
+        said = [line for line in logs.output if "DOORMAN_TRUST_UNIX_PEER = True" in line]
+        self.assertEqual(len(said), 1, logs.output)
+        self.assertEqual(len(logs.output), 1, "more than the one warning: %s" % logs.output)
+
+    def test_setting_does_not_trust_other_peers(self):
+        with self.settings(DOORMAN_TRUST_UNIX_PEER=True):
+            self.fail_login(REMOTE_ADDR="203.0.113.9", HTTP_X_REAL_IP="198.51.100.7")
+        self.assertEqual(self.doorman.bodies("/v1/failures")[0]["ip"], "203.0.113.9")
+
+
+class UsernameTests(LoginTestCase):
+    def test_cut_to_256_bytes_on_a_character(self):
+        name = "é" * 200  # 400 bytes
+        self.client.post(LOGIN, {"username": name, "password": "x"}, REMOTE_ADDR="203.0.113.5")
+        sent = self.doorman.bodies("/v1/failures")[0]["username"]
+        self.assertLessEqual(len(sent.encode()), 256)
+        self.assertEqual(sent, "é" * 128)
+        self.assertEqual(self.doorman.bodies("/v1/attempts")[0]["username"], sent)
+
+    def test_refused_username_still_counts_the_address(self):
+        self.doorman.reject_username = True
+        self.fail_login()
+        self.assertEqual(self.doorman.bodies("/v1/failures"),
+                         [{"ip": "203.0.113.5", "username": "admin"}, {"ip": "203.0.113.5"}])

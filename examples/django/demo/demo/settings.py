@@ -31,6 +31,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "doorman_django.middleware.DoormanDeviceMiddleware",
+]
+
+# doorman is asked before any password is checked: a locked account is
+# refused for every client without a valid device cookie for it.
+AUTHENTICATION_BACKENDS = [
+    "doorman_django.backends.DoormanBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "demo.urls"
@@ -71,6 +79,8 @@ DOORMAN_TIMEOUT = float(env("DOORMAN_TIMEOUT", "0.5"))
 DOORMAN_TRUSTED_PROXIES = env("DOORMAN_TRUSTED_PROXIES", "127.0.0.0/8,::1/128")
 DOORMAN_CLIENT_IP_HEADER = env("DOORMAN_CLIENT_IP_HEADER", "X-Real-IP")
 DOORMAN_BLOCK_ON_BAN = env("DOORMAN_BLOCK_ON_BAN", "1") == "1"
+DOORMAN_TRUST_UNIX_PEER = env("DOORMAN_TRUST_UNIX_PEER", "") == "1"
+DOORMAN_DEVICE_COOKIE = env("DOORMAN_DEVICE_COOKIE", "doorman_device")
 
 LOGGING = {
     "version": 1,
