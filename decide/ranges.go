@@ -81,3 +81,18 @@ func (c *Core) escalate(a netip.Addr, res *FailResult, now time.Time) {
 		}
 	}
 }
+
+// Escalate counts unit, a failure ban of a's unit made elsewhere (in cluster
+// mode, by Redis) and already applied, toward its range as Fail does. The
+// result has Range set when the range was banned.
+func (c *Core) Escalate(a netip.Addr, unit Ban, now time.Time) FailResult {
+	a = c.clean(a)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	res := FailResult{Addr: a, Key: unit.Key, Banned: true, Ban: unit, Unit: unit}
+	if unit.Manual || unit.Range || unit.Key != c.unit(a) {
+		return res // only failure bans of units count toward a range
+	}
+	c.escalate(a, &res, now)
+	return res
+}

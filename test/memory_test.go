@@ -254,12 +254,12 @@ func TestMemoryBounded(t *testing.T) {
 	t.Logf("RSS: %s at start, %s with the tracker full, peak %s (VmHWM; %s sampled), %s at the end; process_resident_memory_bytes %s; bound %s",
 		mib(base), mib(rss1), mib(peak), mib(peakSeen), mib(rss), mib(int64(m["process_resident_memory_bytes"])), mib(bound))
 	t.Logf("evictions: bans %.0f, failures %.0f; held: ban records %.0f, failures tracked %.0f",
-		m[`doorman_evictions_total{table="bans"}`], m[`doorman_evictions_total{table="failures"}`],
+		m[`doorman_evictions_total{table="bans",kind="active"}`], m[`doorman_evictions_total{table="failures"}`],
 		m["doorman_ban_records"], m["doorman_failures_tracked"])
 	if peak > bound {
 		t.Errorf("peak RSS %s, want at most %s", mib(peak), mib(bound))
 	}
-	if got, want := m[`doorman_evictions_total{table="bans"}`], float64(nBanned-capBans); got != want {
+	if got, want := m[`doorman_evictions_total{table="bans",kind="active"}`], float64(nBanned-capBans); got != want {
 		t.Errorf("ban evictions %.0f, want %.0f", got, want)
 	}
 	// Every tracked address after the first capTracked evicts one; in the
@@ -363,8 +363,8 @@ func TestMemoryEvictionRule(t *testing.T) {
 		fail(7)
 		want("7th ban evicts 3, not the renewed 2", 2, 4, 5, 6, 7)
 		m := scrapeMetrics(t, d)
-		if m[`doorman_evictions_total{table="bans"}`] != 2 || m["doorman_ban_records"] != 5 {
-			t.Errorf("evictions %v, records %v, want 2 and 5", m[`doorman_evictions_total{table="bans"}`], m["doorman_ban_records"])
+		if m[`doorman_evictions_total{table="bans",kind="active"}`] != 2 || m["doorman_ban_records"] != 5 {
+			t.Errorf("evictions %v, records %v, want 2 and 5", m[`doorman_evictions_total{table="bans",kind="active"}`], m["doorman_ban_records"])
 		}
 		if log := d.Log(t); !logHasLine(log, "level=WARN", "evict", "table=bans") {
 			t.Errorf("no warn line for the eviction:\n%s", log)

@@ -527,3 +527,63 @@ func TestRedisCluster(t *testing.T) {
 	}
 	waitFor(t, "unban on a", 5*time.Second, func() bool { return !banned(a.core, "198.18.0.1", now) })
 }
+
+// A unit whose ban Redis holds but this instance lost (evicted here) is in
+// force again at its next failure, before the answer.
+func TestFailureFindsRedisBan(t *testing.T) {
+	url, pfx := redisURL(t), prefix(t)
+	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
+	now := time.Now()
+	ip := netip.MustParseAddr("203.0.113.77")
+	var res decide.FailResult
+	for range testPolicy.MaxFailures {
+		res, _ = a.c.Fail(ctx, ip, now)
+	}
+	if !res.Banned {
+		t.Fatalf("threshold: %+v", res)
+	}
+	a.core.Remove(res.Key) // as an eviction would
+	if banned(a.core, ip.String(), now) {
+		t.Fatal("still banned after the local removal")
+	}
+	res, err := a.c.Fail(ctx, ip, now.Add(time.Second))
+	if err != nil || !res.InForce() || !res.Ban.Until.Equal(res.Ban.Until.Truncate(time.Millisecond)) {
+		t.Fatalf("failure with the ban in Redis: %+v %v, want in force", res, err)
+	}
+	if !banned(a.core, ip.String(), now.Add(time.Second)) {
+		t.Fatal("the Redis ban is not in force here after the failure")
+	}
+}
+
+// Unit bans made through different instances add up to a range ban, which
+// every instance holds.
+func TestRangeBanAcrossInstances(t *testing.T) {
+	url, pfx := redisURL(t), prefix(t)
+	p := testPolicy
+	p.RangeThreshold, p.IPv4RangePrefix, p.IPv6RangePrefix = 3, 24, 48
+	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true, core: decide.New(p, nil, 1000, 1000)})
+	b := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true, core: decide.New(p, nil, 1000, 1000)})
+	now := time.Now()
+	for i, n := range []*node{a, b, a} {
+		ip := netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", 10+i))
+		for range p.MaxFailures {
+			if _, err := n.c.Fail(ctx, ip, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Each unit ban reaches the other instance before the next.
+		for _, m := range []*node{a, b} {
+			waitFor(t, "unit ban everywhere", 3*time.Second, func() bool { return banned(m.core, ip.String(), now) })
+		}
+	}
+	for _, n := range []*node{a, b} {
+		waitFor(t, "range ban", 3*time.Second, func() bool {
+			v := n.core.Decide(netip.MustParseAddr("198.51.100.200"), now)
+			return v.Reason == decide.Banned && v.Key.String() == "198.51.100.0/24"
+		})
+	}
+	rc := rawClient(t, url)
+	if h, err := rc.HGetAll(ctx, a.c.keys.of(netip.MustParsePrefix("198.51.100.0/24"))[keyBan]).Result(); err != nil || h["manual"] != "2" {
+		t.Fatalf("range ban in Redis: %v %v", h, err)
+	}
+}

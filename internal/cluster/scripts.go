@@ -76,9 +76,10 @@ if n > max then
   n = max
 end
 redis.call('PEXPIRE', FAIL, int(window))
-if n < max or ARGV[5] == '1' then return {n, 0, 0, 0, 0} end
+if ARGV[5] == '1' then return {n, 0, 0, 0, 0} end
 local cur = redis.call('HMGET', BAN, 'until', 'count', 'manual')
 if tonumber(cur[1] or '0') > now then return {n, 0, tonumber(cur[1]), tonumber(cur[2] or '1'), tonumber(cur[3] or '0')} end
+if n < max then return {n, 0, 0, 0, 0} end
 local maxban = tonumber(ARGV[8])
 local count = redis.call('INCR', COUNT)
 local d = duration(count, tonumber(ARGV[6]), tonumber(ARGV[7]), maxban)

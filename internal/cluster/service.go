@@ -71,7 +71,17 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 		c.local.Counted(decide.FailResult{Refused: true, Key: key}, now)
 		return res, nil
 	}
-	return res, c.local.Banned(a.String(), b, res.Evicted, now, engine.SourceFailures)
+	// Range escalation: this instance learns every unit ban, so it counts
+	// them per range; the range ban it makes is offered to Redis (the longer
+	// ban wins there) and so reaches the peers.
+	if er := c.local.Escalate(a, b, now); er.Range {
+		res.Range, res.Ban, res.Folded = true, er.Ban, er.Folded
+		res.Evicted = append(res.Evicted, er.Evicted...)
+		if err := c.push(ctx, []decide.Ban{er.Ban}, now); err != nil {
+			c.lost(err)
+		}
+	}
+	return res, c.local.Banned(a.String(), res.Ban, res.Evicted, now, engine.SourceFailures, res.Folded...)
 }
 
 // Explain implements engine.Service: the failure count is Redis's, which

@@ -174,6 +174,13 @@ func (c *Cluster) learn(ip string, b decide.Ban) {
 		return
 	}
 	c.writer.enqueue(job{ban: true, b: b, ip: ip, evicted: ev})
+	// Peers' unit bans count toward their range here too.
+	if er := c.local.Escalate(b.Key.Addr(), b, c.now()); er.Range {
+		c.writer.enqueue(job{ban: true, b: er.Ban, ip: engine.IP(er.Ban.Key), evicted: append(er.Evicted, er.Folded...)})
+		if err := c.push(context.Background(), []decide.Ban{er.Ban}, c.now()); err != nil {
+			c.lost(err)
+		}
+	}
 }
 
 // reconcile makes this instance and Redis agree: unbans queued during an

@@ -111,6 +111,12 @@ func (l *Local) Records(now time.Time) []decide.Ban { return l.core.Records(now)
 // Apply puts b in force as it is; see decide.Core.Apply.
 func (l *Local) Apply(b decide.Ban, now time.Time) ([]decide.Ban, error) { return l.core.Apply(b, now) }
 
+// Escalate counts a failure ban made elsewhere toward its range; see
+// decide.Core.Escalate.
+func (l *Local) Escalate(a netip.Addr, unit decide.Ban, now time.Time) decide.FailResult {
+	return l.core.Escalate(a, unit, now)
+}
+
 // Take removes the record under exactly p from memory.
 func (l *Local) Take(p netip.Prefix) (decide.Ban, bool) { return l.core.Remove(p) }
 
