@@ -34,8 +34,8 @@ type Doorman struct {
 // binary that runs doorman's main when env tells it to) with env on top of
 // this process's environment less its DOORMAN_* variables, so no setting
 // leaks in from the shell. Its log is dir/doorman.log. Unless env sets them,
-// DOORMAN_STATE_FILE is dir/doorman.db and both listeners get free loopback
-// ports. It returns once GET /healthz on the API answers 200; the error of a
+// DOORMAN_STATE_FILE is dir/doorman.db, DOORMAN_RANGE_THRESHOLD is 0 and
+// both listeners get free loopback ports. It returns once GET /healthz on the API answers 200; the error of a
 // failed start carries doorman's log.
 func StartDoorman(argv []string, dir string, env map[string]string) (*Doorman, error) {
 	e := map[string]string{}
@@ -44,6 +44,12 @@ func StartDoorman(argv []string, dir string, env map[string]string) (*Doorman, e
 	}
 	if _, ok := e["DOORMAN_STATE_FILE"]; !ok {
 		e["DOORMAN_STATE_FILE"] = filepath.Join(dir, "doorman.db")
+	}
+	// The suites ban many addresses of one /24 (127.0.0.x sources, the
+	// documentation ranges) to test per-address rules; range bans are tested
+	// where a test turns them on.
+	if _, ok := e["DOORMAN_RANGE_THRESHOLD"]; !ok {
+		e["DOORMAN_RANGE_THRESHOLD"] = "0"
 	}
 	for _, k := range []string{"DOORMAN_DECIDE_ADDR", "DOORMAN_API_ADDR"} {
 		if _, ok := e[k]; !ok {
