@@ -25,6 +25,7 @@ import (
 	"github.com/doorman/doorman/internal/notify"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
+	"github.com/doorman/doorman/internal/ui"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -154,6 +155,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		defer func() { stopNotify(); <-notified }() // one last attempt, before the state file closes
 	}
 	var svc engine.Service = local
+	var redisUp func() bool // the status page's cluster status
 	if cfg.RedisURL != "" {
 		cl, err := cluster.New(cluster.Options{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Local: local, Log: log})
 		if err != nil {
@@ -163,7 +165,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		synced := make(chan struct{})
 		go func() { cl.Run(syncCtx); close(synced) }()
 		defer func() { stopSync(); <-synced }() // before the state file closes
-		svc = cl
+		svc, redisUp = cl, cl.Up
 		log.Info("cluster mode", "redis", cluster.Redact(cfg.RedisURL), "prefix", cfg.RedisPrefix)
 	}
 
@@ -178,7 +180,15 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
-	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history}
+	page, err := ui.New(ui.Options{Service: svc, History: history, Counts: m.Counts, Token: cfg.APIToken,
+		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, Log: log, Now: time.Now})
+	if err != nil {
+		return err
+	}
+	pageCtx, stopPage := context.WithCancel(context.Background())
+	defer stopPage()
+	go page.Run(pageCtx)
+	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{decideLn, apiLn} {
