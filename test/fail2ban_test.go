@@ -187,6 +187,8 @@ func TestFail2banFilterRealLog(t *testing.T) {
 				"DOORMAN_LOG_LEVEL":    "debug",
 				"DOORMAN_MAX_FAILURES": "3",
 				"DOORMAN_NEVER_BAN":    "198.51.100.50",
+				// Two unit bans in one /48 ban the /48.
+				"DOORMAN_RANGE_THRESHOLD": "2",
 			})
 			post := func(path string, body any, want int) map[string]any {
 				t.Helper()
@@ -212,6 +214,15 @@ func TestFail2banFilterRealLog(t *testing.T) {
 			if !fail("2001:db8::7", "root", 3) {
 				t.Fatal("2001:db8::7 not banned after 3 failures")
 			}
+			// A range ban: the second unit ban in 2001:db8:77::/48.
+			fail("2001:db8:77:1::1", "admin", 3)
+			if m := post("/v1/failures", map[string]string{"ip": "2001:db8:77:2::1"}, 200); m["banned"] == true {
+				t.Fatal("banned after one failure")
+			}
+			fail("2001:db8:77:2::1", "admin", 2)
+			if m := post("/v1/failures", map[string]string{"ip": "2001:db8:77:3::1"}, 200); m["banned"] != true {
+				t.Fatalf("an address of the banned /48: %v, want banned", m)
+			}
 			// Usernames that imitate a ban line, in both formats.
 			fail("198.51.100.1", "x msg=ban key=198.51.100.99/32 ", 1)
 			fail("198.51.100.2", `","level":"WARN","msg":"ban","key":"198.51.100.98/32`, 1)
@@ -234,7 +245,7 @@ func TestFail2banFilterRealLog(t *testing.T) {
 
 			keys := checkFilter(t, d.LogPath)
 			slices.Sort(keys)
-			want := []string{"10.9.0.0/16", "192.0.2.44/32", "2001:db8::/64", "2001:db8:bad::/48", "203.0.113.7/32"}
+			want := []string{"10.9.0.0/16", "192.0.2.44/32", "2001:db8:77:1::/64", "2001:db8:77::/48", "2001:db8::/64", "2001:db8:bad::/48", "203.0.113.7/32"}
 			if !slices.Equal(keys, want) {
 				t.Errorf("ban lines for %v, want %v", keys, want)
 			}
