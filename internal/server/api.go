@@ -38,6 +38,11 @@ type API struct {
 	Log     *slog.Logger
 	Events  *engine.History         // GET /v1/events; nil: none kept
 	UI      fasthttp.RequestHandler // /ui/, the status page, with its own login; nil: 404
+
+	// failLog writes the failure lines: at most
+	// engine.FailureLinesPerSecond a second at info, the rest at debug,
+	// summed up at info every engine.FailureSummaryEvery.
+	failLog engine.FailureLog
 }
 
 type failureIn struct {
@@ -192,7 +197,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err)
 		return
 	}
-	a.Log.Info("failure", "ip", res.Addr.String(), "key", res.Key.String(), "username", in.Username, "failures", res.Failures)
+	a.failLog.Log(a.Log, a.Now(), res.Key, "ip", res.Addr.String(), "key", res.Key.String(), "username", in.Username, "failures", res.Failures)
 	if err != nil {
 		a.serviceError(ctx, err) // the ban holds in memory; say it was not saved
 		return
