@@ -51,6 +51,8 @@ type Decider struct {
 	// /forward-auth and /ext-authz/ too (DOORMAN_EXPOSE_REASON). Off by
 	// default: those proxies copy a denial's headers to the client.
 	ExposeReason bool
+	// Cache is nginx's cached mode (cached.go); nil: no verdict is kept.
+	Cache *Cache
 }
 
 // NewTrusted builds the trusted-proxy table.
@@ -76,6 +78,7 @@ func (d *Decider) Handle(ctx *fasthttp.RequestCtx) {
 // decide answers /decide: 204 or 403, with X-Doorman-Verdict and
 // X-Doorman-Reason (nginx does not pass them on) and Retry-After on a ban.
 func (d *Decider) decide(ctx *fasthttp.RequestCtx) {
+	mark := d.Cache.mark()
 	a, ok := d.client(ctx)
 	v, now := d.judge(ctx, a, ok)
 	h := &ctx.Response.Header
@@ -88,6 +91,7 @@ func (d *Decider) decide(ctx *fasthttp.RequestCtx) {
 		setRetryAfter(h, v, now)
 	}
 	h.SetCanonical(hdrReason, d.reasonValue(v))
+	d.Cache.expires(ctx, d, a, ok, v, now, mark)
 }
 
 // judge decides on the client address a (none when !ok), counts the verdict

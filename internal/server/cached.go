@@ -1,0 +1,79 @@
+package server
+
+import (
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/nginxcache"
+)
+
+var (
+	hdrAccelExpires = []byte("X-Accel-Expires")
+	hdrRefresh      = []byte("X-Doorman-Refresh")
+	valNotKept      = []byte("0")  // nginx does not store the answer
+	valExpired      = []byte("@1") // nginx stores it as already expired: it replaces the entry, and is never served
+)
+
+// Cache is the decision handler's part in nginx's cached mode
+// (docs/nginx.md): it says in X-Accel-Expires how long nginx may keep each
+// /decide verdict, and remembers what it let nginx keep, for the refreshes.
+// A nil *Cache is plain mode: no X-Accel-Expires.
+type Cache struct {
+	Set *nginxcache.Set
+	TTL time.Duration // DOORMAN_CACHE_TTL: the longest any verdict is kept
+	// Failures returns the failures of a's unit within the window counted
+	// by this instance (decide.Core.Failures). An address with failures is
+	// never kept: it is asked about on every request until it is banned or
+	// its failures expire.
+	Failures func(a netip.Addr, now time.Time) int
+}
+
+// mark is read before the verdict is made; see nginxcache.Set.Change.
+func (c *Cache) mark() uint64 {
+	if c == nil {
+		return 0
+	}
+	return c.Set.Mark()
+}
+
+// expires sets X-Accel-Expires on a /decide answer: "@T" when nginx may keep
+// verdict v until the end of second T (and the key is remembered), else "0".
+// An answer to /_doorman_refresh (X-Doorman-Refresh set) that may not be
+// kept is "@1" instead: nginx keeps nothing on "0" and would go on serving
+// the verdict the refresh was meant to replace, while "@1" replaces it with
+// one already expired. It does not allocate.
+func (c *Cache) expires(ctx *fasthttp.RequestCtx, d *Decider, a netip.Addr, ok bool, v decide.Verdict, now time.Time, mark uint64) {
+	if c == nil {
+		return
+	}
+	h := &ctx.Response.Header
+	k, known := c.key(ctx, d, a, ok)
+	if known && !d.DryRun && c.Failures(a, now) == 0 {
+		if e, keep := nginxcache.ExpiryOf(v, now, c.TTL); keep && c.Set.Remember(k, v.Reason, e.Gone, now, mark) {
+			var buf [24]byte
+			h.SetCanonical(hdrAccelExpires, strconv.AppendInt(append(buf[:0], '@'), e.Last, 10))
+			return
+		}
+	}
+	if known && len(ctx.Request.Header.PeekBytes(hdrRefresh)) > 0 {
+		h.SetCanonical(hdrAccelExpires, valExpired)
+		return
+	}
+	h.SetCanonical(hdrAccelExpires, valNotKept)
+}
+
+// key is nginx's cache key for the request: the client-IP header as a
+// trusted nginx sent it, when it is nginx's exact writing of the address
+// decided on. None when the address is an untrusted peer's own (nginx's key
+// would not be that address) or is written another way (doorman could not
+// name the entry in a refresh).
+func (c *Cache) key(ctx *fasthttp.RequestCtx, d *Decider, a netip.Addr, ok bool) (nginxcache.Key, bool) {
+	if !ok || !d.Unix && !d.Trusted.Lookup(peerAddr(ctx)) {
+		return nginxcache.Key{}, false
+	}
+	return nginxcache.KeyFor(a, ctx.Request.Header.Peek(d.Header))
+}
