@@ -47,9 +47,12 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 	res := decide.FailResult{Addr: a, Key: key, Failures: int(r[0]), NeverBan: never}
 	c.local.Counted(res, now)
 	if v.Reason == decide.Banned && !never {
-		res.Ban = decide.Ban{Key: v.Key, Until: v.Until}
+		res.Ban, _ = c.local.Record(v.Key)
 	}
 	if r[2] == 0 {
+		if res.InForce() {
+			return res, c.local.Saved(res.Ban) // on disk before the answer says banned
+		}
 		return res, nil
 	}
 	b := decide.Ban{Key: key, Until: time.UnixMilli(r[2]).UTC(), Count: int(r[3]), Failures: int(r[0]),

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
 	"github.com/doorman/doorman/decide"
 )
 
@@ -66,6 +68,9 @@ func (l *Local) Banned(ip string, b decide.Ban, evicted []decide.Ban, now time.T
 		l.log.Info("folded into range ban", "key", f.Key.String(), "range", b.Key.String())
 	}
 	err := l.persist(keys)
+	if err == nil {
+		l.saved.add(b)
+	}
 	l.emit(Event{Time: now, Type: EventBan, Key: b.Key, IP: ip, Until: b.Until, Reason: b.Reason(), Count: b.Count, Source: source})
 	return err
 }
@@ -92,6 +97,46 @@ func (l *Local) Lifted(ip string, lifted []decide.Ban, now time.Time, source str
 		l.emit(Event{Time: now, Type: EventUnban, Key: b.Key, IP: ip, Until: b.Until, Reason: b.Reason(), Count: b.Count, Source: source})
 	}
 	return err
+}
+
+// Saved returns once b, a ban in force in memory that an answer is about to
+// report, is in the state file: a ban made by another call may still be on
+// its way there. Bans known to be written return at once.
+func (l *Local) Saved(b decide.Ban) error {
+	if l.store == nil || l.saved.has(b) {
+		return nil
+	}
+	if err := l.persist([]netip.Prefix{b.Key}); err != nil {
+		return err
+	}
+	l.saved.add(b)
+	return nil
+}
+
+// savedBans remembers the last bans known to be in the state file, so that
+// a spray of failures inside one ban costs one write, not one each. Bounded:
+// the least recently added is forgotten first (and written again if asked).
+type savedBans struct {
+	mu  sync.Mutex
+	lru *simplelru.LRU[netip.Prefix, int64]
+}
+
+func newSavedBans(n int) savedBans {
+	lru, _ := simplelru.NewLRU[netip.Prefix, int64](n, nil)
+	return savedBans{lru: lru}
+}
+
+func (s *savedBans) add(b decide.Ban) {
+	s.mu.Lock()
+	s.lru.Add(b.Key, b.Until.UnixNano())
+	s.mu.Unlock()
+}
+
+func (s *savedBans) has(b decide.Ban) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.lru.Peek(b.Key)
+	return ok && u == b.Until.UnixNano()
 }
 
 // persist writes the records memory holds under keys (deleting those it no

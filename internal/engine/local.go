@@ -21,11 +21,12 @@ type Local struct {
 	m      *Metrics
 	evict  evictionLog
 	events []func(Event)
+	saved  savedBans
 }
 
 // NewLocal returns the service over core; st may be nil (memory only).
 func NewLocal(core *decide.Core, st *store.Store, log *slog.Logger, m *Metrics) *Local {
-	return &Local{core: core, store: st, log: log, m: m}
+	return &Local{core: core, store: st, log: log, m: m, saved: newSavedBans(4096)}
 }
 
 // Metrics returns the service's metrics, for the listeners' own series.
@@ -39,6 +40,11 @@ func (l *Local) Fail(_ context.Context, a netip.Addr, now time.Time) (decide.Fai
 	res := l.core.Fail(a, now)
 	l.Counted(res, now)
 	if !res.Banned {
+		if res.InForce() {
+			// Answered "banned" by a ban another call made: it must be on
+			// disk before this answer says so.
+			return res, l.Saved(res.Ban)
+		}
 		return res, nil
 	}
 	return res, l.Banned(res.Addr.String(), res.Ban, res.Evicted, now, SourceFailures, res.Folded...)

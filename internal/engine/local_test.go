@@ -136,3 +136,22 @@ func TestEventsObserved(t *testing.T) {
 		t.Fatalf("events = %+v", got)
 	}
 }
+
+// A failure answered "banned" by a ban another call put in memory returns
+// only once that ban is in the state file.
+func TestCoveredAnswerIsSaved(t *testing.T) {
+	st := openStore(t, t.TempDir()+"/state.db")
+	defer st.Close()
+	l := newLocal(t, 100, st)
+	r := decide.Ban{Key: netip.MustParsePrefix("198.51.100.0/24"), Until: t0.Add(time.Hour), Range: true, Count: 1}
+	if _, err := l.Apply(r, t0); err != nil { // in memory, as a concurrent call leaves it before its write
+		t.Fatal(err)
+	}
+	res, err := l.Fail(context.Background(), netip.MustParseAddr("198.51.100.7"), t0)
+	if err != nil || !res.InForce() || res.Ban.Key != r.Key {
+		t.Fatalf("covered failure: %+v %v", res, err)
+	}
+	if got := stored(t, st); !got["198.51.100.0/24"].Range || !got["198.51.100.0/24"].Until.Equal(r.Until) {
+		t.Fatalf("stored %v; the range ban the answer reported is not on disk", got)
+	}
+}
