@@ -159,6 +159,8 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		}
 		fmt.Fprintf(stdout, ", %d recent failures\n", d.Failures)
 		return nil
+	case "accounts", "unlock":
+		return accountsCommand(ctx, c, cmd, args, stdout)
 	}
 	return usageError{fmt.Errorf("unknown command %q", cmd)}
 }

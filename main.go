@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			debug.SetGCPercent(50)
 		}
 		return serve(ctx, cfg, stderr)
-	case "bans", "ban", "unban", "check", "health", "events":
+	case "bans", "ban", "unban", "check", "health", "events", "accounts", "unlock":
 		return client(ctx, cfg, cmd, args, stdout)
 	}
 	return usageError{fmt.Errorf("unknown command %q\n%s", cmd, usage)}
@@ -105,6 +105,8 @@ const usage = `usage: doorman [command]
   bans                          list active bans
   ban IP|CIDR [-for 1h] [-reason text]
   unban IP|CIDR                 lift the ban covering IP (or exactly CIDR)
+  accounts                      list locked accounts
+  unlock USER                   unlock an account and forget its failures
   check IP                      explain the decision for IP
   events [-n 100]               the last bans and unbans, newest first
   health                        exit 0 when the API answers /healthz
@@ -141,6 +143,17 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	m := engine.NewMetrics(core.Stats, cfg.DryRun, time.Now)
 	local := engine.NewLocal(core, st, log, m)
 	history := local.NewHistory(cfg.MaxEvents)
+	accounts, keySource, err := engine.NewAccounts(engine.AccountOptions{Policy: cfg.AccountPolicy(), Max: cfg.MaxAccounts,
+		Key: []byte(cfg.DeviceKey), TTL: cfg.DeviceTTL, Store: st, Now: time.Now}, local)
+	if err != nil {
+		return err
+	}
+	if accounts.Enabled() {
+		log.Info("accounts", "max_failures", cfg.AccountMaxFailures, "find_time", cfg.AccountFindTime, "lock_time", cfg.AccountLockTime, "device_key", keySource)
+		if cfg.RedisURL != "" {
+			log.Warn("cluster mode: accounts are counted by each doorman on its own; give every doorman the same DOORMAN_DEVICE_KEY so that each honours the device tokens of the others")
+		}
+	}
 	notifyDropped := m.Set().NewCounter("doorman_notify_dropped_total")
 	if cfg.NotifyURL != "" {
 		host, _ := os.Hostname()
@@ -189,6 +202,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	defer stopPage()
 	go page.Run(pageCtx)
 	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
+	api.Accounts, api.DryRun = accounts, cfg.DryRun
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{decideLn, apiLn} {

@@ -51,6 +51,14 @@ type Config struct {
 	MaxTracked      int           `env:"DOORMAN_MAX_TRACKED" envDefault:"1000000" help:"addresses whose failures are tracked at most; the least recently failing is evicted first"`
 	DryRun          bool          `env:"DOORMAN_DRY_RUN" envDefault:"false" help:"answer 204 always; the would-be verdict goes to metrics, logs and X-Doorman-Reason as dry-run-…"`
 
+	AccountMaxFailures int           `env:"DOORMAN_ACCOUNT_MAX_FAILURES" envDefault:"10" help:"failures of one account (the username, normalised) from any addresses within DOORMAN_ACCOUNT_FIND_TIME that lock it; 0 turns accounts off"`
+	AccountFindTime    time.Duration `env:"DOORMAN_ACCOUNT_FIND_TIME" envDefault:"1h" help:"sliding window in which an account's failures are counted"`
+	AccountLockTime    time.Duration `env:"DOORMAN_ACCOUNT_LOCK_TIME" envDefault:"15m" help:"length of an account's first lock, growing by DOORMAN_BAN_FACTOR up to DOORMAN_MAX_BAN_TIME; while locked, /v1/attempts refuses the account to clients without a valid device token"`
+	MaxAccounts        int           `env:"DOORMAN_MAX_ACCOUNTS" envDefault:"100000" help:"accounts tracked at most (and as many device tokens); the least recently failing is evicted first, a locked one last"`
+	DeviceKey          string        `env:"DOORMAN_DEVICE_KEY" help:"HMAC-SHA256 key of the device tokens, at least 32 bytes; unset: generated once and kept in the state file"`
+	DeviceTTL          time.Duration `env:"DOORMAN_DEVICE_TTL" envDefault:"720h" help:"life of the device token issued at each successful login"`
+	DeviceMaxFailures  int           `env:"DOORMAN_DEVICE_MAX_FAILURES" envDefault:"5" help:"failures with one valid device token after which it exempts nothing until DOORMAN_ACCOUNT_LOCK_TIME has passed"`
+
 	StateFile   string `env:"DOORMAN_STATE_FILE" envDefault:"doorman.db" help:"embedded store for bans; empty keeps state in memory only"`
 	StateReset  bool   `env:"DOORMAN_STATE_RESET" envDefault:"false" help:"when the state file is unreadable, move it aside to FILE.corrupt-TIME and start empty instead of refusing to start"`
 	RedisURL    string `env:"DOORMAN_REDIS_URL" help:"cluster mode: share failures and bans through this Redis (redis:// or rediss://); see docs/cluster.md"`
@@ -59,6 +67,10 @@ type Config struct {
 	NotifyURL    string `env:"DOORMAN_NOTIFY_URL" help:"POST each ban, unban, range ban and account lock here (http:// or https://), batched at most once a second and retried; unset: no notifications"`
 	NotifyFormat string `env:"DOORMAN_NOTIFY_FORMAT" envDefault:"json" help:"json ({\"events\":[…]}) or slack ({\"text\":…}, for Slack, Mattermost and Rocket.Chat incoming webhooks)"`
 	MaxEvents    int    `env:"DOORMAN_MAX_EVENTS" envDefault:"10000" help:"bans, unbans, range bans and locks kept in the state file for GET /v1/events and doorman events; the oldest is dropped first; 0 keeps none"`
+
+	NginxRefreshURLs string        `env:"DOORMAN_NGINX_REFRESH_URLS" help:"cached mode (docs/nginx.md): the refresh URL of each nginx in front of this doorman, comma-separated, e.g. http://127.0.0.1/_doorman_refresh; set, /decide lets nginx keep verdicts and doorman replaces them when they change"`
+	CacheTTL         time.Duration `env:"DOORMAN_CACHE_TTL" envDefault:"10s" help:"cached mode: the longest nginx keeps a verdict, from 1s to 1h; also how late a change can be where a refresh fails"`
+	CacheTracked     int           `env:"DOORMAN_CACHE_TRACKED" envDefault:"1000000" help:"cached mode: verdicts kept by nginx that doorman remembers at most; beyond, new verdicts are answered as not to be kept"`
 
 	LogFormat string `env:"DOORMAN_LOG_FORMAT" envDefault:"text" help:"text or json"`
 	LogLevel  string `env:"DOORMAN_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
@@ -71,6 +83,7 @@ type Config struct {
 	DenyList     []netip.Prefix `env:"-"`
 	NeverBanList []netip.Prefix `env:"-"`
 	NAT64List    []netip.Prefix `env:"-"`
+	RefreshURLs  []string       `env:"-"` // DOORMAN_NGINX_REFRESH_URLS, split
 }
 
 // Error is a configuration error about one variable.
@@ -204,6 +217,12 @@ func (c *Config) Validate() error {
 		if !k.ok {
 			return &Error{Var: k.name, Value: fmt.Sprint(k.val), Problem: k.expected}
 		}
+	}
+	if err := c.validateCache(); err != nil {
+		return err
+	}
+	if err := c.validateAccounts(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -7,21 +7,25 @@ import (
 
 // Event types.
 const (
-	EventBan   = "ban"
-	EventUnban = "unban"
+	EventBan    = "ban"
+	EventUnban  = "unban"
+	EventLock   = "lock"   // an account locked (Account set, Key zero)
+	EventUnlock = "unlock" // an account forgotten by an operator
 )
 
 // Event is one change of the ban state, as observers (notifications, the
 // event history, proxy caches) see it.
 type Event struct {
-	Time   time.Time
-	Type   string // EventBan, EventUnban
-	Key    netip.Prefix
-	IP     string // the address or range the change was made for, as logged
-	Until  time.Time
-	Reason string // the ban's reason: failures, manual, …
-	Count  int
-	Source string // SourceFailures, SourceManual or SourceCluster
+	Time time.Time
+	Type string // EventBan, EventUnban, EventLock, EventUnlock
+	Key  netip.Prefix
+	// Account is the normalised username, for locks.
+	Account string
+	IP      string // the address or range the change was made for, as logged
+	Until   time.Time
+	Reason  string // the ban's reason: failures, manual, …
+	Count   int
+	Source  string // SourceFailures, SourceManual or SourceCluster
 }
 
 // OnEvent registers f to be called after each change is in force and

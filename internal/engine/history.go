@@ -51,8 +51,8 @@ func (l *Local) NewHistory(max int) *History {
 // record keeps one event. With a state file it is written (fsync, batched
 // with concurrent writes) before the change's API call answers.
 func (h *History) record(e Event) {
-	he := HistoryEntry{Time: e.Time.UTC(), Type: h.l.Kind(e), Key: e.Key.String(), Reason: e.Reason, Source: e.Source, Count: e.Count}
-	if e.Type == EventBan {
+	he := HistoryEntry{Time: e.Time.UTC(), Type: h.l.Kind(e), Key: e.Subject(), Reason: e.Reason, Source: e.Source, Count: e.Count}
+	if e.Type == EventBan || e.Type == EventLock {
 		he.Until = e.Until.UTC()
 	}
 	if h.l.store != nil {

@@ -408,8 +408,8 @@ var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 // Watch sends every change event of l, from now on: call it before serving.
 func (n *Notifier) Watch(l *engine.Local) {
 	l.OnEvent(func(e engine.Event) {
-		ev := Event{Type: l.Kind(e), Key: e.Key.String(), Reason: e.Reason, Count: e.Count, Source: e.Source}
-		if e.Type == engine.EventBan {
+		ev := Event{Type: l.Kind(e), Key: e.Subject(), Reason: e.Reason, Count: e.Count, Source: e.Source}
+		if e.Type == engine.EventBan || e.Type == engine.EventLock {
 			ev.Until = e.Until.UTC().Format(time.RFC3339)
 		}
 		n.Send(ev)

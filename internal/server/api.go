@@ -38,6 +38,10 @@ type API struct {
 	Log     *slog.Logger
 	Events  *engine.History         // GET /v1/events; nil: none kept
 	UI      fasthttp.RequestHandler // /ui/, the status page, with its own login; nil: 404
+	// Accounts serves /v1/attempts and /v1/accounts and the account side of
+	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
+	Accounts engine.AccountService
+	DryRun   bool
 
 	// failLog writes the failure lines: at most
 	// engine.FailureLinesPerSecond a second at info, the rest at debug,
@@ -48,15 +52,17 @@ type API struct {
 type failureIn struct {
 	IP       string `json:"ip"`
 	Username string `json:"username"`
+	Device   string `json:"device"` // the client's device token, if any
 }
 
 type failureOut struct {
-	IP       string `json:"ip"`
-	Key      string `json:"key"`
-	Failures int    `json:"failures"`
-	Banned   bool   `json:"banned"`
-	Until    string `json:"until,omitempty"`
-	NeverBan bool   `json:"never_ban,omitempty"`
+	IP       string       `json:"ip"`
+	Key      string       `json:"key"`
+	Failures int          `json:"failures"`
+	Banned   bool         `json:"banned"`
+	Until    string       `json:"until,omitempty"`
+	NeverBan bool         `json:"never_ban,omitempty"`
+	Account  *AccountJSON `json:"account,omitempty"`
 }
 
 type banIn struct {
@@ -119,6 +125,7 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
+	c = engine.WithProxiesReport(c) // cached mode: were nginx's caches refreshed?
 	switch {
 	case path == "/v1/failures":
 		if a.method(ctx, "POST") {
@@ -145,6 +152,8 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 		if a.method(ctx, "GET") {
 			a.explain(c, ctx)
 		}
+	case path == "/v1/attempts" || path == "/v1/accounts" || strings.HasPrefix(path, "/v1/accounts/"):
+		a.handleAccounts(c, ctx, path)
 	case path == "/v1/events":
 		if a.method(ctx, "GET") {
 			a.events(ctx)
@@ -189,15 +198,17 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	if len(in.Username) > 256 {
-		in.Username = in.Username[:256]
+	user, ok := accountName(ctx, in.Username)
+	if !ok {
+		return
 	}
-	res, err := a.Service.Fail(c, ip, a.Now())
+	now := a.Now()
+	res, err := a.Service.Fail(c, ip, now)
 	if err != nil && !res.Banned {
 		a.serviceError(ctx, err)
 		return
 	}
-	a.failLog.Log(a.Log, a.Now(), res.Key, "ip", res.Addr.String(), "key", res.Key.String(), "username", in.Username, "failures", res.Failures)
+	a.failLog.Log(a.Log, now, res.Key, "ip", res.Addr.String(), "key", res.Key.String(), "username", user, "failures", res.Failures)
 	if err != nil {
 		a.serviceError(ctx, err) // the ban holds in memory; say it was not saved
 		return
@@ -206,20 +217,34 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	if res.InForce() {
 		out.Banned, out.Until = true, res.Ban.Until.Format(time.RFC3339)
 	}
-	writeJSON(ctx, fasthttp.StatusOK, out)
+	if out.Account, err = a.accountFailure(c, user, in.Device, now); err != nil {
+		a.serviceError(ctx, err) // the lock holds in memory; say it was not saved
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, withProxies(c, out))
 }
 
 func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
-	_, ip, ok := readAddr(ctx)
+	in, ip, ok := readAddr(ctx)
 	if !ok {
 		return
 	}
-	ip, key, err := a.Service.Succeed(c, ip, a.Now())
+	user, ok := accountName(ctx, in.Username)
+	if !ok {
+		return
+	}
+	now := a.Now()
+	ip, key, err := a.Service.Succeed(c, ip, now)
 	if err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"ip": ip.String(), "key": key.String(), "failures": 0})
+	out := map[string]any{"ip": ip.String(), "key": key.String(), "failures": 0}
+	if err := a.deviceToken(c, out, user, in.Device, now); err != nil {
+		a.serviceError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 func (a *API) listBans(ctx *fasthttp.RequestCtx) {
@@ -268,7 +293,7 @@ func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, banJSON(b))
+	writeJSON(ctx, fasthttp.StatusCreated, withProxies(c, banJSON(b)))
 }
 
 func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
@@ -305,6 +330,9 @@ func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
 	}
 	if active == 0 {
 		apiError(ctx, fasthttp.StatusNotFound, "no ban covers %s", arg)
+		return
+	}
+	if proxiesNotRefreshed(c, ctx) {
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)

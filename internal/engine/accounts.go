@@ -1,0 +1,342 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/store"
+)
+
+// AccountService is the account side of the service: failed logins counted
+// per account (normalised username) across every address, locks, and the
+// device tokens that keep an account's own users out of its lock. The
+// listeners use it beside Service. Usernames given to it are normalised
+// (decide.NormalizeUsername) and not empty; tokens may be empty.
+type AccountService interface {
+	// Enabled reports whether accounts are counted at all.
+	Enabled() bool
+	// Attempt is the pre-authentication verdict for user with token, counting nothing.
+	Attempt(user, token string, now time.Time) decide.Attempt
+	// FailAccount counts a failed login of user; the token presented, when
+	// valid for user, takes the failure instead.
+	FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error)
+	// SucceedAccount records a successful login of user and issues a device
+	// token for it. A success does not unlock the account.
+	SucceedAccount(ctx context.Context, user, token string, now time.Time) (DeviceToken, error)
+	// Locks are the locks in force at now, the soonest to end first.
+	Locks(now time.Time) []decide.Lock
+	// Unlock forgets user: failures, lock and escalation. false: not tracked.
+	Unlock(ctx context.Context, user string, now time.Time) (decide.Lock, bool, error)
+	// CountAttempt counts one /v1/attempts answer: "allow" or the reason
+	// of the refusal (the address's or the account's).
+	CountAttempt(result string)
+}
+
+// DeviceToken is a token issued at a successful login.
+type DeviceToken struct {
+	Token   string
+	Expires time.Time
+}
+
+// Accounts is the single-instance AccountService: decide.Accounts, the
+// device key, and the state file when there is one. A lock is written and
+// fsynced before the failure that made it is answered, as bans are; token
+// failures are kept in memory only (a crash gives a token at most
+// DOORMAN_DEVICE_MAX_FAILURES more tries). It is safe for concurrent use.
+type Accounts struct {
+	acc   *decide.Accounts
+	key   *decide.DeviceKey
+	ttl   time.Duration
+	store *store.Store
+	local *Local // the log, the eviction warnings and the event observers
+	m     accountMetrics
+}
+
+type accountMetrics struct {
+	failures, deviceFailures, locks, unlocks, devices *metrics.Counter
+	evicted                                          map[string]*metrics.Counter // by table/kind
+	attempts                                         map[string]*metrics.Counter // by result
+}
+
+// AccountResults are the results /v1/attempts counts: allow, or the reason
+// of a refusal.
+func AccountResults() []string {
+	out := []string{"allow", decide.AccountLocked.String(), decide.DeviceLocked.String()}
+	for _, r := range decide.Reasons() {
+		if r != decide.Allowed {
+			out = append(out, r.String())
+		}
+	}
+	return out
+}
+
+// AccountOptions configure NewAccounts.
+type AccountOptions struct {
+	Policy decide.AccountPolicy
+	Max    int           // DOORMAN_MAX_ACCOUNTS
+	Key    []byte        // DOORMAN_DEVICE_KEY; empty: the state file's, or a new one
+	TTL    time.Duration // DOORMAN_DEVICE_TTL
+	Store  *store.Store  // nil: memory only
+	Now    func() time.Time
+}
+
+// NewAccounts returns the account service beside local. With accounts on,
+// the device key is o.Key, else the one kept in the state file, else a new
+// random one, written there (fsync) before any token is signed with it;
+// without a state file a new key lives for this process only. Locks kept in
+// the state file are loaded. The account series are registered with local's
+// metrics. It returns where the key came from, for the start line.
+func NewAccounts(o AccountOptions, local *Local) (*Accounts, string, error) {
+	a := &Accounts{acc: decide.NewAccounts(o.Policy, o.Max), ttl: o.TTL, store: o.Store, local: local}
+	a.register(local.m.Set(), o.Now)
+	if !a.acc.Enabled() {
+		return a, "", nil
+	}
+	key, src := o.Key, "DOORMAN_DEVICE_KEY"
+	if len(key) == 0 {
+		var err error
+		if key, src, err = deviceKey(o.Store); err != nil {
+			return nil, "", err
+		}
+	}
+	k, err := decide.NewDeviceKey(key)
+	if err != nil {
+		return nil, "", fmt.Errorf("DOORMAN_DEVICE_KEY: %v", err)
+	}
+	a.key = k
+	if o.Store != nil {
+		if err := a.restore(o.Now()); err != nil {
+			return nil, "", err
+		}
+	}
+	return a, src, nil
+}
+
+// deviceKey is the state file's key, or a new one kept there.
+func deviceKey(st *store.Store) ([]byte, string, error) {
+	k := make([]byte, decide.DeviceKeyMin)
+	if _, err := rand.Read(k); err != nil {
+		return nil, "", err
+	}
+	if st == nil {
+		return k, "generated for this process (no state file: tokens end at restart)", nil
+	}
+	old, err := st.DeviceKey()
+	if err != nil {
+		return nil, "", fmt.Errorf("state file %s: reading the device key: %w", st.Path(), err)
+	}
+	if old != nil {
+		return old, "state file", nil
+	}
+	if err := st.PutDeviceKey(k); err != nil {
+		return nil, "", fmt.Errorf("state file %s: keeping a new device key: %w", st.Path(), err)
+	}
+	return k, "generated, kept in the state file", nil
+}
+
+func (a *Accounts) register(s *metrics.Set, now func() time.Time) {
+	a.m.failures = s.NewCounter("doorman_account_failures_total")
+	a.m.deviceFailures = s.NewCounter("doorman_account_device_failures_total")
+	a.m.locks = s.NewCounter("doorman_account_locks_issued_total")
+	a.m.unlocks = s.NewCounter("doorman_account_unlocks_total")
+	a.m.devices = s.NewCounter("doorman_account_devices_issued_total")
+	a.m.evicted = map[string]*metrics.Counter{}
+	for _, table := range []string{"accounts", "devices"} {
+		for _, kind := range []string{"unlocked", "locked"} {
+			a.m.evicted[table+"/"+kind] = s.NewCounter(`doorman_account_evictions_total{table="` + table + `",kind="` + kind + `"}`)
+		}
+	}
+	a.m.attempts = map[string]*metrics.Counter{}
+	for _, r := range AccountResults() {
+		a.m.attempts[r] = s.NewCounter(`doorman_account_attempts_total{result="` + r + `"}`)
+	}
+	s.NewGauge("doorman_account_locks_active", func() float64 { return float64(a.acc.Stats(now()).Locked) })
+	s.NewGauge("doorman_account_tracked", func() float64 { return float64(a.acc.Stats(now()).Tracked) })
+	s.NewGauge("doorman_account_devices_tracked", func() float64 { return float64(a.acc.Stats(now()).Devices) })
+}
+
+// restore loads the state file's locks, oldest first, so that a table
+// smaller than the file keeps the newest; those it evicts are deleted.
+func (a *Accounts) restore(now time.Time) error {
+	locks, err := a.store.LoadLocks(now, a.acc.Policy().MaxLockTime)
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(locks, func(x, y decide.Lock) int { return x.Until.Compare(y.Until) })
+	var drop []string
+	for _, l := range locks {
+		for _, e := range a.acc.Apply(l, now) {
+			drop = append(drop, e.Username)
+		}
+	}
+	if err := a.persist(drop, now); err != nil {
+		return err
+	}
+	a.local.log.Info("account locks loaded", "records", len(locks), "active", a.acc.Stats(now).Locked)
+	return nil
+}
+
+// Enabled reports whether accounts are counted (DOORMAN_ACCOUNT_MAX_FAILURES > 0).
+func (a *Accounts) Enabled() bool { return a.acc.Enabled() }
+
+// Core returns the accounts' memory, for a wrapper that shares it (cluster mode).
+func (a *Accounts) Core() *decide.Accounts { return a.acc }
+
+// Device verifies token for user at now. An empty or bad token proves
+// nothing; it is never an error.
+func (a *Accounts) Device(user, token string, now time.Time) decide.Device {
+	if token == "" || a.key == nil {
+		return decide.Device{}
+	}
+	id, err := a.key.Verify(token, user, now)
+	return decide.Device{ID: id, Valid: err == nil}
+}
+
+// Attempt implements AccountService. It counts nothing.
+func (a *Accounts) Attempt(user, token string, now time.Time) decide.Attempt {
+	return a.acc.Check(user, a.Device(user, token, now), now)
+}
+
+// CountAttempt implements AccountService.
+func (a *Accounts) CountAttempt(result string) {
+	if c := a.m.attempts[result]; c != nil {
+		c.Inc()
+	}
+}
+
+// FailAccount implements AccountService.
+func (a *Accounts) FailAccount(_ context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
+	res := a.acc.Fail(user, a.Device(user, token, now), now)
+	a.Counted(res, now)
+	var write []string
+	if res.NewLock {
+		write = append(write, user)
+	}
+	for _, e := range res.Evicted {
+		if e.Table == "accounts" && e.Count > 0 {
+			write = append(write, e.Username)
+		}
+	}
+	if res.NewLock {
+		a.Locked(res.Lock(), now, SourceFailures)
+	}
+	return res, a.persist(write, now)
+}
+
+// Counted does the bookkeeping of one account failure counted in memory:
+// metrics, a device token that took it, evictions.
+func (a *Accounts) Counted(res decide.AccountResult, now time.Time) {
+	if res.Device.Counted {
+		a.m.deviceFailures.Inc()
+		if res.Device.Locked && res.Device.Failures == a.acc.Policy().DeviceMaxFailures {
+			a.local.log.Info("device token locked", "username", res.Username, "until", res.Device.Until.Format(time.RFC3339))
+		}
+	} else {
+		a.m.failures.Inc()
+	}
+	for _, e := range res.Evicted {
+		kind := "unlocked"
+		if e.Locked {
+			kind = "locked"
+		}
+		a.m.evicted[e.Table+"/"+kind].Inc()
+		a.local.evict.log(a.local, e.Table, kind, netip.Prefix{}, now)
+	}
+}
+
+// Locked does the bookkeeping of a lock in force in memory: its metric, the
+// warn line msg=lock and the observers. The caller writes the state file.
+func (a *Accounts) Locked(l decide.Lock, now time.Time, source string) {
+	if source != SourceCluster {
+		a.m.locks.Inc()
+	}
+	attrs := []any{"username", l.Username, "until", l.Until.Format(time.RFC3339), "failures", l.Failures,
+		"count", l.Count, "duration", l.Until.Sub(now).Round(time.Second).String()}
+	if source == SourceCluster {
+		attrs = append(attrs, "source", source)
+	}
+	a.local.log.Warn("lock", attrs...)
+	a.local.emit(Event{Time: now, Type: EventLock, Account: l.Username, Until: l.Until, Reason: "failures", Count: l.Count, Source: source})
+}
+
+// SucceedAccount implements AccountService.
+func (a *Accounts) SucceedAccount(_ context.Context, user, token string, now time.Time) (DeviceToken, error) {
+	if !a.acc.Enabled() {
+		return DeviceToken{}, nil
+	}
+	a.acc.Succeed(user, a.Device(user, token, now))
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return DeviceToken{}, err
+	}
+	exp := now.Add(a.ttl).Truncate(time.Second)
+	a.m.devices.Inc()
+	a.local.log.Debug("device token issued", "username", user, "expires", exp.Format(time.RFC3339))
+	return DeviceToken{Token: a.key.Issue(user, exp, nonce), Expires: exp.UTC()}, nil
+}
+
+// Locks implements AccountService.
+func (a *Accounts) Locks(now time.Time) []decide.Lock { return a.acc.Locks(now) }
+
+// Unlock implements AccountService.
+func (a *Accounts) Unlock(_ context.Context, user string, now time.Time) (decide.Lock, bool, error) {
+	l, ok := a.acc.Unlock(user, now)
+	if !ok {
+		return l, false, nil
+	}
+	return l, true, a.Unlocked(l, now, SourceManual)
+}
+
+// Unlocked does the bookkeeping of an account forgotten in memory: its
+// metric, an info line, the observers and the state file.
+func (a *Accounts) Unlocked(l decide.Lock, now time.Time, source string) error {
+	a.m.unlocks.Inc()
+	attrs := []any{"username", l.Username, "active", l.Active(now)}
+	if source == SourceCluster {
+		attrs = append(attrs, "source", source)
+	}
+	a.local.log.Info("unlock", attrs...)
+	err := a.persist([]string{l.Username}, now)
+	a.local.emit(Event{Time: now, Type: EventUnlock, Account: l.Username, Until: l.Until, Count: l.Count, Source: source})
+	return err
+}
+
+// persist writes what memory holds now for users: a lock (or a lock count
+// still remembered), else nothing; fsync before returning.
+func (a *Accounts) persist(users []string, now time.Time) error {
+	if a.store == nil || len(users) == 0 {
+		return nil
+	}
+	err := a.store.SyncLocks(users, func(u string) (decide.Lock, bool) {
+		l, _, found := a.acc.Status(u, now)
+		return l, found && l.Count > 0 && !l.Until.IsZero()
+	})
+	if err != nil {
+		a.local.m.StoreErrors.Inc()
+		a.local.log.Error("state file write failed", "file", a.store.Path(), "err", err)
+		return fmt.Errorf("%w: %v", ErrNotSaved, err)
+	}
+	return nil
+}
+
+// Subject is what an event is about, as logs, the history and
+// notifications write it: the account for locks, else the ban's key.
+func (e Event) Subject() string {
+	if e.Account != "" {
+		return e.Account
+	}
+	return e.Key.String()
+}
+
+// LogValue keeps a token out of any log line that would print a DeviceToken.
+func (t DeviceToken) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("expires", t.Expires.Format(time.RFC3339)))
+}
