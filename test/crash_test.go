@@ -265,7 +265,13 @@ func checkAcked(t *testing.T, d *Doorman, acked []stormAck) int {
 // harness unless a test turns them on; with them on, the storm's addresses
 // fill /24s, a failure answered "banned" from a range ban is acknowledged
 // too, and checkAcked accepts a unit ban folded into a listed range.
-func TestCrashKill9DuringFailureStorm(t *testing.T) {
+func TestCrashKill9DuringFailureStorm(t *testing.T) { crashStorm(t, "0") }
+
+// The same storm with range bans at the default threshold: failures answered
+// "banned" by a range ban are acknowledged bans too.
+func TestCrashKill9DuringFailureStormRangeBans(t *testing.T) { crashStorm(t, "4") }
+
+func crashStorm(t *testing.T, rangeThreshold string) {
 	const (
 		addrs   = 10000
 		workers = 16
@@ -274,6 +280,7 @@ func TestCrashKill9DuringFailureStorm(t *testing.T) {
 	)
 	d := startDoorman(t, map[string]string{
 		"DOORMAN_MAX_FAILURES": "2", "DOORMAN_API_TOKEN": "crash-token", "DOORMAN_LOG_LEVEL": "warn",
+		"DOORMAN_RANGE_THRESHOLD": rangeThreshold,
 	})
 	rng := rand.New(rand.NewPCG(7, 7))
 	var all []stormAck
