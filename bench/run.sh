@@ -2,7 +2,10 @@
 # doorman's benchmark: real nginx (one worker) driven by wrk (16 connections)
 # against a static file behind five kinds of protection, alternated within one
 # run, then webhook ingest, the ack-to-403 latency and memory. See
-# docs/benchmarks.md for what each figure means.
+# docs/benchmarks.md for what each figure means. The Go floor runs twice:
+# with fasthttp's defaults (3) and as the leanest server (3l: no Server, Date
+# or Content-Type header); doorman's /forward-auth is asked through nginx too
+# (4f, auth_request allows on any 2xx).
 #
 # usage: bench/run.sh [http] [ingest] [memory]      (default: all three)
 #
@@ -13,6 +16,10 @@
 #   BENCH_CHART=FILE    the CPU-per-request chart (default: BENCH_OUT/cpu.png)
 #   BENCH_DOORMAN_B=BIN a second doorman binary (e.g. a candidate change): its
 #                       allow path runs as variant 4b in the same rounds
+#   BENCH_WRK_THREADS=2 wrk's threads (-t); 1 leaves more of a 2-core machine
+#                       to nginx and the sidecar
+#   BENCH_BANS=N        active bans loaded into each doorman (default 100000,
+#                       10000 with BENCH_QUICK)
 #
 # Needs nginx, wrk, gnuplot (Debian: nginx, wrk, gnuplot-nox), python3 and Go.
 # Traffic goes to loopback only. Every process started here is stopped on exit.
@@ -28,6 +35,7 @@ else
   secs=${BENCH_SECONDS:-5}; rounds=${BENCH_ROUNDS:-3}
   nprefix=100000; nbans=100000; ingest_d=5s; acktrials=500; mem_bans=1000000; mem_fail=2000000
 fi
+nbans=${BENCH_BANS:-$nbans}
 out=${BENCH_OUT:-$(mktemp -d /tmp/doorman-bench.XXXXXX)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -89,16 +97,23 @@ results=$out/results.md
 
 # ---------------------------------------------------------------- http
 run_http() {
-  local port ftcp dtcp_api dunix_api dtcp
-  port=$(freeport); ftcp=$(freeport); dtcp=$(freeport); dtcp_api=$(freeport); dunix_api=$(freeport)
-  local fsock=$work/floor.sock dsock=$work/decide.sock
+  local port ftcp fltcp dtcp_api dunix_api dtcp
+  port=$(freeport); ftcp=$(freeport); fltcp=$(freeport); dtcp=$(freeport); dtcp_api=$(freeport); dunix_api=$(freeport)
+  local fsock=$work/floor.sock flsock=$work/floor-lean.sock dsock=$work/decide.sock
 
   "$work/floor" "127.0.0.1:$ftcp" & pids+=($!); pid_floor_tcp=$!
   "$work/floor" "unix:$fsock" & pids+=($!); pid_floor_unix=$!
-  local lists=(DOORMAN_DENY_FILE="$work/deny.txt" DOORMAN_ALLOW_FILE="$work/allow.txt" DOORMAN_LOG_LEVEL=warn)
+  "$work/floor" -lean "127.0.0.1:$fltcp" & pids+=($!); pid_floorlean_tcp=$!
+  "$work/floor" -lean "unix:$flsock" & pids+=($!); pid_floorlean_unix=$!
+  # nginx reaches the TCP sidecars from 127.0.0.2 (proxy_bind below), the
+  # only trusted proxy: wrk's 127.0.0.1 is then a client that X-Forwarded-For
+  # can name (a trusted address would be skipped as a proxy hop).
+  local lists=(DOORMAN_DENY_FILE="$work/deny.txt" DOORMAN_ALLOW_FILE="$work/allow.txt" DOORMAN_LOG_LEVEL=warn
+    DOORMAN_TRUSTED_PROXIES=127.0.0.2/32)
   start_doorman dm_tcp "127.0.0.1:$dtcp" "$dtcp_api" "${lists[@]}"
   start_doorman dm_unix "unix:$dsock" "$dunix_api" "${lists[@]}"
-  local apis=("$dtcp_api" "$dunix_api") sidecars=(floor_tcp:127.0.0.1:$ftcp floor_unix:unix:$fsock dm_tcp:127.0.0.1:$dtcp dm_unix:unix:$dsock)
+  local apis=("$dtcp_api" "$dunix_api") sidecars=(floor_tcp:127.0.0.1:$ftcp floor_unix:unix:$fsock floorlean_tcp:127.0.0.1:$fltcp
+    floorlean_unix:unix:$flsock dm_tcp:127.0.0.1:$dtcp dm_unix:unix:$dsock)
   if [ -n "${BENCH_DOORMAN_B:-}" ]; then
     local btcp btcp_api bunix_api; btcp=$(freeport); btcp_api=$(freeport); bunix_api=$(freeport)
     bin=$BENCH_DOORMAN_B start_doorman dm_b_tcp "127.0.0.1:$btcp" "$btcp_api" "${lists[@]}"
@@ -118,13 +133,24 @@ run_http() {
   head -c 612 /dev/zero | tr '\0' 'x' >"$work/nginx/www/index.html"
   local ups="" locs=""
   for v in "${sidecars[@]}"; do
-    local name=${v%%:*} addr=${v#*:} u l
+    local name=${v%%:*} addr=${v#*:} u l bind=
+    [[ $addr == unix:* ]] || bind=" proxy_bind 127.0.0.2;"
     u=$(sed -e "s|^upstream doorman {|upstream $name {|" -e "s|^\( *\)server 127.0.0.1:9180;|\1server $addr;|" "$repo/nginx/doorman-upstream.conf")
-    l=$(sed -e "s|^location = /_doorman {|location = /_$name {|" -e "s|proxy_pass http://doorman/decide;|proxy_pass http://$name/decide;|" "$repo/nginx/doorman-location.conf")
+    l=$(sed -e "s|^location = /_doorman {|location = /_$name {|" -e "s|proxy_pass http://doorman/decide;|proxy_pass http://$name/decide;$bind|" "$repo/nginx/doorman-location.conf")
     grep -q "upstream $name {" <<<"$u" && grep -q "server $addr;" <<<"$u" || die "nginx/doorman-upstream.conf changed shape; update bench/run.sh"
     grep -q "location = /_$name {" <<<"$l" && grep -q "http://$name/decide;" <<<"$l" || die "nginx/doorman-location.conf changed shape; update bench/run.sh"
     ups+=$u$'\n'; locs+=$l$'\n'
     locs+="location /$name/ { auth_request /_$name; alias $work/nginx/www/; }"$'\n'
+  done
+  # doorman's /forward-auth through the same snippet: X-Forwarded-For in
+  # place of X-Real-IP.
+  for name in dm_tcp dm_unix; do
+    local l bind=
+    [ "$name" = dm_unix ] || bind=" proxy_bind 127.0.0.2;"
+    l=$(sed -e "s|^location = /_doorman {|location = /_${name}_fa {|" -e "s|proxy_pass http://doorman/decide;|proxy_pass http://$name/forward-auth;$bind|" \
+          -e "s|proxy_set_header X-Real-IP \$remote_addr;|proxy_set_header X-Forwarded-For \$remote_addr;|" "$repo/nginx/doorman-location.conf")
+    grep -q "http://$name/forward-auth;" <<<"$l" && grep -q 'X-Forwarded-For \$remote_addr;' <<<"$l" || die "nginx/doorman-location.conf changed shape; update bench/run.sh"
+    locs+=$l$'\n'"location /${name}_fa/ { auth_request /_${name}_fa; alias $work/nginx/www/; }"$'\n'
   done
   # BENCH_CACHE=1: doorman's allow decisions cached in nginx for 1 s per
   # client address (the trade-off in docs/benchmarks.md). The shipped location
@@ -180,8 +206,12 @@ EOF
     "2-auth_request-return-204 ar204 - 200"
     "3-fasthttp-204-tcp floor_tcp $pid_floor_tcp 200"
     "3-fasthttp-204-unix floor_unix $pid_floor_unix 200"
+    "3l-fasthttp-lean-204-tcp floorlean_tcp $pid_floorlean_tcp 200"
+    "3l-fasthttp-lean-204-unix floorlean_unix $pid_floorlean_unix 200"
     "4-doorman-allow-tcp dm_tcp $pid_dm_tcp 200"
     "4-doorman-allow-unix dm_unix $pid_dm_unix 200"
+    "4f-doorman-forward-auth-allow-tcp dm_tcp_fa $pid_dm_tcp 200"
+    "4f-doorman-forward-auth-allow-unix dm_unix_fa $pid_dm_unix 200"
     "5-doorman-deny-tcp dm_tcp $pid_dm_tcp 403"
     "5-doorman-deny-unix dm_unix $pid_dm_unix 403"
   )
@@ -208,7 +238,7 @@ EOF
       local n0 s0=0 n1 s1=0
       n0=$(cpu_ticks "$nginx_master" "${nginx_children[@]}")
       [ "$spid" = - ] || s0=$(cpu_ticks "$spid")
-      wrk -t2 -c16 -d"${secs}s" --latency "$url" >"$work/wrk.out" 2>&1 || die "wrk failed: $(cat "$work/wrk.out")"
+      wrk -t"${BENCH_WRK_THREADS:-2}" -c16 -d"${secs}s" --latency "$url" >"$work/wrk.out" 2>&1 || die "wrk failed: $(cat "$work/wrk.out")"
       n1=$(cpu_ticks "$nginx_master" "${nginx_children[@]}")
       [ "$spid" = - ] || s1=$(cpu_ticks "$spid")
       awk -v label="$label" -v round="$r" -v nt=$((n1 - n0)) -v st=$((s1 - s0)) '
@@ -241,15 +271,16 @@ EOF
       for (i = 1; i <= n; i++) { v = order[i]
         ng[v] = nt[v] / hz * 1e6 / req[v]; sc[v] = st[v] / hz * 1e6 / req[v]; tot[v] = ng[v] + sc[v] }
       floor2 = tot["2-auth_request-return-204"]; floor1 = tot["1-nginx-allow-deny"]
-      print "| variant | req/s | p50 µs | p99 µs | requests | non-2xx | CPU µs/req nginx | CPU µs/req sidecar | CPU µs/req total | total ÷ (1) | total ÷ (2) | sidecar ÷ fasthttp (3) |"
-      print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+      print "| variant | req/s | p50 µs | p99 µs | requests | non-2xx | CPU µs/req nginx | CPU µs/req sidecar | CPU µs/req total | total ÷ (1) | total ÷ (2) | sidecar ÷ fasthttp (3) | sidecar ÷ lean fasthttp (3l) |"
+      print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
       for (i = 1; i <= n; i++) { v = order[i]; tr = v; sub(/^.*-/, "", tr)
         f3 = sc["3-fasthttp-204-" tr]; r3 = (v ~ /^[456]/ && f3 > 0) ? sprintf("%.2f", sc[v] / f3) : ""
-        printf "| %s | %.0f | %.0f | %.0f | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %s |\n", v, med(rps, v), med(p50, v), med(p99, v), req[v], non[v], ng[v], sc[v], tot[v], tot[v] / floor1, tot[v] / floor2, r3
+        f3l = sc["3l-fasthttp-lean-204-" tr]; r3l = (v ~ /^[456]/ && f3l > 0) ? sprintf("%.2f", sc[v] / f3l) : ""
+        printf "| %s | %.0f | %.0f | %.0f | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %s | %s |\n", v, med(rps, v), med(p50, v), med(p99, v), req[v], non[v], ng[v], sc[v], tot[v], tot[v] / floor1, tot[v] / floor2, r3, r3l
         printf "%s\t%.2f\t%.2f\n", v, ng[v], sc[v] > "/dev/stderr" }
     }' "$raw" >"$out/http.md" 2>"$out/cpu.dat"
   {
-    echo "### nginx + wrk ($rounds round(s) × ${secs} s per variant, 16 connections, one nginx worker)"
+    echo "### nginx + wrk ($rounds round(s) × ${secs} s per variant, ${BENCH_WRK_THREADS:-2} wrk thread(s), 16 connections, one nginx worker, $nbans bans)"
     echo
     cat "$out/http.md"
     echo
@@ -273,7 +304,7 @@ plot "$out/cpu.dat" using 2:xtic(1) title "nginx" lc rgb "#4a7ab0", \
      "" using 3 title "sidecar" lc rgb "#d9822b"
 EOF
   log "chart: $chart"
-  for p in "$nginx_master" "$pid_floor_tcp" "$pid_floor_unix" "$pid_dm_tcp" "$pid_dm_unix" ${pid_dm_b_tcp:-} ${pid_dm_b_unix:-}; do kill "$p" 2>/dev/null || true; done
+  for p in "$nginx_master" "$pid_floor_tcp" "$pid_floor_unix" "$pid_floorlean_tcp" "$pid_floorlean_unix" "$pid_dm_tcp" "$pid_dm_unix" ${pid_dm_b_tcp:-} ${pid_dm_b_unix:-}; do kill "$p" 2>/dev/null || true; done
 }
 
 # ---------------------------------------------------------------- ingest
