@@ -278,10 +278,6 @@ func TestDjangoAdminBehindNginx(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	page403, err := os.ReadFile(filepath.Join(repoRoot(t), "nginx", "403.html"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := startNginxHTTP(t, func(dir string, port int) string {
 		conf := string(example)
 		for _, r := range [][2]string{
@@ -300,8 +296,9 @@ func TestDjangoAdminBehindNginx(t *testing.T) {
 	base := n.URL("")
 	wantNginx403 := func(name string, status int, body string) {
 		t.Helper()
-		if status != http.StatusForbidden || body != string(page403) {
-			t.Errorf("%s: %d %.200q, want 403 with nginx/403.html", name, status, body)
+		// nginx/403.html as nginx's SSI renders it: the heading, no directive left.
+		if status != http.StatusForbidden || !strings.Contains(body, "<h1>Access denied</h1>") || strings.Contains(body, "<!--#") {
+			t.Errorf("%s: %d %.200q, want 403 with nginx/403.html rendered", name, status, body)
 		}
 	}
 
