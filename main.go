@@ -181,6 +181,8 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		svc, redisUp = cl, cl.Up
 		log.Info("cluster mode", "redis", cluster.Redact(cfg.RedisURL), "prefix", cfg.RedisPrefix)
 	}
+	svc, cache, reloaded, stopCache := cachedMode(cfg, core, local, svc, m, log)
+	defer stopCache()
 
 	decideLn, err := server.Listen(cfg.DecideListen.Network, cfg.DecideListen.Address, 0o666)
 	if err != nil {
@@ -193,6 +195,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
+	d.Cache = cache
 	page, err := ui.New(ui.Options{Service: svc, History: history, Counts: m.Counts, Token: cfg.APIToken,
 		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, Log: log, Now: time.Now})
 	if err != nil {
@@ -220,6 +223,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		select {
 		case <-hup:
 			reload(cfg, local, m, log)
+			reloaded()
 		case err := <-errc:
 			shutdown(servers, log)
 			return fmt.Errorf("listener stopped: %w", err)

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,6 +22,7 @@ import (
 	"time"
 
 	"github.com/doorman/doorman/internal/server"
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // Abuse of doorman's two listeners: oversized requests, slow and idle
@@ -582,16 +581,12 @@ func TestAbuseToken(t *testing.T) {
 	// The CLI, with the right and a wrong token.
 	bin := doormanBinary(t)
 	cli := func(tok string, args ...string) (string, int) {
-		cmd := exec.Command(bin, args...)
-		cmd.Dir = t.TempDir()
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DOORMAN_API_ADDR=" + d.APIAddr, "DOORMAN_API_TOKEN=" + tok, "DOORMAN_STATE_FILE="}
-		out, err := cmd.CombinedOutput()
-		code := 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
+		code, out, err := testproc.RunDoorman(append([]string{bin}, args...), t.TempDir(),
+			map[string]string{"DOORMAN_API_ADDR": d.APIAddr, "DOORMAN_API_TOKEN": tok, "DOORMAN_STATE_FILE": ""}, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return string(out), code
+		return out, code
 	}
 	if out, code := cli(token, "ban", "203.0.113.2", "-for", "1h"); code != 0 || strings.Contains(out, token) {
 		t.Errorf("doorman ban with the token: exit %d, output %q", code, out)
@@ -639,37 +634,18 @@ func TestAbuseRefusePublicAPIWithoutToken(t *testing.T) {
 		{"localhost:" + port, false},
 		{"[::ffff:127.0.0.1]:" + port, false},
 	} {
-		cmd := exec.Command(bin)
-		cmd.Dir = t.TempDir()
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DOORMAN_API_ADDR=" + tc.addr,
-			"DOORMAN_DECIDE_ADDR=127.0.0.1:" + strconv.Itoa(freePort(t)), "DOORMAN_STATE_FILE="}
+		env := map[string]string{"DOORMAN_API_ADDR": tc.addr,
+			"DOORMAN_DECIDE_ADDR": "127.0.0.1:" + strconv.Itoa(freePort(t)), "DOORMAN_STATE_FILE": ""}
 		if !tc.refuse {
 			// A loopback address must pass validation; stop at the first
 			// later check instead of serving.
-			cmd.Env = append(cmd.Env, "DOORMAN_LOG_FORMAT=yaml")
+			env["DOORMAN_LOG_FORMAT"] = "yaml"
 		}
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		done := make(chan error, 1)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { done <- cmd.Wait() }()
-		var err error
-		select {
-		case err = <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("DOORMAN_API_ADDR=%s: still running after 10s, want a refusal", tc.addr)
+		code, msg, err := testproc.RunDoorman([]string{bin}, t.TempDir(), env, 10*time.Second)
+		if err != nil {
+			t.Errorf("DOORMAN_API_ADDR=%s: %v, want a refusal", tc.addr, err)
 			continue
 		}
-		var ee *exec.ExitError
-		code := 0
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		}
-		msg := stderr.String()
 		switch {
 		case tc.refuse && (code != 2 || !strings.Contains(msg, "DOORMAN_API_ADDR") || !strings.Contains(msg, "DOORMAN_API_TOKEN")):
 			t.Errorf("DOORMAN_API_ADDR=%s without a token: exit %d, stderr %q; want exit 2 naming DOORMAN_API_ADDR and DOORMAN_API_TOKEN", tc.addr, code, msg)

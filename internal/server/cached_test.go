@@ -1,11 +1,14 @@
 package server
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/internal/nginxcache"
@@ -167,6 +170,52 @@ func BenchmarkHandleCached(b *testing.B) {
 				f.now = f.now.Add(time.Microsecond)
 				ctxs[i].Response.Reset()
 				f.dec.Handle(&ctxs[i])
+			}
+		})
+	}
+}
+
+// The API says "proxies_refreshed" when a change was refreshed in nginx, and
+// false when a refresh failed.
+func TestAPIProxiesRefreshed(t *testing.T) {
+	for _, works := range []bool{true, false} {
+		t.Run(map[bool]string{true: "refreshed", false: "refresh failed"}[works], func(t *testing.T) {
+			nginx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !works {
+					w.WriteHeader(http.StatusForbidden) // nginx's deny: no X-Doorman-Verdict
+					return
+				}
+				w.Header().Set("X-Doorman-Verdict", "deny")
+				w.WriteHeader(http.StatusForbidden)
+			}))
+			defer nginx.Close()
+			f := newCachedFixture(t, 100)
+			ms := metrics.NewSet()
+			r := nginxcache.NewRefresher(nginxcache.RefresherOptions{URLs: []string{nginx.URL}, Set: f.dec.Cache.Set, TTL: 10 * time.Second,
+				Verdict: f.core.Decide, Metrics: ms, Log: f.api.Log, Now: func() time.Time { return f.now.Add(-time.Hour) }})
+			f.api.Service = nginxcache.Service{Service: f.api.Service, R: r}
+			f.decideReq(tcp("127.0.0.1"), "X-Real-IP", "192.0.2.1") // kept: remembered
+			want := works
+			var body map[string]any
+			for range 3 {
+				_, body = f.apiReq("POST", "/v1/failures", `{"ip":"192.0.2.1"}`)
+			}
+			if body["banned"] != true || body["proxies_refreshed"] != want {
+				t.Errorf("banning failure: %v, want banned and proxies_refreshed %v", body, want)
+			}
+			f.decideReq(tcp("127.0.0.1"), "X-Real-IP", "192.0.2.9")
+			if status, body := f.apiReq("POST", "/v1/bans", `{"ip":"192.0.2.0/24"}`); status != 201 || body["proxies_refreshed"] != want {
+				t.Errorf("range ban: %d %v, want 201 and proxies_refreshed %v", status, body, want)
+			}
+			status, body := f.apiReq("DELETE", "/v1/bans/192.0.2.0/24", "")
+			if works && status != 204 || !works && (status != 200 || body["proxies_refreshed"] != false) {
+				t.Errorf("unban: %d %v, want 204, or 200 with proxies_refreshed false", status, body)
+			}
+			if _, body := f.apiReq("POST", "/v1/failures", `{"ip":"198.51.100.1"}`); body["proxies_refreshed"] != nil {
+				t.Errorf("failure without a ban: %v, want no proxies_refreshed", body)
+			}
+			if got := ms.GetOrCreateCounter("doorman_cache_refresh_errors_total").Get(); works != (got == 0) {
+				t.Errorf("doorman_cache_refresh_errors_total = %d", got)
 			}
 		})
 	}
