@@ -2,11 +2,7 @@ package cluster
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,41 +19,15 @@ import (
 // stops answering. It returns a client of the sentinel and its address.
 func startSentinel(t *testing.T, masterPort int) (*redis.SentinelClient, string) {
 	t.Helper()
-	port, err := testproc.FreePort()
+	s, err := testproc.StartSentinel(requireRedisServer(t), masterPort)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "sentinel.conf") // Sentinel rewrites it
-	if err := os.WriteFile(conf, fmt.Appendf(nil, `port %d
-bind 127.0.0.1
-dir %s
-logfile %s
-sentinel monitor main 127.0.0.1 %d 1
-sentinel down-after-milliseconds main 1000
-sentinel failover-timeout main 10000
-`, port, dir, filepath.Join(dir, "sentinel.log"), masterPort), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("redis-server", conf, "--sentinel")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	sc := redis.NewSentinelClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), MaxRetries: -1})
+	t.Cleanup(s.Close)
+	addr := "127.0.0.1:" + strconv.Itoa(s.Port)
+	sc := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	t.Cleanup(func() { sc.Close() })
-	waitFor(t, "sentinel up", 10*time.Second, func() bool {
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "sentinel.log"))
-			t.Fatalf("redis sentinel on port %d exited at start:\n%s", port, log)
-		default:
-		}
-		return sc.Ping(ctx).Err() == nil
-	})
-	return sc, "127.0.0.1:" + strconv.Itoa(port)
+	return sc, addr
 }
 
 // Cluster mode works on Sentinel: doormen follow the master through a

@@ -115,3 +115,37 @@ func (r *Redis) Close() {
 	r.Kill()
 	os.RemoveAll(r.dir)
 }
+
+// StartSentinel starts bin (a redis-server) as one Redis Sentinel on a free
+// port, monitoring the master at masterPort under the name "main" with a
+// quorum of one, failing it over one second after it stops answering; it
+// waits until the sentinel answers PING. URL is the sentinel's address as a
+// redis:// URL without the master name.
+func StartSentinel(bin string, masterPort int) (*Redis, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "doorman-sentinel-")
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "sentinel.conf") // Sentinel rewrites it
+	if err := os.WriteFile(conf, fmt.Appendf(nil, `port %d
+bind 127.0.0.1
+dir %s
+logfile %s
+sentinel monitor main 127.0.0.1 %d 1
+sentinel down-after-milliseconds main 1000
+sentinel failover-timeout main 10000
+`, port, dir, filepath.Join(dir, "redis.log"), masterPort), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	r := &Redis{Port: port, URL: fmt.Sprintf("redis://127.0.0.1:%d", port), bin: bin, args: []string{conf, "--sentinel"}, dir: dir}
+	if err := r.start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return r, nil
+}
