@@ -587,3 +587,27 @@ func TestRangeBanAcrossInstances(t *testing.T) {
 		t.Fatalf("range ban in Redis: %v %v", h, err)
 	}
 }
+
+// DOORMAN_BAN_JITTER lengthens the bans Redis makes too, within its bound.
+func TestJitterInRedis(t *testing.T) {
+	p := testPolicy
+	p.Jitter = 0.5
+	a := startNode(t, nodeOpt{url: redisURL(t), prefix: prefix(t), waitUp: true, core: decide.New(p, nil, 1000, 1000)})
+	now := time.Now().Truncate(time.Millisecond)
+	lengths := map[time.Duration]bool{}
+	for i := range 5 {
+		ip := netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", 100+i))
+		var res decide.FailResult
+		for range p.MaxFailures {
+			res, _ = a.c.Fail(ctx, ip, now)
+		}
+		d := res.Ban.Until.Sub(now)
+		if !res.Banned || d < p.BanTime || d > p.BanTime*3/2 {
+			t.Fatalf("%v: %+v, length %v, want from 1h to 1h30m", ip, res, d)
+		}
+		lengths[d] = true
+	}
+	if len(lengths) < 2 {
+		t.Fatalf("five bans all of length %v: no jitter", lengths)
+	}
+}

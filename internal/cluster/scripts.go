@@ -63,7 +63,8 @@ return duration(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumbe
 // failScript records one failure.
 //
 // ARGV: now, findtime, maxfailures, member, hold (1: count but never ban),
-// bantime, factor, maxbantime, channel, key, ip, origin
+// bantime, factor, maxbantime, channel, key, ip, origin, jitter (the ban's
+// length is multiplied by it: 1 + DOORMAN_BAN_JITTER × a random fraction)
 // Returns {failures, banned (0/1), until, count, manual}: banned 1 for a ban
 // this failure made; banned 0 with until > 0 when Redis already held one.
 var failScript = redis.NewScript(luaPrelude + `
@@ -82,7 +83,7 @@ if tonumber(cur[1] or '0') > now then return {n, 0, tonumber(cur[1]), tonumber(c
 if n < max then return {n, 0, 0, 0, 0} end
 local maxban = tonumber(ARGV[8])
 local count = redis.call('INCR', COUNT)
-local d = duration(count, tonumber(ARGV[6]), tonumber(ARGV[7]), maxban)
+local d = math.floor(duration(count, tonumber(ARGV[6]), tonumber(ARGV[7]), maxban) * tonumber(ARGV[13]))
 redis.call('DEL', UNBAN, FAIL)
 save(ARGV[9], ARGV[10], {['until'] = now + d, at = now, count = count, failures = n, manual = 0, note = '',
   ip = ARGV[11], origin = ARGV[12]}, now)

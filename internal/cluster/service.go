@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strconv"
 	"time"
@@ -39,7 +40,8 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 	member := c.id + ":" + strconv.FormatUint(c.seq.Add(1), 36)
 	r, err := failScript.Run(ctx, c.rdb, c.keys.of(key),
 		now.UnixMilli(), ms(p.FindTime), p.MaxFailures, member, flag(hold),
-		ms(p.BanTime), p.BanFactor, ms(p.MaxBanTime), c.keys.channel(), key.String(), a.String(), c.id).Int64Slice()
+		ms(p.BanTime), p.BanFactor, ms(p.MaxBanTime), c.keys.channel(), key.String(), a.String(), c.id,
+		1+p.Jitter*rand.Float64()).Int64Slice()
 	if err != nil || len(r) != 5 {
 		c.lost(fmt.Errorf("failure script: %w", errOr(err, len(r))))
 		return c.localFail(ctx, a, now)
