@@ -377,8 +377,15 @@ func untilWords(t, now time.Time) string {
 		return "now"
 	case s < 60:
 		return "in " + plural(s, "second")
-	case s < 2*3600:
-		return "in " + plural(ceil(s, 60), "minute")
+	case s <= 2*3600:
+		switch m := ceil(s, 60); {
+		case m < 60:
+			return "in " + plural(m, "minute")
+		case m%60 == 0:
+			return "in " + plural(m/60, "hour")
+		default:
+			return "in 1 hour and " + plural(m%60, "minute")
+		}
 	case s < 48*3600:
 		return "in " + plural(ceil(s, 3600), "hour")
 	}

@@ -300,8 +300,8 @@ func TestActions(t *testing.T) {
 	for _, tc := range []struct {
 		path, form, flash string
 	}{
-		{"/ui/ban", "ip=192.0.2.9&duration=90m&note=scanner", "Banned 192.0.2.9/32 until 2026-11-28 11:30 UTC (in 90 minutes)."},
-		{"/ui/ban", "ip=198.51.100.0/24", "Banned 198.51.100.0/24 until 2026-11-28 11:00 UTC (in 60 minutes)."},
+		{"/ui/ban", "ip=192.0.2.9&duration=90m&note=scanner", "Banned 192.0.2.9/32 until 2026-11-28 11:30 UTC (in 1 hour and 30 minutes)."},
+		{"/ui/ban", "ip=198.51.100.0/24", "Banned 198.51.100.0/24 until 2026-11-28 11:00 UTC (in 1 hour)."},
 		{"/ui/ban", "ip=192.0.2.10&duration=1ns", "Not banned: &#34;1ns&#34; is not a duration from 1s to 87600h (e.g. 90s, 1h)."},
 		{"/ui/ban", "ip=nonsense", "Not banned:"},
 		{"/ui/unban", "ip=192.0.2.9", "Unbanned 192.0.2.9/32."},
@@ -391,7 +391,7 @@ func TestPage(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ ip, want string }{
-		{"192.0.2.1", "<code>192.0.2.1</code> is <b>denied</b> (banned): banned as <code>192.0.2.1/32</code> until 2026-11-28 11:00:00 UTC, in 60 minutes. 0 failures"},
+		{"192.0.2.1", "<code>192.0.2.1</code> is <b>denied</b> (banned): banned as <code>192.0.2.1/32</code> until 2026-11-28 11:00:00 UTC, in 1 hour. 0 failures"},
 		{"203.0.113.5", "<code>203.0.113.5</code> is <b>denied</b> (banned)"},
 		{"198.51.100.1", "<code>198.51.100.1</code> is <b>allowed</b> (allowed). 0 failures"},
 		{"::ffff:192.0.2.1", "<code>192.0.2.1</code> is <b>denied</b>"},
@@ -457,7 +457,7 @@ func TestUntilWords(t *testing.T) {
 	}{
 		{0, "now"}, {-time.Second, "now"}, {time.Millisecond, "in 1 second"}, {59 * time.Second, "in 59 seconds"},
 		{60 * time.Second, "in 1 minute"}, {61 * time.Second, "in 2 minutes"}, {59 * time.Minute, "in 59 minutes"},
-		{2 * time.Hour, "in 2 hours"}, {47 * time.Hour, "in 47 hours"}, {49 * time.Hour, "in 3 days"},
+		{time.Hour, "in 1 hour"}, {61 * time.Minute, "in 1 hour and 1 minute"}, {2 * time.Hour, "in 2 hours"}, {2*time.Hour + time.Second, "in 3 hours"}, {47 * time.Hour, "in 47 hours"}, {49 * time.Hour, "in 3 days"},
 	} {
 		if got := untilWords(t0.Add(tc.d), t0); got != tc.want {
 			t.Errorf("%v: got %q, want %q", tc.d, got, tc.want)
