@@ -210,7 +210,7 @@ func (c *Config) Validate() error {
 		{c.LogFormat == "text" || c.LogFormat == "json", "DOORMAN_LOG_FORMAT", c.LogFormat, "must be text or json"},
 		{oneOf(strings.ToLower(c.LogLevel), "debug", "info", "warn", "error"), "DOORMAN_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error"},
 		{c.RedisURL == "" || strings.HasPrefix(c.RedisURL, "redis://") || strings.HasPrefix(c.RedisURL, "rediss://") || strings.HasPrefix(c.RedisURL, "unix://"),
-			"DOORMAN_REDIS_URL", c.RedisURL, "must start with redis://, rediss:// or unix://"},
+			"DOORMAN_REDIS_URL", "(hidden: it may hold a password)", "must start with redis://, rediss:// or unix://"},
 		{c.RedisPrefix != "" && !strings.ContainsAny(c.RedisPrefix, "{}* \t\r\n"), "DOORMAN_REDIS_PREFIX", c.RedisPrefix, "must be non-empty, without braces, * or white space"},
 	}
 	for _, k := range checks {

@@ -52,7 +52,7 @@ func TestErrorsNameVariableAndValue(t *testing.T) {
 		{"bad addr", map[string]string{"DOORMAN_DECIDE_ADDR": "9180"}, `DOORMAN_DECIDE_ADDR: "9180" is not host:port or unix:/path`},
 		{"log format", map[string]string{"DOORMAN_LOG_FORMAT": "xml"}, `DOORMAN_LOG_FORMAT: "xml" must be text or json`},
 		{"header", map[string]string{"DOORMAN_CLIENT_IP_HEADER": "X Real"}, `DOORMAN_CLIENT_IP_HEADER: "X Real" is not a header name`},
-		{"redis url", map[string]string{"DOORMAN_REDIS_URL": "http://x"}, `DOORMAN_REDIS_URL: "http://x" must start with`},
+		{"redis url", map[string]string{"DOORMAN_REDIS_URL": "http://x"}, `DOORMAN_REDIS_URL: "(hidden: it may hold a password)" must start with`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,5 +111,17 @@ func TestReferenceListsEveryVariable(t *testing.T) {
 	}
 	if n := strings.Count(buf.String(), "\n| `DOORMAN_"); n != len(fields()) {
 		t.Errorf("%d rows for %d fields", n, len(fields()))
+	}
+}
+
+func TestRedisURLErrorHidesIt(t *testing.T) {
+	_, err := Load(func(k string) (string, bool) {
+		if k == "DOORMAN_REDIS_URL" {
+			return "http://user:s3cret@host:6379", true
+		}
+		return "", false
+	})
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "DOORMAN_REDIS_URL") {
+		t.Fatalf("err = %v; want an error naming the variable, without the URL", err)
 	}
 }
