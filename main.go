@@ -196,7 +196,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
 	d.Cache = cache
-	page, err := ui.New(ui.Options{Service: svc, History: history, Counts: m.Counts, Token: cfg.APIToken,
+	page, err := ui.New(ui.Options{Service: svc, History: history, Accounts: accounts, Counts: m.Counts, Token: cfg.APIToken,
 		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, Log: log, Now: time.Now})
 	if err != nil {
 		return err

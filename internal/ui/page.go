@@ -53,6 +53,9 @@ type pageData struct {
 
 	Events    []engine.HistoryEntry
 	EventsErr string
+
+	Accounts bool // accounts enabled
+	Locks    []decide.Lock
 }
 
 func (u *UI) show(ctx *fasthttp.RequestCtx) {
@@ -92,6 +95,10 @@ func (u *UI) show(ctx *fasthttp.RequestCtx) {
 	if s := strings.TrimSpace(string(q.Peek("ip"))); s != "" {
 		d.ExplainIP = trunc(s)
 		d.Explain, d.ExplainErr = u.explain(s, now)
+	}
+	if d.Accounts = u.accountsOn(); d.Accounts {
+		d.Locks = u.o.Accounts.Locks(now)
+		d.Locks = d.Locks[:min(len(d.Locks), maxRows)]
 	}
 	if u.o.History != nil {
 		var err error

@@ -1,7 +1,8 @@
 // Package ui is doorman's status page, /ui/ on the API listener: the active
 // bans with a filter, decisions and failures per minute for the last hour
 // (SVG drawn on the server), the top banned ranges, the lists' sizes, dry-run
-// and cluster status, the event history, and forms to unban, ban and explain.
+// and cluster status, the event history, the locked accounts, and forms to
+// unban, ban, explain and unlock.
 // HTML from html/template, embedded; no JavaScript, no external assets.
 //
 // Security:
@@ -57,6 +58,8 @@ const maxBan = 10 * 365 * 24 * time.Hour
 type Options struct {
 	Service engine.Service
 	History *engine.History // nil: no events shown
+	// Accounts lists and unlocks locked accounts; nil or disabled: not shown.
+	Accounts *engine.Accounts
 	// Counts returns the decisions so far by reason and the failures
 	// (engine.Metrics.Counts); Run samples it for the charts.
 	Counts  func() ([decide.NumReasons]uint64, uint64)
@@ -149,7 +152,7 @@ func (u *UI) Handle(ctx *fasthttp.RequestCtx) {
 		if u.method(ctx, "GET", "HEAD") {
 			u.show(ctx)
 		}
-	case "/ui/logout", "/ui/unban", "/ui/ban":
+	case "/ui/logout", "/ui/unban", "/ui/ban", "/ui/unlock":
 		if !u.method(ctx, "POST") {
 			return
 		}
@@ -166,6 +169,8 @@ func (u *UI) Handle(ctx *fasthttp.RequestCtx) {
 			u.sessions.setFlash(id, u.unban(ctx))
 		case "/ui/ban":
 			u.sessions.setFlash(id, u.ban(ctx))
+		case "/ui/unlock":
+			u.sessions.setFlash(id, u.unlock(ctx))
 		}
 		redirect(ctx)
 	default:
@@ -354,6 +359,27 @@ func (u *UI) ban(ctx *fasthttp.RequestCtx) string {
 	}
 	return "Banned " + b.Key.String() + " until " + b.Until.UTC().Format("2006-01-02 15:04 UTC") + " (" + untilWords(b.Until, now) + ")."
 }
+
+// unlock lifts an account's lock and forgets its failures.
+func (u *UI) unlock(ctx *fasthttp.RequestCtx) string {
+	user := string(ctx.PostArgs().Peek("user"))
+	if !u.accountsOn() {
+		return "Accounts are not enabled."
+	}
+	c, cancel := callCtx()
+	defer cancel()
+	l, ok, err := u.o.Accounts.Unlock(c, user, u.o.Now())
+	u.o.Log.Info("ui unlock", "user", trunc(user), "ok", ok, "peer", peer(ctx).String())
+	switch {
+	case err != nil:
+		return "Unlocked, but: " + err.Error()
+	case !ok:
+		return "No account " + trunc(user) + " is tracked."
+	}
+	return "Unlocked " + l.Username + "."
+}
+
+func (u *UI) accountsOn() bool { return u.o.Accounts != nil && u.o.Accounts.Enabled() }
 
 func trunc(s string) string {
 	if len(s) > 64 {
