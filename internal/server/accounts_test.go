@@ -271,6 +271,13 @@ func TestAccountBadInput(t *testing.T) {
 	if code, out := f.apiReq("DELETE", "/v1/accounts/"+url.PathEscape("a/../b"), ""); code != 204 {
 		t.Errorf("DELETE a/../b: %d %v", code, out)
 	}
+	// The query is not part of the name.
+	for range 4 {
+		f.apiReq("POST", "/v1/failures", body("ip", "192.0.2.3", "username", "carol"))
+	}
+	if code, out := f.apiReq("DELETE", "/v1/accounts/carol?x=1", ""); code != 204 {
+		t.Errorf("DELETE carol?x=1: %d %v", code, out)
+	}
 }
 
 func TestAttemptDryRun(t *testing.T) {
