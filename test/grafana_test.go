@@ -21,8 +21,8 @@ var promQLWords = map[string]bool{
 // queryNames returns the metric names and the grouping labels of a query.
 func queryNames(expr string) (names, groupBy []string) {
 	s := regexp.MustCompile(`"[^"]*"`).ReplaceAllString(expr, `""`) // label values
-	s = regexp.MustCompile(`\{[^}]*\}`).ReplaceAllString(s, "")      // label matchers
-	s = regexp.MustCompile(`\[[^\]]*\]`).ReplaceAllString(s, "")     // ranges
+	s = regexp.MustCompile(`\{[^}]*\}`).ReplaceAllString(s, "")     // label matchers
+	s = regexp.MustCompile(`\[[^\]]*\]`).ReplaceAllString(s, "")    // ranges
 	for _, m := range regexp.MustCompile(`\b(?:by|without)\s*\(([^)]*)\)`).FindAllStringSubmatch(s, -1) {
 		for l := range strings.SplitSeq(m[1], ",") {
 			groupBy = append(groupBy, strings.TrimSpace(l))
