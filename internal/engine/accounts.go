@@ -62,8 +62,8 @@ type Accounts struct {
 
 type accountMetrics struct {
 	failures, deviceFailures, locks, unlocks, devices *metrics.Counter
-	evicted                                          map[string]*metrics.Counter // by table/kind
-	attempts                                         map[string]*metrics.Counter // by result
+	evicted                                           map[string]*metrics.Counter // by table/kind
+	attempts                                          map[string]*metrics.Counter // by result
 }
 
 // AccountResults are the results /v1/attempts counts: allow, or the reason

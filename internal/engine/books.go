@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/store"
 )
 
 // Sources of a change, as the logs and events name them.
@@ -67,11 +68,12 @@ func (l *Local) Banned(ip string, b decide.Ban, evicted []decide.Ban, now time.T
 		keys = append(keys, f.Key)
 		l.log.Info("folded into range ban", "key", f.Key.String(), "range", b.Key.String())
 	}
-	err := l.persist(keys)
+	ev := Event{Time: now, Type: EventBan, Key: b.Key, IP: ip, Until: b.Until, Reason: b.Reason(), Count: b.Count, Source: source}
+	err := l.persist(keys, ev)
 	if err == nil {
 		l.saved.add(b)
 	}
-	l.emit(Event{Time: now, Type: EventBan, Key: b.Key, IP: ip, Until: b.Until, Reason: b.Reason(), Count: b.Count, Source: source})
+	l.emit(ev)
 	return err
 }
 
@@ -92,9 +94,13 @@ func (l *Local) Lifted(ip string, lifted []decide.Ban, now time.Time, source str
 		}
 		l.log.Info("unban", attrs...)
 	}
-	err := l.persist(keys)
-	for _, b := range lifted {
-		l.emit(Event{Time: now, Type: EventUnban, Key: b.Key, IP: ip, Until: b.Until, Reason: b.Reason(), Count: b.Count, Source: source})
+	evs := make([]Event, len(lifted))
+	for i, b := range lifted {
+		evs[i] = Event{Time: now, Type: EventUnban, Key: b.Key, IP: ip, Until: b.Until, Reason: b.Reason(), Count: b.Count, Source: source}
+	}
+	err := l.persist(keys, evs...)
+	for _, e := range evs {
+		l.emit(e)
 	}
 	return err
 }
@@ -140,12 +146,20 @@ func (s *savedBans) has(b decide.Ban) bool {
 }
 
 // persist writes the records memory holds under keys (deleting those it no
-// longer holds) and fsyncs before returning.
-func (l *Local) persist(keys []netip.Prefix) error {
+// longer holds) and the history entries of evs, in one transaction, and
+// fsyncs before returning.
+func (l *Local) persist(keys []netip.Prefix, evs ...Event) error {
 	if l.store == nil {
 		return nil
 	}
-	if err := l.store.Sync(keys, l.core.Record); err != nil {
+	var entries []store.Event
+	if l.history != nil {
+		entries = make([]store.Event, len(evs))
+		for i, e := range evs {
+			entries[i] = l.history.entry(e)
+		}
+	}
+	if err := l.store.Sync(keys, l.core.Record, entries...); err != nil {
 		l.m.StoreErrors.Inc()
 		l.log.Error("state file write failed", "file", l.store.Path(), "err", err)
 		return fmt.Errorf("%w: %v", ErrNotSaved, err)

@@ -43,20 +43,35 @@ type History struct {
 func (l *Local) NewHistory(max int) *History {
 	h := &History{l: l, max: max}
 	if max > 0 {
+		l.history = h
 		l.OnEvent(h.record)
+	}
+	if l.store != nil {
+		l.store.KeepEvents(max)
 	}
 	return h
 }
 
-// record keeps one event. With a state file it is written (fsync, batched
-// with concurrent writes) before the change's API call answers.
-func (h *History) record(e Event) {
+// entry is the history entry of e.
+func (h *History) entry(e Event) HistoryEntry {
 	he := HistoryEntry{Time: e.Time.UTC(), Type: h.l.Kind(e), Key: e.Subject(), Reason: e.Reason, Source: e.Source, Count: e.Count}
 	if e.Type == EventBan || e.Type == EventLock {
 		he.Until = e.Until.UTC()
 	}
+	return he
+}
+
+// record keeps one event. With a state file, bans and unbans were written
+// with their change, in its transaction (Local.persist); other events are
+// written here (fsync, batched with concurrent writes) before the change's
+// API call answers.
+func (h *History) record(e Event) {
+	he := h.entry(e)
 	if h.l.store != nil {
-		if err := h.l.store.AddEvents(h.max, he); err != nil {
+		if e.Type == EventBan || e.Type == EventUnban {
+			return
+		}
+		if err := h.l.store.AddEvents(he); err != nil {
 			h.l.m.StoreErrors.Inc()
 			h.l.log.Error("state file write failed (event history)", "file", h.l.store.Path(), "err", err)
 		}

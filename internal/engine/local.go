@@ -15,13 +15,14 @@ import (
 // Lift, Banned, Lifted, …) are for a wrapper that shares state with other
 // instances (cluster mode); they are not Service methods.
 type Local struct {
-	core   *decide.Core
-	store  *store.Store // nil: memory only
-	log    *slog.Logger
-	m      *Metrics
-	evict  evictionLog
-	events []func(Event)
-	saved  savedBans
+	core    *decide.Core
+	store   *store.Store // nil: memory only
+	log     *slog.Logger
+	m       *Metrics
+	evict   evictionLog
+	events  []func(Event)
+	history *History // nil: no event history
+	saved   savedBans
 }
 
 // NewLocal returns the service over core; st may be nil (memory only).

@@ -29,36 +29,45 @@ type Event struct {
 	Count  int       `json:"count,omitempty"`
 }
 
+// KeepEvents sets how many entries the event history keeps (0: none are
+// written).
+func (s *Store) KeepEvents(max int) { s.maxEvents.Store(int64(max)) }
+
 // AddEvents appends evs durably (fsync, committed together with concurrent
-// calls) and deletes the oldest entries beyond max.
-func (s *Store) AddEvents(max int, evs ...Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
+// calls) and deletes the oldest entries beyond the KeepEvents maximum.
+func (s *Store) AddEvents(evs ...Event) error { return s.Sync(nil, nil, evs...) }
+
+func encodeEvents(evs []Event) ([][]byte, error) {
 	vals := make([][]byte, len(evs))
 	for i, e := range evs {
 		j, err := json.Marshal(e)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		vals[i] = append([]byte{eventVersion}, j...)
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(eventBucket)
+	return vals, nil
+}
+
+// appendEvents writes encoded entries inside tx and trims the history to max.
+func appendEvents(tx *bolt.Tx, vals [][]byte, max int64) error {
+	if len(vals) == 0 || max <= 0 {
+		return nil
+	}
+	b, err := tx.CreateBucketIfNotExists(eventBucket)
+	if err != nil {
+		return err
+	}
+	for _, v := range vals {
+		seq, err := b.NextSequence()
 		if err != nil {
 			return err
 		}
-		for _, v := range vals {
-			seq, err := b.NextSequence()
-			if err != nil {
-				return err
-			}
-			if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
-				return err
-			}
+		if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
+			return err
 		}
-		return trimEvents(b, max)
-	})
+	}
+	return trimEvents(b, int(max))
 }
 
 // trimEvents deletes the first keys until at most max remain. Keys are

@@ -33,7 +33,8 @@ func TestEventsBoundedAndDurable(t *testing.T) {
 		t.Fatalf("empty file: got %v, %v; want none", got, err)
 	}
 	for i := 1; i <= 7; i++ {
-		if err := s.AddEvents(5, ev(i)); err != nil {
+		s.KeepEvents(5)
+		if err := s.AddEvents(ev(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -70,7 +71,8 @@ func TestEventsBoundedAndDurable(t *testing.T) {
 	}
 
 	// A smaller maximum after a restart drops the excess at the next append.
-	if err := s.AddEvents(2, ev(8), ev(9)); err != nil {
+	s.KeepEvents(2)
+	if err := s.AddEvents(ev(8), ev(9)); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Events(10); fmt.Sprint(counts(got)) != "[9 8]" {
@@ -84,11 +86,12 @@ func TestEventsConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	s.KeepEvents(100)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 50 {
-				if err := s.AddEvents(100, ev(g*1000+i)); err != nil {
+				if err := s.AddEvents(ev(g*1000 + i)); err != nil {
 					t.Error(err)
 				}
 			}
@@ -118,7 +121,8 @@ func TestEventsUndecodable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddEvents(10, ev(1), ev(2), ev(3)); err != nil {
+	s.KeepEvents(10)
+	if err := s.AddEvents(ev(1), ev(2), ev(3)); err != nil {
 		t.Fatal(err)
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {

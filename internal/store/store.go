@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -27,8 +28,9 @@ const version = 1
 
 // Store is an open state file.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db        *bolt.DB
+	path      string
+	maxEvents atomic.Int64 // entries the event history keeps (KeepEvents)
 }
 
 // CorruptError says the state file exists but cannot be read as one.
@@ -161,13 +163,19 @@ func (s *Store) Delete(keys ...netip.Prefix) error {
 }
 
 // Sync writes, durably, the record current reports for each key (current's
-// false: the record is deleted). current is called inside the write
-// transaction, so the file always ends up with what memory held when the last
-// Sync of a key committed, whatever order concurrent Syncs of that key
-// committed in: a writer never puts a stale record or deletes a fresh one.
-func (s *Store) Sync(keys []netip.Prefix, current func(netip.Prefix) (decide.Ban, bool)) error {
-	if len(keys) == 0 {
+// false: the record is deleted), and appends evs to the event history (see
+// AddEvents), in one transaction: a change and its history entry are on disk
+// together or not at all. current is called inside the write transaction,
+// so the file always ends up with what memory held when the last Sync of a
+// key committed, whatever order concurrent Syncs of that key committed in: a
+// writer never puts a stale record or deletes a fresh one.
+func (s *Store) Sync(keys []netip.Prefix, current func(netip.Prefix) (decide.Ban, bool), evs ...Event) error {
+	if len(keys) == 0 && len(evs) == 0 {
 		return nil
+	}
+	vals, err := encodeEvents(evs)
+	if err != nil {
+		return err
 	}
 	return s.db.Batch(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucket)
@@ -184,7 +192,7 @@ func (s *Store) Sync(keys []netip.Prefix, current func(netip.Prefix) (decide.Ban
 				return err
 			}
 		}
-		return nil
+		return appendEvents(tx, vals, s.maxEvents.Load())
 	})
 }
 
