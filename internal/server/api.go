@@ -118,6 +118,14 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
 		return
 	}
+	if fromBrowser(ctx) {
+		// A page on any site can make the browser of someone on this host
+		// POST a text/plain form to a loopback API without a token. API
+		// clients (the app, the CLI, curl) send no Origin; browsers always
+		// do on a cross-site POST and mark fetches with Sec-Fetch-Site.
+		apiError(ctx, fasthttp.StatusForbidden, "requests from a browser page are refused on /v1/; use the status page at /ui/")
+		return
+	}
 	if !a.authorized(ctx) {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="doorman"`)
 		apiError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
@@ -161,6 +169,17 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	default:
 		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
 	}
+}
+
+// fromBrowser reports whether a request was sent by a web page: it carries
+// an Origin, or a Sec-Fetch-Site other than "none" (typed by the user).
+func fromBrowser(ctx *fasthttp.RequestCtx) bool {
+	h := &ctx.Request.Header
+	if len(h.Peek("Origin")) > 0 {
+		return true
+	}
+	site := h.Peek("Sec-Fetch-Site")
+	return len(site) > 0 && string(site) != "none"
 }
 
 func (a *API) authorized(ctx *fasthttp.RequestCtx) bool {

@@ -352,3 +352,29 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A web page cannot make a browser on this host change doorman's state
+// through a loopback API without a token (a cross-site text/plain form).
+func TestAPIRefusesBrowserPages(t *testing.T) {
+	f := newFixture(t, "", "")
+	body := `{"ip":"192.0.2.1","duration":"1h"}`
+	for _, h := range [][]string{
+		{"Origin", "https://evil.example"},
+		{"Origin", "null"},
+		{"Sec-Fetch-Site", "cross-site"},
+		{"Sec-Fetch-Site", "same-site"},
+	} {
+		if status, _ := f.apiReq("POST", "/v1/bans", body, h...); status != 403 {
+			t.Errorf("POST /v1/bans with %s: %s: %d, want 403", h[0], h[1], status)
+		}
+	}
+	if bans := f.core.Bans(f.now); len(bans) != 0 {
+		t.Fatalf("a browser page banned %v", bans)
+	}
+	if status, _ := f.apiReq("POST", "/v1/bans", body, "Sec-Fetch-Site", "none"); status != 201 {
+		t.Fatalf("Sec-Fetch-Site: none (typed by the user): %d, want 201", status)
+	}
+	if status, _ := f.apiReq("POST", "/v1/bans", `{"ip":"192.0.2.2"}`); status != 201 {
+		t.Fatalf("an API client: %d, want 201", status)
+	}
+}
