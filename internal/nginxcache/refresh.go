@@ -121,7 +121,9 @@ func (r *Refresher) Reloaded(ctx context.Context) bool {
 			keys = append(keys, k)
 		}
 	})
-	return r.send(ctx, keys)
+	ok := r.send(ctx, keys)
+	r.log.Info("nginx caches refreshed after the reload", "changed", len(keys), "ok", ok)
+	return ok
 }
 
 // Observe is an engine event observer: a ban or unban made elsewhere (learned
