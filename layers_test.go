@@ -32,7 +32,14 @@ func TestImportRules(t *testing.T) {
 		{"internal/config", []string{mod + "internal/server", mod + "internal/store", mod + "internal/engine",
 			mod + "internal/cluster", "github.com/redis/", "go.etcd.io/bbolt"}},
 		{"internal/engine", []string{mod + "internal/server", mod + "internal/cluster", "github.com/valyala/fasthttp",
-			"net/http", "github.com/redis/"}},
+			"net/http", "github.com/redis/", mod + "internal/ui", mod + "internal/notify", mod + "internal/nginxcache"}},
+		// The status page is a listener: it reaches state through the engine only.
+		{"internal/ui", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", "github.com/redis/",
+			mod + "internal/server"}},
+		// Observers of the engine's events: they may not reach under it.
+		{"internal/notify", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/valyala/fasthttp"}},
+		{"internal/nginxcache", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/redis/"}},
+		{"internal/minutes", []string{mod}},
 	}
 	for _, r := range rules {
 		got, ok := imports[r.pkg]
