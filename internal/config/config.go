@@ -205,6 +205,7 @@ func (c *Config) Validate() error {
 		{c.RangeThreshold == 0 || c.IPv6RangePrefix >= decide.WidestIPv6 && c.IPv6RangePrefix < c.IPv6Prefix, "DOORMAN_IPV6_RANGE_PREFIX", c.IPv6RangePrefix,
 			fmt.Sprintf("must be from %d to DOORMAN_IPV6_PREFIX-1 (%d)", decide.WidestIPv6, c.IPv6Prefix-1)},
 		{c.BanJitter >= 0 && c.BanJitter <= 1, "DOORMAN_BAN_JITTER", c.BanJitter, "must be from 0 to 1"},
+		{c.MaxEvents >= 0 && c.MaxEvents <= 10_000_000, "DOORMAN_MAX_EVENTS", c.MaxEvents, "must be from 0 (none kept) to 10000000"},
 		{c.MaxBans >= 1, "DOORMAN_MAX_BANS", c.MaxBans, "must be at least 1"},
 		{c.MaxTracked >= 1, "DOORMAN_MAX_TRACKED", c.MaxTracked, "must be at least 1"},
 		{c.LogFormat == "text" || c.LogFormat == "json", "DOORMAN_LOG_FORMAT", c.LogFormat, "must be text or json"},
