@@ -169,6 +169,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 	var svc engine.Service = local
 	var redisUp func() bool // the status page's cluster status
+	var lastSync func() time.Time
 	if cfg.RedisURL != "" {
 		cl, err := cluster.New(cluster.Options{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Local: local, Log: log})
 		if err != nil {
@@ -178,7 +179,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		synced := make(chan struct{})
 		go func() { cl.Run(syncCtx); close(synced) }()
 		defer func() { stopSync(); <-synced }() // before the state file closes
-		svc, redisUp = cl, cl.Up
+		svc, redisUp, lastSync = cl, cl.Up, cl.LastSync
 		log.Info("cluster mode", "redis", cluster.Redact(cfg.RedisURL), "prefix", cfg.RedisPrefix)
 	}
 	svc, cache, reloaded, stopCache := cachedMode(cfg, core, local, svc, m, log)
@@ -197,7 +198,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
 	d.Cache = cache
 	page, err := ui.New(ui.Options{Service: svc, History: history, Accounts: accounts, Counts: m.Counts, Token: cfg.APIToken,
-		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, Log: log, Now: time.Now})
+		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now})
 	if err != nil {
 		return err
 	}

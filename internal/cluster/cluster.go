@@ -40,9 +40,10 @@ type Cluster struct {
 	now    func() time.Time
 	tick   time.Duration
 
-	state atomic.Int32 // stateUnknown, stateUp or stateDown
-	dirty atomic.Bool  // local changes await a push to Redis
-	seq   atomic.Uint64
+	state    atomic.Int32 // stateUnknown, stateUp or stateDown
+	lastSync atomic.Int64 // unix ns of the last full resync that succeeded
+	dirty    atomic.Bool  // local changes await a push to Redis
+	seq      atomic.Uint64
 
 	outbox  *outbox // unbans made while Redis was unreachable
 	writer  *writer // logs and state-file writes of changes learned from peers
@@ -115,6 +116,15 @@ func New(o Options) (*Cluster, error) {
 
 // Up reports whether Redis is reachable and this instance is in sync with it.
 func (c *Cluster) Up() bool { return c.state.Load() == stateUp }
+
+// LastSync is when this instance last reconciled with Redis in full (zero:
+// never); between resyncs it follows the channel.
+func (c *Cluster) LastSync() time.Time {
+	if ns := c.lastSync.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
 
 // lost marks Redis unreachable after a failed command; the sync loop brings
 // it back.

@@ -110,6 +110,7 @@ func (c *Cluster) sync(ctx context.Context) bool {
 		}
 		return false
 	}
+	c.lastSync.Store(c.now().UnixNano())
 	c.setState(stateUp, nil)
 	return true
 }

@@ -35,6 +35,7 @@ type pageData struct {
 	DryRun        bool
 	Cluster       bool
 	RedisUp       bool
+	LastSync      time.Time
 	LoginRequired bool
 	CSRF          string
 	Flash         string
@@ -71,6 +72,9 @@ func (u *UI) show(ctx *fasthttp.RequestCtx) {
 		Stats: u.o.Service.Stats(now), Filter: strings.TrimSpace(string(q.Peek("q")))}
 	if d.Cluster {
 		d.RedisUp = u.o.RedisUp()
+		if u.o.LastSync != nil {
+			d.LastSync = u.o.LastSync()
+		}
 	}
 	bans := u.o.Service.Bans(now)
 	match := filter(d.Filter)

@@ -68,8 +68,10 @@ type Options struct {
 	DryRun  bool
 	// RedisUp reports whether Redis is reachable; nil: not in cluster mode.
 	RedisUp func() bool
-	Log     *slog.Logger
-	Now     func() time.Time
+	// LastSync is when the cluster last resynced with Redis in full.
+	LastSync func() time.Time
+	Log      *slog.Logger
+	Now      func() time.Time
 }
 
 // UI is the status page handler.

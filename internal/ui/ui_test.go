@@ -484,3 +484,17 @@ func TestTopRanges(t *testing.T) {
 		t.Errorf("all: got %v, want the /8 range ban last", all)
 	}
 }
+
+func TestClusterStatus(t *testing.T) {
+	f := newFixture(t, "")
+	up := false
+	f.ui.o.RedisUp = func() bool { return up }
+	f.ui.o.LastSync = func() time.Time { return t0.Add(-time.Minute) }
+	if r := f.req("GET", "/ui/", "", ""); !strings.Contains(r.body, "Redis down") || !strings.Contains(r.body, "synced 2026-11-28 09:59:00 UTC") {
+		t.Fatalf("Redis down: %d %s", r.status, r.body)
+	}
+	up = true
+	if r := f.req("GET", "/ui/", "", ""); !strings.Contains(r.body, "Redis up") {
+		t.Fatalf("Redis up: %d %s", r.status, r.body)
+	}
+}
