@@ -150,9 +150,6 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 	if accounts.Enabled() {
 		log.Info("accounts", "max_failures", cfg.AccountMaxFailures, "find_time", cfg.AccountFindTime, "lock_time", cfg.AccountLockTime, "device_key", keySource)
-		if cfg.RedisURL != "" {
-			log.Warn("cluster mode: accounts are counted by each doorman on its own; give every doorman the same DOORMAN_DEVICE_KEY so that each honours the device tokens of the others")
-		}
 	}
 	notifyDropped := m.Set().NewCounter("doorman_notify_dropped_total")
 	if cfg.NotifyURL != "" {
@@ -168,6 +165,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		defer func() { stopNotify(); <-notified }() // one last attempt, before the state file closes
 	}
 	var svc engine.Service = local
+	var acct engine.AccountService = accounts
 	var redisUp func() bool // the status page's cluster status
 	var lastSync func() time.Time
 	if cfg.RedisURL != "" {
@@ -177,6 +175,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		}
 		syncCtx, stopSync := context.WithCancel(context.Background())
 		synced := make(chan struct{})
+		acct = cl.Accounts(accounts) // before Run: the first sync shares the device key
 		go func() { cl.Run(syncCtx); close(synced) }()
 		defer func() { stopSync(); <-synced }() // before the state file closes
 		svc, redisUp, lastSync = cl, cl.Up, cl.LastSync
@@ -197,7 +196,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
 	d.Cache = cache
-	page, err := ui.New(ui.Options{Service: svc, History: history, Accounts: accounts, Counts: m.Counts, Token: cfg.APIToken,
+	page, err := ui.New(ui.Options{Service: svc, History: history, Accounts: acct, Counts: m.Counts, Token: cfg.APIToken,
 		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now})
 	if err != nil {
 		return err
@@ -206,7 +205,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	defer stopPage()
 	go page.Run(pageCtx)
 	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
-	api.Accounts, api.DryRun = accounts, cfg.DryRun
+	api.Accounts, api.DryRun = acct, cfg.DryRun
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{decideLn, apiLn} {

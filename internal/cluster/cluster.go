@@ -45,9 +45,10 @@ type Cluster struct {
 	dirty    atomic.Bool  // local changes await a push to Redis
 	seq      atomic.Uint64
 
-	outbox  *outbox // unbans made while Redis was unreachable
-	writer  *writer // logs and state-file writes of changes learned from peers
-	keyLock keyLocks
+	accounts atomic.Pointer[Accounts] // nil until Accounts is called
+	outbox   *outbox                  // unbans made while Redis was unreachable
+	writer   *writer                  // logs and state-file writes of changes learned from peers
+	keyLock  keyLocks
 
 	reconnects *metrics.Counter
 	errors     *metrics.Counter

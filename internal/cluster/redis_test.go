@@ -150,6 +150,7 @@ type nodeOpt struct {
 	store       *store.Store  // nil: memory only
 	waitUp      bool          // return once Redis is reachable
 	lists       *decide.Lists // nil: none
+	noRun       bool          // the caller calls run (after setting up more)
 }
 
 func startNode(t testing.TB, o nodeOpt) *node {
@@ -165,14 +166,23 @@ func startNode(t testing.TB, o nodeOpt) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{c: c, core: core, local: local, log: lb, cancel: cancel, done: make(chan struct{})}
-	go func() { c.Run(ctx); close(n.done) }()
-	t.Cleanup(n.stop)
+	n := &node{c: c, core: core, local: local, log: lb}
+	if o.noRun {
+		return n
+	}
+	n.run(t)
 	if o.waitUp {
 		waitFor(t, "redis up", 5*time.Second, c.Up)
 	}
 	return n
+}
+
+// run starts the node's sync loop, stopped at the test's end.
+func (n *node) run(t testing.TB) {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.done = cancel, make(chan struct{})
+	go func() { n.c.Run(ctx); close(n.done) }()
+	t.Cleanup(n.stop)
 }
 
 func (n *node) stop() {

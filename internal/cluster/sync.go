@@ -130,6 +130,9 @@ func (c *Cluster) handle(payload string) {
 	if m.Origin == c.id {
 		return // applied before it was published
 	}
+	if a := c.accounts.Load(); a != nil && a.handle(m) {
+		return
+	}
 	key, err := netip.ParsePrefix(m.Key)
 	if err != nil {
 		c.log.Warn("ignored message with a bad key", "key", m.Key)
@@ -218,7 +221,13 @@ func (c *Cluster) reconcile(ctx context.Context) error {
 			push = append(push, b)
 		}
 	}
-	return c.push(ctx, push, now)
+	if err := c.push(ctx, push, now); err != nil {
+		return err
+	}
+	if a := c.accounts.Load(); a != nil {
+		return a.reconcile(ctx, now)
+	}
+	return nil
 }
 
 // replayUnbans runs the unbans queued while Redis was unreachable. A ban made
@@ -240,7 +249,16 @@ func (c *Cluster) replayUnbans(ctx context.Context) error {
 
 // scanBans calls fn for every ban hash in Redis (every master of a Cluster).
 func (c *Cluster) scanBans(ctx context.Context, fn func(netip.Prefix, banHash)) error {
-	pattern := c.keys.banPattern()
+	return c.scanHashes(ctx, c.keys.banPattern(), func(redisKey string, h banHash) {
+		if key, ok := c.keys.parse(redisKey); ok {
+			fn(key, h)
+		}
+	})
+}
+
+// scanHashes calls fn for every hash whose key matches pattern, on every
+// master of a Cluster, one call at a time.
+func (c *Cluster) scanHashes(ctx context.Context, pattern string, fn func(string, banHash)) error {
 	scan := func(ctx context.Context, rdb redis.Cmdable) error {
 		var cursor uint64
 		for {
@@ -259,16 +277,12 @@ func (c *Cluster) scanBans(ctx context.Context, fn func(netip.Prefix, banHash)) 
 					return err
 				}
 				for i, cmd := range cmds {
-					key, ok := c.keys.parse(keys[i])
-					if !ok {
-						continue
-					}
 					m := cmd.(*redis.MapStringStringCmd).Val()
 					h := make(banHash, 0, 2*len(m))
 					for f, v := range m {
 						h = append(h, f, v)
 					}
-					fn(key, h)
+					fn(keys[i], h)
 				}
 			}
 			if cursor = next; cursor == 0 {
@@ -280,7 +294,7 @@ func (c *Cluster) scanBans(ctx context.Context, fn func(netip.Prefix, banHash)) 
 		// ForEachMaster scans the masters concurrently; fn is not meant to be.
 		var mu sync.Mutex
 		inner := fn
-		fn = func(k netip.Prefix, h banHash) { mu.Lock(); defer mu.Unlock(); inner(k, h) }
+		fn = func(k string, h banHash) { mu.Lock(); defer mu.Unlock(); inner(k, h) }
 		return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return scan(ctx, node) })
 	}
 	return scan(ctx, c.rdb)

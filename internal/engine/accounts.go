@@ -1,12 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -53,7 +55,7 @@ type DeviceToken struct {
 // DOORMAN_DEVICE_MAX_FAILURES more tries). It is safe for concurrent use.
 type Accounts struct {
 	acc   *decide.Accounts
-	key   *decide.DeviceKey
+	key   atomic.Pointer[deviceKey] // nil with accounts off
 	ttl   time.Duration
 	store *store.Store
 	local *Local // the log, the eviction warnings and the event observers
@@ -103,7 +105,7 @@ func NewAccounts(o AccountOptions, local *Local) (*Accounts, string, error) {
 	key, src := o.Key, "DOORMAN_DEVICE_KEY"
 	if len(key) == 0 {
 		var err error
-		if key, src, err = deviceKey(o.Store); err != nil {
+		if key, src, err = newDeviceKey(o.Store); err != nil {
 			return nil, "", err
 		}
 	}
@@ -111,7 +113,7 @@ func NewAccounts(o AccountOptions, local *Local) (*Accounts, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("DOORMAN_DEVICE_KEY: %v", err)
 	}
-	a.key = k
+	a.key.Store(&deviceKey{raw: key, k: k, fromConfig: len(o.Key) > 0})
 	if o.Store != nil {
 		if err := a.restore(o.Now()); err != nil {
 			return nil, "", err
@@ -120,8 +122,53 @@ func NewAccounts(o AccountOptions, local *Local) (*Accounts, string, error) {
 	return a, src, nil
 }
 
-// deviceKey is the state file's key, or a new one kept there.
-func deviceKey(st *store.Store) ([]byte, string, error) {
+// deviceKey is the key tokens are signed with, and its bytes.
+type deviceKey struct {
+	raw        []byte
+	k          *decide.DeviceKey
+	fromConfig bool // DOORMAN_DEVICE_KEY: never replaced
+}
+
+// Key returns the device key's bytes and whether it came from
+// DOORMAN_DEVICE_KEY; nil with accounts off. For cluster mode, which shares
+// one key between every doorman.
+func (a *Accounts) Key() (raw []byte, fromConfig bool) {
+	k := a.key.Load()
+	if k == nil {
+		return nil, false
+	}
+	return k.raw, k.fromConfig
+}
+
+// UseKey replaces the device key with the one the cluster shares: it is kept
+// in the state file (fsync) first, and tokens signed with the old one stop
+// being valid. A key from DOORMAN_DEVICE_KEY is never replaced.
+func (a *Accounts) UseKey(raw []byte) error {
+	old := a.key.Load()
+	if old == nil || old.fromConfig || bytes.Equal(old.raw, raw) {
+		return nil
+	}
+	k, err := decide.NewDeviceKey(raw)
+	if err != nil {
+		return err
+	}
+	if a.store != nil {
+		if err := a.store.SetDeviceKey(raw); err != nil {
+			return fmt.Errorf("state file %s: keeping the cluster's device key: %w", a.store.Path(), err)
+		}
+	}
+	a.key.Store(&deviceKey{raw: raw, k: k})
+	a.local.log.Warn("device key replaced by the cluster's; tokens this doorman issued before are no longer valid")
+	return nil
+}
+
+// Persist writes what memory holds for users (their locks, or their lock
+// counts still remembered) to the state file, fsynced; for a wrapper that
+// applied locks learned from other instances.
+func (a *Accounts) Persist(users []string, now time.Time) error { return a.persist(users, now) }
+
+// newDeviceKey is the state file's key, or a new one kept there.
+func newDeviceKey(st *store.Store) ([]byte, string, error) {
 	k := make([]byte, decide.DeviceKeyMin)
 	if _, err := rand.Read(k); err != nil {
 		return nil, "", err
@@ -193,10 +240,11 @@ func (a *Accounts) Core() *decide.Accounts { return a.acc }
 // Device verifies token for user at now. An empty or bad token proves
 // nothing; it is never an error.
 func (a *Accounts) Device(user, token string, now time.Time) decide.Device {
-	if token == "" || a.key == nil {
+	k := a.key.Load()
+	if token == "" || k == nil {
 		return decide.Device{}
 	}
-	id, err := a.key.Verify(token, user, now)
+	id, err := k.k.Verify(token, user, now)
 	return decide.Device{ID: id, Valid: err == nil}
 }
 
@@ -280,7 +328,7 @@ func (a *Accounts) SucceedAccount(_ context.Context, user, token string, now tim
 	exp := now.Add(a.ttl).Truncate(time.Second)
 	a.m.devices.Inc()
 	a.local.log.Debug("device token issued", "username", user, "expires", exp.Format(time.RFC3339))
-	return DeviceToken{Token: a.key.Issue(user, exp, nonce), Expires: exp.UTC()}, nil
+	return DeviceToken{Token: a.key.Load().k.Issue(user, exp, nonce), Expires: exp.UTC()}, nil
 }
 
 // Locks implements AccountService.

@@ -125,6 +125,18 @@ func (s *Store) PutDeviceKey(key []byte) error {
 	})
 }
 
+// SetDeviceKey keeps key durably (fsync) as the device key, replacing any:
+// for the key a cluster of doormen shares.
+func (s *Store) SetDeviceKey(key []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
+		return b.Put(deviceKeyName, key)
+	})
+}
+
 func encodeLock(l decide.Lock) []byte {
 	v := make([]byte, 15)
 	v[0] = accountVersion

@@ -59,7 +59,7 @@ type Options struct {
 	Service engine.Service
 	History *engine.History // nil: no events shown
 	// Accounts lists and unlocks locked accounts; nil or disabled: not shown.
-	Accounts *engine.Accounts
+	Accounts engine.AccountService
 	// Counts returns the decisions so far by reason and the failures
 	// (engine.Metrics.Counts); Run samples it for the charts.
 	Counts  func() ([decide.NumReasons]uint64, uint64)
