@@ -301,7 +301,7 @@ func (a *Accounts) Locks(now time.Time) []Lock {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []Lock
-	for _, i := range a.users.heap {
+	for _, i := range a.users.heap.items {
 		s := &a.users.slots[i]
 		if s.until <= n {
 			continue

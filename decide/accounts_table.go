@@ -30,7 +30,7 @@ type lockTable[K comparable] struct {
 	slots      []slot[K]
 	spare      []int32 // indices of unused slots
 	head, tail int32   // the list of entries not locked; -1 when empty
-	heap       []int32 // locked entries, by until
+	heap       endHeap // locked entries, by until
 }
 
 // slot is one entry: 64 bytes for a string key (16 key, 24 times, 8 until,
@@ -45,8 +45,10 @@ type slot[K comparable] struct {
 }
 
 func newLockTable[K comparable](max, limit int, window, lock, maxLock int64, factor float64) *lockTable[K] {
-	return &lockTable[K]{limit: limit, window: window, lock: lock, factor: factor, maxLock: maxLock,
+	t := &lockTable[K]{limit: limit, window: window, lock: lock, factor: factor, maxLock: maxLock,
 		max: max, index: map[K]int32{}, head: -1, tail: -1}
+	t.heap = endHeap{end: func(i int32) int64 { return t.slots[i].until }, setPos: func(i, pos int32) { t.slots[i].hpos = pos }}
+	return t
 }
 
 // evicted is an entry dropped to make room.
@@ -100,7 +102,7 @@ func (t *lockTable[K]) fail(key K, now int64) (failure, []evicted[K]) {
 	s.count++
 	s.until = now + t.duration(s.count)
 	t.unlink(i)
-	t.heapPush(i)
+	t.heap.push(i)
 	f.locked, f.newLock, f.until, f.count = true, true, s.until, s.count
 	return f, ev
 }
@@ -171,13 +173,13 @@ func (t *lockTable[K]) apply(key K, until int64, count uint32, now int64) []evic
 	s.until, s.count = until, count
 	if until > now {
 		if s.hpos >= 0 {
-			t.heapFix(s.hpos)
+			t.heap.fix(s.hpos)
 		} else {
 			t.unlink(i)
-			t.heapPush(i)
+			t.heap.push(i)
 		}
 	} else if s.hpos >= 0 {
-		t.heapRemove(s.hpos)
+		t.heap.remove(s.hpos)
 		t.pushBack(i)
 	}
 	t.forget(s, now)
@@ -197,9 +199,9 @@ func (t *lockTable[K]) remove(key K) (slot[K], bool) {
 
 // release moves the entries whose lock has ended at now back to the list.
 func (t *lockTable[K]) release(now int64) {
-	for len(t.heap) > 0 && t.slots[t.heap[0]].until <= now {
-		i := t.heap[0]
-		t.heapRemove(0)
+	for t.heap.len() > 0 && t.slots[t.heap.items[0]].until <= now {
+		i := t.heap.items[0]
+		t.heap.remove(0)
 		t.pushBack(i)
 	}
 }
@@ -210,7 +212,7 @@ func (t *lockTable[K]) add(key K) (int32, []evicted[K]) {
 	if len(t.index) >= t.max {
 		victim := t.head
 		if victim < 0 {
-			victim = t.heap[0]
+			victim = t.heap.items[0]
 		}
 		s := &t.slots[victim]
 		ev = append(ev, evicted[K]{key: s.key, locked: s.hpos >= 0, count: s.count})
@@ -237,7 +239,7 @@ func (t *lockTable[K]) drop(i int32) {
 	s := &t.slots[i]
 	delete(t.index, s.key)
 	if s.hpos >= 0 {
-		t.heapRemove(s.hpos)
+		t.heap.remove(s.hpos)
 	} else {
 		t.unlink(i)
 	}
@@ -260,16 +262,16 @@ func (t *lockTable[K]) duration(count uint32) int64 {
 func (t *lockTable[K]) lockedCount(now int64) int {
 	ended := 0
 	stack := []int{0}
-	for len(stack) > 0 && len(t.heap) > 0 {
+	for len(stack) > 0 && t.heap.len() > 0 {
 		j := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if j >= len(t.heap) || t.slots[t.heap[j]].until > now {
+		if j >= t.heap.len() || t.slots[t.heap.items[j]].until > now {
 			continue
 		}
 		ended++
 		stack = append(stack, 2*j+1, 2*j+2)
 	}
-	return len(t.heap) - ended
+	return t.heap.len() - ended
 }
 
 // The list of entries not locked.
@@ -298,73 +300,4 @@ func (t *lockTable[K]) unlink(i int32) {
 		t.tail = s.prev
 	}
 	s.prev, s.next = -1, -1
-}
-
-// The heap of locked entries, by until.
-
-func (t *lockTable[K]) less(a, b int) bool {
-	return t.slots[t.heap[a]].until < t.slots[t.heap[b]].until
-}
-
-func (t *lockTable[K]) swap(a, b int) {
-	t.heap[a], t.heap[b] = t.heap[b], t.heap[a]
-	t.slots[t.heap[a]].hpos = int32(a)
-	t.slots[t.heap[b]].hpos = int32(b)
-}
-
-func (t *lockTable[K]) heapPush(i int32) {
-	t.heap = append(t.heap, i)
-	t.slots[i].hpos = int32(len(t.heap) - 1)
-	t.up(len(t.heap) - 1)
-}
-
-func (t *lockTable[K]) heapRemove(pos int32) {
-	j := int(pos)
-	last := len(t.heap) - 1
-	i := t.heap[j]
-	if j != last {
-		t.swap(j, last)
-	}
-	t.heap = t.heap[:last]
-	t.slots[i].hpos = -1
-	if j != last {
-		t.heapFix(int32(j))
-	}
-}
-
-func (t *lockTable[K]) heapFix(pos int32) {
-	if !t.down(int(pos)) {
-		t.up(int(pos))
-	}
-}
-
-func (t *lockTable[K]) up(j int) {
-	for j > 0 {
-		p := (j - 1) / 2
-		if !t.less(j, p) {
-			return
-		}
-		t.swap(j, p)
-		j = p
-	}
-}
-
-func (t *lockTable[K]) down(j int) bool {
-	start := j
-	n := len(t.heap)
-	for {
-		c := 2*j + 1
-		if c >= n {
-			break
-		}
-		if r := c + 1; r < n && t.less(r, c) {
-			c = r
-		}
-		if !t.less(c, j) {
-			break
-		}
-		t.swap(j, c)
-		j = c
-	}
-	return j > start
 }

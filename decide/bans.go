@@ -101,8 +101,8 @@ type BanTable struct {
 	index   map[pkey]int32
 	slots   []entry
 	free    []int32
-	auto    banHeap
-	manual  banHeap
+	auto    endHeap // automatic records (failures, range), by end of ban
+	manual  endHeap // manual records, by end of ban
 	ranges  atomic.Pointer[bart.Table[record]]
 	nranges int
 	notes   map[netip.Prefix]string
@@ -117,7 +117,10 @@ func NewBanTable(max int) *BanTable {
 		panic("decide: NewBanTable: max < 1") // config validation rules it out
 	}
 	t := &BanTable{index: map[pkey]int32{}, notes: map[netip.Prefix]string{}, expiry: map[int64]int32{}, max: max}
-	t.auto.slots, t.manual.slots = &t.slots, &t.slots
+	end := func(i int32) int64 { return t.slots[i].rec.until }
+	setPos := func(i, pos int32) { t.slots[i].heap = pos }
+	t.auto = endHeap{end: end, setPos: setPos}
+	t.manual = endHeap{end: end, setPos: setPos}
 	t.ranges.Store(new(bart.Table[record]))
 	return t
 }
@@ -278,7 +281,7 @@ func (t *BanTable) alloc(e entry) int32 {
 	return int32(len(t.slots) - 1)
 }
 
-func (t *BanTable) heapOf(r record) *banHeap {
+func (t *BanTable) heapOf(r record) *endHeap {
 	if r.kind == kindManual {
 		return &t.manual
 	}
@@ -363,79 +366,4 @@ func (t *BanTable) All(now time.Time, activeOnly bool) []Ban {
 		return cmp.Or(a.Until.Compare(b.Until), a.Key.Addr().Compare(b.Key.Addr()), cmp.Compare(a.Key.Bits(), b.Key.Bits()))
 	})
 	return out
-}
-
-// banHeap is a binary min-heap of slot indexes ordered by the end of the
-// ban; each entry knows its position, so any record can be removed in
-// O(log n).
-type banHeap struct {
-	slots *[]entry
-	h     []int32
-}
-
-func (h *banHeap) less(a, b int) bool {
-	s := *h.slots
-	return s[h.h[a]].rec.until < s[h.h[b]].rec.until
-}
-
-func (h *banHeap) swap(a, b int) {
-	s := *h.slots
-	h.h[a], h.h[b] = h.h[b], h.h[a]
-	s[h.h[a]].heap, s[h.h[b]].heap = int32(a), int32(b)
-}
-
-func (h *banHeap) min() int32 {
-	if len(h.h) == 0 {
-		return -1
-	}
-	return h.h[0]
-}
-
-func (h *banHeap) push(i int32) {
-	h.h = append(h.h, i)
-	(*h.slots)[i].heap = int32(len(h.h) - 1)
-	h.up(len(h.h) - 1)
-}
-
-func (h *banHeap) remove(pos int32) {
-	n := len(h.h) - 1
-	p := int(pos)
-	if p != n {
-		h.swap(p, n)
-	}
-	h.h = h.h[:n]
-	if p < n {
-		h.down(p)
-		h.up(p)
-	}
-}
-
-func (h *banHeap) up(j int) {
-	for j > 0 {
-		p := (j - 1) / 2
-		if !h.less(j, p) {
-			return
-		}
-		h.swap(j, p)
-		j = p
-	}
-}
-
-func (h *banHeap) down(j int) {
-	n := len(h.h)
-	for {
-		l := 2*j + 1
-		if l >= n {
-			return
-		}
-		m := l
-		if r := l + 1; r < n && h.less(r, l) {
-			m = r
-		}
-		if !h.less(m, j) {
-			return
-		}
-		h.swap(j, m)
-		j = m
-	}
 }

@@ -280,7 +280,7 @@ func TestEvictionOrder(t *testing.T) {
 	if _, _, err := c.BanPrefix(netip.MustParsePrefix("203.0.113.1/32"), 168*time.Hour, "", t0); err != nil {
 		t.Fatal(err)
 	}
-	failBan(t, c, "192.0.2.1", t0)                 // ends t0+1h
+	failBan(t, c, "192.0.2.1", t0)                  // ends t0+1h
 	failBan(t, c, "192.0.2.2", t0.Add(time.Minute)) // ends t0+1h1m
 	later := t0.Add(2 * time.Hour)                  // both expired
 	if ev := failBan(t, c, "192.0.2.3", later).Evicted; len(ev) != 1 || ev[0].Key.String() != "192.0.2.1/32" {
