@@ -5,7 +5,11 @@
 # docs/benchmarks.md for what each figure means. The Go floor runs twice:
 # with fasthttp's defaults (3) and as the leanest server (3l: no Server, Date
 # or Content-Type header); doorman's /forward-auth is asked through nginx too
-# (4f, auth_request allows on any 2xx).
+# (4f, auth_request allows on any 2xx). Variant 7 is the cached mode
+# (docs/nginx.md): the shipped doorman-cache.conf and
+# doorman-location-cached.conf in front of a doorman with
+# DOORMAN_NGINX_REFRESH_URLS; after the rounds, bench/cachelat times what the
+# refresh adds to a banning webhook call.
 #
 # usage: bench/run.sh [http] [ingest] [memory]      (default: all three)
 #
@@ -61,6 +65,7 @@ freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 cpu_ticks() { # utime+stime of the given pids, in clock ticks
   local t=0 p f
   for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue  # nginx's cache loader exits once done
     read -r -a f <"/proc/$p/stat"  # the comm field has no spaces here
     t=$((t + f[13] + f[14]))
   done
@@ -79,6 +84,7 @@ status_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@"; }
 
 log "building into $work"
 (cd "$repo" && go build -o "$work/doorman" . && go build -o "$work/floor" ./bench/floor && go build -o "$work/load" ./bench/load)
+(cd "$repo" && go build -o "$work/cachelat" ./bench/cachelat)
 "$work/load" lists -dir "$work" -deny "$nprefix" -allow 1000
 
 # start_doorman NAME DECIDE_ADDR API_PORT [VAR=value ...]: memory-only unless
@@ -120,6 +126,14 @@ run_http() {
     bin=$BENCH_DOORMAN_B start_doorman dm_b_unix "unix:$work/decide-b.sock" "$bunix_api" "${lists[@]}"
     apis+=("$btcp_api" "$bunix_api"); sidecars+=(dm_b_tcp:127.0.0.1:$btcp dm_b_unix:unix:$work/decide-b.sock)
   fi
+  # Variant 7, cached mode: its own doorman (same lists, plus 127.30.0.0/16
+  # allowed for bench/cachelat's addresses), refreshing this nginx.
+  local cached_api; cached_api=$(freeport)
+  { cat "$work/allow.txt"; echo 127.30.0.0/16; } >"$work/allow-cached.txt"
+  start_doorman dm_cached "unix:$work/decide-cached.sock" "$cached_api" DOORMAN_DENY_FILE="$work/deny.txt" \
+    DOORMAN_ALLOW_FILE="$work/allow-cached.txt" DOORMAN_LOG_LEVEL=warn DOORMAN_RANGE_THRESHOLD=0 \
+    DOORMAN_NGINX_REFRESH_URLS="http://127.0.0.1:$port/_doorman_refresh"
+  apis+=("$cached_api")
   log "loading $nbans bans into each doorman"
   for a in "${apis[@]}"; do
     "$work/load" bans -api "127.0.0.1:$a" -n "$nbans" -c 32 >&2
@@ -165,6 +179,15 @@ run_http() {
     grep -q "proxy_cache doorman_decisions;" <<<"$l" || die "nginx/doorman-location.conf changed shape; update bench/run.sh"
     locs+=$l$'\n'"location /dm_cache/ { auth_request /_dm_cache; alias $work/nginx/www/; }"$'\n'
   fi
+  # Variant 7: the cached mode's shipped snippets, as they are but for the
+  # upstream's address and the cache directory.
+  local cu cc
+  cu=$(sed -e "s|^\( *\)server 127.0.0.1:9180;|\1server unix:$work/decide-cached.sock;|" "$repo/nginx/doorman-upstream.conf")
+  cc=$(sed -e "s|/var/cache/nginx/doorman|$work/nginx/cache-doorman|" "$repo/nginx/doorman-cache.conf")
+  grep -q "server unix:$work/decide-cached.sock;" <<<"$cu" && grep -q "$work/nginx/cache-doorman " <<<"$cc" \
+    || die "nginx/doorman-upstream.conf or doorman-cache.conf changed shape; update bench/run.sh"
+  ups+=$cu$'\n'$cc$'\n'
+  locs+="include $repo/nginx/doorman-location-cached.conf;"$'\n'"location /cached/ { auth_request /_doorman; alias $work/nginx/www/; }"$'\n'
   local root=$work/nginx/www
   cat >"$work/nginx/nginx.conf" <<EOF
 user root;
@@ -218,6 +241,7 @@ EOF
   if [ "${BENCH_CACHE:-0}" = 1 ]; then
     variants+=("6-doorman-allow-cached-unix dm_cache $pid_dm_unix 200")
   fi
+  variants+=("7-doorman-cached-mode-unix cached $pid_dm_cached 200")
   if [ -n "${BENCH_DOORMAN_B:-}" ]; then
     variants+=("4b-doorman-B-allow-tcp dm_b_tcp $pid_dm_b_tcp 200" "4b-doorman-B-allow-unix dm_b_unix $pid_dm_b_unix 200")
   fi
@@ -283,6 +307,20 @@ EOF
     echo "### nginx + wrk ($rounds round(s) × ${secs} s per variant, ${BENCH_WRK_THREADS:-2} wrk thread(s), 16 connections, one nginx worker, $nbans bans)"
     echo
     cat "$out/http.md"
+    echo
+  } >>"$results"
+
+  # What the refresh adds to a banning webhook call (variant 7's doorman).
+  local res
+  res=$("$work/cachelat" -api "127.0.0.1:$cached_api" -url "http://127.0.0.1:$port/cached/index.html" -net 127.30 -n "$acktrials")
+  log "cachelat: $res"
+  {
+    echo "### cached mode: the banning webhook call, address kept by nginx (refreshed) or not"
+    echo
+    echo "| trials each | late | kept p50 µs | kept p99 µs | not kept p50 µs | not kept p99 µs |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      printf "| %s | %s | %s | %s | %s | %s |\n", v["trials"], v["late"], v["kept_p50_us"], v["kept_p99_us"], v["not_kept_p50_us"], v["not_kept_p99_us"] }' <<<"$res"
     echo
   } >>"$results"
 
