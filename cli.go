@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -38,9 +39,10 @@ func newAPIClient(cfg *config.Config) *apiClient {
 	return &apiClient{base: base, token: cfg.APIToken, http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
 
-// do sends a request and decodes a JSON answer into out (when not nil). A
-// status other than want is an error carrying the API's message.
-func (c *apiClient) do(ctx context.Context, method, path string, in, out any, want int) error {
+// do sends a request and decodes a JSON answer into out (when not nil and
+// the answer has a body). A status other than those in want is an error
+// carrying the API's message.
+func (c *apiClient) do(ctx context.Context, method, path string, in, out any, want ...int) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -68,14 +70,14 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any, wa
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != want {
+	if !slices.Contains(want, resp.StatusCode) {
 		var e struct{ Error string }
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, e.Error)
 		}
 		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 	}
-	if out != nil {
+	if out != nil && len(data) > 0 {
 		return json.Unmarshal(data, out)
 	}
 	return nil
@@ -139,10 +141,17 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		if err != nil {
 			return err
 		}
-		if err := c.do(ctx, "DELETE", "/v1/bans/"+target, nil, nil, http.StatusNoContent); err != nil {
+		// 200 instead of 204: lifted, but an nginx cache was not refreshed.
+		var out struct {
+			Refreshed *bool `json:"proxies_refreshed"`
+		}
+		if err := c.do(ctx, "DELETE", "/v1/bans/"+target, nil, &out, http.StatusNoContent, http.StatusOK); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "unbanned %s\n", target)
+		if out.Refreshed != nil && !*out.Refreshed {
+			fmt.Fprintln(stdout, "warning: not every nginx cache was refreshed; a cached 403 may stay until DOORMAN_CACHE_TTL ends")
+		}
 		return nil
 	case "check":
 		target, err := oneArg(flag.NewFlagSet("check", flag.ContinueOnError), args, "check IP")
