@@ -367,7 +367,8 @@ func apiReq(method, path, body string, extra ...string) string {
 func TestAbuseAPIBadInput(t *testing.T) {
 	d := startDoorman(t, map[string]string{"DOORMAN_API_TOKEN": "abuse-token"})
 	deep := strings.Repeat("[", 2000) + strings.Repeat("]", 2000)
-	exactly4K := `{"ip":"203.0.113.9","username":"` + strings.Repeat("u", 4096-len(`{"ip":"203.0.113.9","username":""}`)) + `"}`
+	// White space pads a valid body to the limit (a username over 256 bytes is a 400 of its own).
+	exactly4K := `{"ip":"203.0.113.9","username":"admin"` + strings.Repeat(" ", 4096-len(`{"ip":"203.0.113.9","username":"admin"}`)) + `}`
 	cases := []apiCase{
 		// POST /v1/failures and /v1/successes bodies.
 		{"failure: empty body", apiReq("POST", "/v1/failures", ""), []int{400}},
@@ -393,6 +394,7 @@ func TestAbuseAPIBadInput(t *testing.T) {
 		{"failure: unknown field", apiReq("POST", "/v1/failures", `{"ip":"1.2.3.4","admin":true}`), []int{400}},
 		{"failure: data after the object", apiReq("POST", "/v1/failures", `{"ip":"1.2.3.4"} {"ip":"5.6.7.8"}`), []int{400}},
 		{"failure: body exactly 4 KiB", apiReq("POST", "/v1/failures", exactly4K), []int{200}},
+		{"failure: username over 256 bytes", apiReq("POST", "/v1/failures", `{"ip":"203.0.113.9","username":"`+strings.Repeat("u", 257)+`"}`), []int{400}},
 		{"failure: zoned mapped ip", apiReq("POST", "/v1/failures", `{"ip":"::ffff:203.0.113.8%eth0"}`), []int{200}},
 		{"failure: text/plain", strings.Replace(apiReq("POST", "/v1/failures", `{"ip":"203.0.113.7"}`), "application/json", "text/plain", 1), []int{200, 415}},
 		{"success: not JSON", apiReq("POST", "/v1/successes", "{{"), []int{400}},
