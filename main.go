@@ -194,7 +194,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		return fmt.Errorf("DOORMAN_API_ADDR: %w", err)
 	}
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
-		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, Now: time.Now, Metrics: m, Log: log}
+		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log}
 	d.Cache = cache
 	page, err := ui.New(ui.Options{Service: svc, History: history, Accounts: acct, Counts: m.Counts, Token: cfg.APIToken,
 		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now})

@@ -26,7 +26,7 @@ type Config struct {
 	APIAddr        string `env:"DOORMAN_API_ADDR" envDefault:"127.0.0.1:9181" help:"API listener (webhook, bans, /healthz, /metrics): host:port or unix:/path.sock; the CLI's target"`
 	APIToken       string `env:"DOORMAN_API_TOKEN" help:"bearer token required on /v1/ when set; required when the API address is not loopback or a unix socket"`
 	ClientIPHeader string `env:"DOORMAN_CLIENT_IP_HEADER" envDefault:"X-Real-IP" help:"header carrying the client address, read only from trusted proxies"`
-	TrustedProxies string `env:"DOORMAN_TRUSTED_PROXIES" envDefault:"127.0.0.0/8,::1/128" help:"peers whose client-IP header is believed (IPs/CIDRs); unix-socket peers are always trusted"`
+	TrustedProxies string `env:"DOORMAN_TRUSTED_PROXIES" envDefault:"127.0.0.0/8,::1/128" help:"peers whose client-IP header is believed (IPs/CIDRs): DOORMAN_CLIENT_IP_HEADER on /decide, X-Forwarded-For hops on /forward-auth and /ext-authz/; unix-socket peers are always trusted"`
 	ExposeReason   bool   `env:"DOORMAN_EXPOSE_REASON" envDefault:"false" help:"also send X-Doorman-Verdict and X-Doorman-Reason on /forward-auth and /ext-authz/ (Traefik, Caddy and Envoy pass a denial's headers on to the client)"`
 
 	Allow     string `env:"DOORMAN_ALLOW" help:"if set, only these IPs/CIDRs are allowed (comma-separated)"`

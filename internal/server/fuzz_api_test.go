@@ -182,6 +182,8 @@ func FuzzDecideRaw(f *testing.F) {
 		"GET /decide HTTP/1.1\r\nHost: d\r\nX-Real-IP: 192.0.2.1\x00\r\n\r\n",
 		"\r\n\r\n",
 		"GET / HTTP/1.1\r\n" + strings.Repeat("X-A: b\r\n", 1200) + "\r\n",
+		"GET /forward-auth HTTP/1.1\r\nHost: d\r\nX-Forwarded-For: 192.0.2.1, 127.0.0.1\r\n\r\n",
+		"POST /ext-authz/admin/ HTTP/1.1\r\nHost: d\r\nx-forwarded-for: 203.0.113.5\r\nContent-Length: 2\r\n\r\nhi",
 	} {
 		f.Add([]byte(s), true)
 		f.Add([]byte(s), false)
@@ -205,6 +207,22 @@ func FuzzDecideRaw(f *testing.F) {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			reason := resp.Header.Get("X-Doorman-Reason")
+			lower := bytes.ToLower(raw)
+			forward := bytes.Contains(lower, []byte("/forward-auth")) || bytes.Contains(lower, []byte("/ext-authz"))
+			if resp.StatusCode == 200 || forward && resp.StatusCode == 403 && reason == "" {
+				// /forward-auth and /ext-authz: 200 or 403, no X-Doorman-*,
+				// allowed only from a trusted peer naming the client in
+				// X-Forwarded-For (the untrusted peer is denylisted).
+				switch {
+				case !forward:
+					t.Fatalf("answer %d: 200 without a /forward-auth or /ext-authz path in %q", n, raw)
+				case len(b) != 0 || reason != "":
+					t.Fatalf("answer %d: body %q, reason %q", n, b, reason)
+				case resp.StatusCode == 200 && (!trusted || !bytes.Contains(lower, []byte("x-forwarded-for"))):
+					t.Fatalf("answer %d: allowed without a trusted peer's X-Forwarded-For", n)
+				}
+				continue
+			}
 			switch {
 			case resp.StatusCode != 204 && resp.StatusCode != 403:
 				t.Fatalf("answer %d: status %d", n, resp.StatusCode)
