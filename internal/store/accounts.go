@@ -3,7 +3,6 @@ package store
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -58,38 +57,8 @@ func (s *Store) SyncLocks(users []string, current func(string) (decide.Lock, boo
 // LoadLocks returns the locks still worth keeping at now: those that ended
 // less than forget ago. Older records and records that do not decode are
 // deleted.
-func (s *Store) LoadLocks(now time.Time, forget time.Duration) (out []decide.Lock, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			out, err = nil, &CorruptError{Path: s.path, Err: fmt.Errorf("%v", r)}
-		}
-	}()
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(accountBucket)
-		if bk == nil {
-			return nil
-		}
-		var stale [][]byte
-		err := bk.ForEach(func(k, v []byte) error {
-			l, ok := decodeLock(k, v)
-			if !ok || now.Sub(l.Until) > forget {
-				stale = append(stale, append([]byte(nil), k...))
-				return nil
-			}
-			out = append(out, l)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range stale {
-			if err := bk.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return out, err
+func (s *Store) LoadLocks(now time.Time, forget time.Duration) ([]decide.Lock, error) {
+	return loadBucket(s, accountBucket, decodeLock, func(l decide.Lock) bool { return now.Sub(l.Until) <= forget })
 }
 
 // DeviceKey returns the device key kept in the file, or nil when there is none.

@@ -199,22 +199,32 @@ func (s *Store) Sync(keys []netip.Prefix, current func(netip.Prefix) (decide.Ban
 // Load returns the records still worth keeping at now: those whose ban ended
 // less than forget ago (their count drives escalation). Older records and
 // records that do not decode are deleted.
-func (s *Store) Load(now time.Time, forget time.Duration) (out []decide.Ban, err error) {
+func (s *Store) Load(now time.Time, forget time.Duration) ([]decide.Ban, error) {
+	return loadBucket(s, bucket, decode, func(b decide.Ban) bool { return now.Sub(b.Until) <= forget })
+}
+
+// loadBucket returns the records of bucket name that decode and that keep
+// accepts, and deletes the others, in one write transaction. A damaged file
+// that makes bbolt panic is a *CorruptError.
+func loadBucket[T any](s *Store, name []byte, decode func(k, v []byte) (T, bool), keep func(T) bool) (out []T, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			out, err = nil, &CorruptError{Path: s.path, Err: fmt.Errorf("%v", r)}
 		}
 	}()
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucket)
+		bk := tx.Bucket(name)
+		if bk == nil {
+			return nil
+		}
 		var stale [][]byte
 		err := bk.ForEach(func(k, v []byte) error {
-			b, ok := decode(k, v)
-			if !ok || now.Sub(b.Until) > forget {
+			r, ok := decode(k, v)
+			if !ok || !keep(r) {
 				stale = append(stale, append([]byte(nil), k...))
 				return nil
 			}
-			out = append(out, b)
+			out = append(out, r)
 			return nil
 		})
 		if err != nil {
