@@ -233,7 +233,9 @@ func (u *UI) setCookie(ctx *fasthttp.RequestCtx, value string, ttl time.Duration
 	c.SetPath("/ui/")
 	c.SetHTTPOnly(true)
 	c.SetSameSite(fasthttp.CookieSameSiteStrictMode)
-	c.SetSecure(ctx.IsTLS())
+	// Behind a TLS-terminating proxy the request says so; a client that
+	// claims https without it only keeps its own cookie off plain HTTP.
+	c.SetSecure(ctx.IsTLS() || string(ctx.Request.Header.Peek("X-Forwarded-Proto")) == "https")
 	if ttl < 0 {
 		c.SetMaxAge(-1)
 	} else {

@@ -136,6 +136,9 @@ func TestLogin(t *testing.T) {
 	if strings.Contains(cookie, "s3cret") {
 		t.Errorf("cookie %q holds the token", cookie)
 	}
+	if _, c := cookieOf(t, f.req("POST", "/ui/login", "", "token=s3cret", "X-Forwarded-Proto", "https")); !c.Secure() {
+		t.Errorf("login behind a TLS proxy: cookie not Secure")
+	}
 	if page := f.req("GET", "/ui/", cookie, ""); page.status != 200 || !strings.Contains(page.body, "Decisions per minute") {
 		t.Fatalf("with the session: %d %.200q", page.status, page.body)
 	}
