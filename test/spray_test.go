@@ -49,7 +49,9 @@ func TestSpray(t *testing.T) {
 	bans := func() map[string]string {
 		t.Helper()
 		code, b := d.API(t, "GET", "/v1/bans", nil)
-		var out struct{ Bans []struct{ Key, Reason string } }
+		var out struct {
+			Bans []struct{ Key, Reason string }
+		}
 		if code != 200 || json.Unmarshal(b, &out) != nil {
 			t.Fatalf("GET /v1/bans: %d %s", code, b)
 		}
