@@ -127,9 +127,3 @@ func (s *sessions) end(id string) {
 func checkCSRF(ses session, got string) bool {
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(ses.csrf)) == 1
 }
-
-func (s *sessions) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
-}

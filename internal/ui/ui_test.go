@@ -501,3 +501,10 @@ func TestClusterStatus(t *testing.T) {
 		t.Fatalf("Redis up: %d %s", r.status, r.body)
 	}
 }
+
+// len is the number of sessions held.
+func (s *sessions) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
