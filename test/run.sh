@@ -19,8 +19,18 @@ done
 /usr/bin/python3 -c 'import django' 2>/dev/null || need+=(python3-django)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
+  # Keep the packages' own services (nginx, caddy and haproxy on :80,
+  # redis-server) from starting where an init system would start them: the
+  # tests start their own, on free loopback ports.
+  policy=/usr/sbin/policy-rc.d made=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
+  fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || rc=$?
+  if [ -n "$made" ]; then rm -f "$policy"; fi
+  if [ "$rc" != 0 ]; then echo "apt-get install failed ($rc)"; exit "$rc"; fi
 fi
 export PATH=/usr/local/go/bin:$PATH
 
