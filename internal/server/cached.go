@@ -44,17 +44,25 @@ func (c *Cache) mark() uint64 {
 
 // expires sets X-Accel-Expires on a /decide answer: "@T" when nginx may keep
 // verdict v until the end of second T (and the key is remembered), else "0".
-// An answer to /_doorman_refresh (X-Doorman-Refresh set) that may not be
-// kept is "@1" instead: nginx keeps nothing on "0" and would go on serving
-// the verdict the refresh was meant to replace, while "@1" replaces it with
-// one already expired. It does not allocate.
-func (c *Cache) expires(ctx *fasthttp.RequestCtx, d *Decider, a netip.Addr, ok bool, v decide.Verdict, now time.Time, mark uint64) {
+// raw is the client-IP header the address a was read from (nil: the peer's
+// own address, which is not nginx's cache key). An answer to
+// /_doorman_refresh (X-Doorman-Refresh set) that may not be kept is "@1"
+// instead: nginx keeps nothing on "0" and would go on serving the verdict
+// the refresh was meant to replace, while "@1" replaces it with one already
+// expired. It does not allocate.
+func (c *Cache) expires(ctx *fasthttp.RequestCtx, dryRun bool, a netip.Addr, raw []byte, v decide.Verdict, now time.Time, mark uint64) {
 	if c == nil {
 		return
 	}
 	h := &ctx.Response.Header
-	k, known := c.key(ctx, d, a, ok)
-	if known && !d.DryRun && c.Failures(a, now) == 0 {
+	// nginx's cache key is the header as a trusted nginx sent it, when it
+	// is nginx's exact writing of the address decided on; another writing
+	// could not be named in a refresh.
+	k, known := nginxcache.Key{}, false
+	if raw != nil {
+		k, known = nginxcache.KeyFor(a, raw)
+	}
+	if known && !dryRun && c.Failures(a, now) == 0 {
 		if e, keep := nginxcache.ExpiryOf(v, now, c.TTL); keep && c.Set.Remember(k, v.Reason, e.Gone, now, mark) {
 			var buf [24]byte
 			h.SetCanonical(hdrAccelExpires, strconv.AppendInt(append(buf[:0], '@'), e.Last, 10))
@@ -66,18 +74,6 @@ func (c *Cache) expires(ctx *fasthttp.RequestCtx, d *Decider, a netip.Addr, ok b
 		return
 	}
 	h.SetCanonical(hdrAccelExpires, valNotKept)
-}
-
-// key is nginx's cache key for the request: the client-IP header as a
-// trusted nginx sent it, when it is nginx's exact writing of the address
-// decided on. None when the address is an untrusted peer's own (nginx's key
-// would not be that address) or is written another way (doorman could not
-// name the entry in a refresh).
-func (c *Cache) key(ctx *fasthttp.RequestCtx, d *Decider, a netip.Addr, ok bool) (nginxcache.Key, bool) {
-	if !ok || !d.Unix && !d.Trusted.Lookup(peerAddr(ctx)) {
-		return nginxcache.Key{}, false
-	}
-	return nginxcache.KeyFor(a, ctx.Request.Header.Peek(d.Header))
 }
 
 // withProxies adds "proxies_refreshed" to the answer v of an API call that

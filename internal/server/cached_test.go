@@ -103,7 +103,7 @@ func TestCachedRemembers(t *testing.T) {
 	ctx.Init(&req, tcp("127.0.0.1"), nil)
 	mark := f.dec.Cache.mark()
 	f.dec.Cache.Set.Change()
-	f.dec.Cache.expires(&ctx, f.dec, netip.MustParseAddr("192.0.2.3"), true, f.core.Decide(netip.MustParseAddr("192.0.2.3"), t0), t0, mark)
+	f.dec.Cache.expires(&ctx, false, netip.MustParseAddr("192.0.2.3"), []byte("192.0.2.3"), f.core.Decide(netip.MustParseAddr("192.0.2.3"), t0), t0, mark)
 	if got := string(ctx.Response.Header.Peek("X-Accel-Expires")); got != "0" {
 		t.Errorf("decision before a change: X-Accel-Expires %q, want \"0\"", got)
 	}

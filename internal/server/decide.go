@@ -79,7 +79,7 @@ func (d *Decider) Handle(ctx *fasthttp.RequestCtx) {
 // X-Doorman-Reason (nginx does not pass them on) and Retry-After on a ban.
 func (d *Decider) decide(ctx *fasthttp.RequestCtx) {
 	mark := d.Cache.mark()
-	a, ok := d.client(ctx)
+	a, raw, ok := d.client(ctx)
 	v, now := d.judge(ctx, a, ok)
 	h := &ctx.Response.Header
 	if v.Allow || d.DryRun {
@@ -91,7 +91,7 @@ func (d *Decider) decide(ctx *fasthttp.RequestCtx) {
 		setRetryAfter(h, v, now)
 	}
 	h.SetCanonical(hdrReason, d.reasonValue(v))
-	d.Cache.expires(ctx, d, a, ok, v, now, mark)
+	d.Cache.expires(ctx, d.DryRun, a, raw, v, now, mark)
 }
 
 // judge decides on the client address a (none when !ok), counts the verdict
@@ -132,31 +132,32 @@ func retryAfter(until, now time.Time) int64 {
 	return int64((left + time.Second - 1) / time.Second)
 }
 
-// client returns the address to decide on. The header is believed only from a
+// client returns the address to decide on, and the header value it was read
+// from (nil when the peer is the client). The header is believed only from a
 // trusted peer; from any other peer it is ignored and the peer is the client.
 // A trusted peer must send the header exactly once with a parseable address:
 // anything else is a misconfiguration or a forgery, so no client (deny).
-func (d *Decider) client(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
+func (d *Decider) client(ctx *fasthttp.RequestCtx) (a netip.Addr, raw []byte, ok bool) {
 	if !d.Unix {
 		peer := peerAddr(ctx)
 		if !peer.IsValid() {
-			return netip.Addr{}, false
+			return netip.Addr{}, nil, false
 		}
 		if !d.Trusted.Lookup(peer) {
-			return peer, true
+			return peer, nil, true
 		}
 	}
 	vals := ctx.Request.Header.PeekAll(d.Header)
 	if len(vals) != 1 {
-		return netip.Addr{}, false
+		return netip.Addr{}, nil, false
 	}
 	// The string does not outlive this call: ParseAddr copies what it keeps.
 	// The Core unmaps and drops zones.
 	a, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(vals[0]), len(vals[0])))
 	if err != nil {
-		return netip.Addr{}, false
+		return netip.Addr{}, nil, false
 	}
-	return a, true
+	return a, vals[0], true
 }
 
 func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
