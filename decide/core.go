@@ -151,6 +151,10 @@ func (c *Core) clean(a netip.Addr) netip.Addr {
 	return a
 }
 
+// Addr is a as the Core judges it: unmapped, without a zone, and an address
+// inside a NAT64 prefix translated to the IPv4 address it embeds.
+func (c *Core) Addr(a netip.Addr) netip.Addr { return c.clean(a) }
+
 // Unit returns the ban unit of a: the address itself for IPv4 at the default
 // /32, its /64 for IPv6 at the default /64.
 func (c *Core) Unit(a netip.Addr) netip.Prefix { return c.unit(c.clean(a)) }

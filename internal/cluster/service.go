@@ -29,7 +29,7 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 	if !c.Up() {
 		return c.localFail(ctx, a, now)
 	}
-	a = decide.Clean(a)
+	a = c.local.Addr(a)
 	key := c.local.Unit(a)
 	never := c.local.NeverBan(a)
 	// Already banned here (possibly by a range Redis cannot match): count, do not ban again.

@@ -85,7 +85,7 @@ func (l *Local) Remove(_ context.Context, p netip.Prefix, now time.Time) (decide
 // Explain implements Service.
 func (l *Local) Explain(_ context.Context, a netip.Addr, now time.Time) Explanation {
 	v := l.core.Decide(a, now)
-	return Explanation{Addr: decide.Clean(a), Verdict: v, Failures: l.core.Failures(a, now)}
+	return Explanation{Addr: l.core.Addr(a), Verdict: v, Failures: l.core.Failures(a, now)}
 }
 
 // Bans implements Service.
@@ -101,13 +101,16 @@ func (l *Local) Stats(now time.Time) decide.Stats { return l.core.Stats(now) }
 func (l *Local) Policy() decide.Policy { return l.core.Policy() }
 
 // Unit is the ban unit of a.
-func (l *Local) Unit(a netip.Addr) netip.Prefix { return l.core.Unit(decide.Clean(a)) }
+func (l *Local) Unit(a netip.Addr) netip.Prefix { return l.core.Unit(a) }
+
+// Addr is a as the Core judges it (unmapped, NAT64 translated).
+func (l *Local) Addr(a netip.Addr) netip.Addr { return l.core.Addr(a) }
 
 // Normalize is the key a ban of p is held under.
 func (l *Local) Normalize(p netip.Prefix) netip.Prefix { return l.core.Normalize(p) }
 
 // NeverBan reports whether a is exempt from bans.
-func (l *Local) NeverBan(a netip.Addr) bool { return l.core.Lists().NeverBan(decide.Clean(a)) }
+func (l *Local) NeverBan(a netip.Addr) bool { return l.core.Lists().NeverBan(l.core.Addr(a)) }
 
 // Record is the record held under exactly p, active or expired.
 func (l *Local) Record(p netip.Prefix) (decide.Ban, bool) { return l.core.Record(p) }
@@ -130,8 +133,7 @@ func (l *Local) Take(p netip.Prefix) (decide.Ban, bool) { return l.core.Remove(p
 // Lift removes every ban covering a from memory and forgets its failures; it
 // returns the cleaned address and the records removed.
 func (l *Local) Lift(a netip.Addr) (netip.Addr, []decide.Ban) {
-	a = decide.Clean(a)
-	return a, l.core.Unban(a)
+	return l.core.Addr(a), l.core.Unban(a)
 }
 
 // Forget forgets the failures of a's unit.

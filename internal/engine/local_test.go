@@ -155,3 +155,26 @@ func TestCoveredAnswerIsSaved(t *testing.T) {
 		t.Fatalf("stored %v; the range ban the answer reported is not on disk", got)
 	}
 }
+
+// A NAT64 address is its embedded IPv4 address for every question a wrapper
+// asks (cluster mode counts, logs and exempts by it).
+func TestNAT64AddressesAsJudged(t *testing.T) {
+	p := decide.Policy{MaxFailures: 3, FindTime: time.Minute, BanTime: time.Hour, BanFactor: 2, MaxBanTime: 2 * time.Hour,
+		IPv4Prefix: 32, IPv6Prefix: 64, NAT64: []netip.Prefix{netip.MustParsePrefix("64:ff9b::/96")}}
+	never := []netip.Prefix{netip.MustParsePrefix("198.51.100.9/32")}
+	core := decide.New(p, decide.NewLists(nil, nil, never), 10, 10)
+	l := NewLocal(core, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(core.Stats, false, time.Now))
+	a := netip.MustParseAddr("64:ff9b::c633:6409")
+	if got := l.Addr(a).String(); got != "198.51.100.9" {
+		t.Errorf("Addr = %s, want 198.51.100.9", got)
+	}
+	if got := l.Unit(a).String(); got != "198.51.100.9/32" {
+		t.Errorf("Unit = %s, want 198.51.100.9/32", got)
+	}
+	if !l.NeverBan(a) {
+		t.Error("NeverBan of the translated address: false, want true")
+	}
+	if got, _ := l.Lift(a); got.String() != "198.51.100.9" {
+		t.Errorf("Lift = %s, want 198.51.100.9", got)
+	}
+}
