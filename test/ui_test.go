@@ -46,19 +46,6 @@ func chromium(t *testing.T) context.Context {
 	return ctx
 }
 
-// decision asks doorman's decision listener about ip, as nginx would.
-func decision(t *testing.T, d *Doorman, ip string) int {
-	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+d.DecideAddr+"/decide", nil)
-	req.Header.Set("X-Real-IP", ip)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 func TestStatusPageBrowser(t *testing.T) {
 	d := startDoorman(t, map[string]string{"DOORMAN_API_TOKEN": uiToken, "DOORMAN_MAX_FAILURES": "3"})
 	ctx := chromium(t)
@@ -119,13 +106,14 @@ func TestStatusPageBrowser(t *testing.T) {
 			t.Fatalf("failure: %d %s", code, body)
 		}
 	}
-	if got := decision(t, d, victim); got != 403 {
-		t.Fatalf("decision for %s after the failures: %d, want 403", victim, got)
+	dc := newDecider(t, d.DecideAddr)
+	if got := dc.reason(t, victim); got != "banned" {
+		t.Fatalf("decision for %s after the failures: %q, want banned", victim, got)
 	}
 	// Traffic for the chart, and other bans for the lists.
 	for i := range 40 {
-		decision(t, d, fmt.Sprintf("198.51.100.%d", i%8))
-		decision(t, d, victim)
+		dc.reason(t, fmt.Sprintf("198.51.100.%d", i%8))
+		dc.reason(t, victim)
 	}
 	for _, b := range []map[string]string{
 		{"ip": "203.0.113.0/24", "duration": "6h", "reason": "scanner range"},
@@ -190,8 +178,8 @@ func TestStatusPageBrowser(t *testing.T) {
 	if n := rows(); flash != "Unbanned "+key+"." || n != 0 {
 		t.Errorf("after unban: message %q, %d rows for %s; want the message and no row", flash, n, key)
 	}
-	if got := decision(t, d, victim); got != 204 {
-		t.Errorf("decision for %s after the unban from the page: %d, want 204", victim, got)
+	if got := dc.reason(t, victim); got != "allowed" {
+		t.Errorf("decision for %s after the unban from the page: %q, want allowed", victim, got)
 	}
 
 	// Explain, through the GET form.
@@ -237,8 +225,8 @@ func TestStatusPageCSRFAndEvents(t *testing.T) {
 	if code := post("/ui/unban", url.Values{"ip": {"192.0.2.1"}, "csrf": {"forged"}}); code != 403 {
 		t.Errorf("unban with a forged csrf: %d, want 403", code)
 	}
-	if got := decision(t, d, "192.0.2.1"); got != 403 {
-		t.Errorf("after refused unbans: decision %d, want 403 (still banned)", got)
+	if got := newDecider(t, d.DecideAddr).reason(t, "192.0.2.1"); got != "banned" {
+		t.Errorf("after refused unbans: decision %q, want banned", got)
 	}
 
 	d.Restart(t)
