@@ -95,32 +95,7 @@ func startHAProxySite(t *testing.T, env map[string]string, defaultURL bool) *hap
 
 func TestHAProxyAllowDenyBan(t *testing.T) {
 	s := startHAProxySite(t, proxyEnv(), true)
-	admin := s.url("/admin/")
-	wantProxied(t, "allowlisted", send(t, "127.0.0.10", "GET", admin, ""), 200, true)
-	wantProxied(t, "outside DOORMAN_ALLOW", send(t, "127.0.0.200", "GET", admin, ""), 403, false)
-	wantProxied(t, "denylisted", send(t, "127.0.0.66", "GET", admin, ""), 403, false)
-	wantProxied(t, "unprotected path, outside DOORMAN_ALLOW", send(t, "127.0.0.200", "GET", s.url("/"), ""), 200, false)
-	big := strings.Repeat("field=value&", 10_000)
-	wantProxied(t, "allowlisted POST with a 120 KB body", send(t, "127.0.0.10", "POST", admin, big,
-		"Content-Type", "application/x-www-form-urlencoded"), 200, true)
-	wantProxied(t, "denylisted POST", send(t, "127.0.0.66", "POST", admin, big), 403, false)
-	wantProxied(t, "allowlisted with 12 KB of cookies", send(t, "127.0.0.10", "GET", admin, "",
-		"Cookie", "a="+strings.Repeat("x", 6000), "Cookie", "b="+strings.Repeat("y", 6000)), 200, true)
-
-	for i := 0; i < 3; i++ {
-		if code, body := s.d.API(t, "POST", "/v1/failures", map[string]string{"ip": "127.0.0.11"}); code != 200 {
-			t.Fatalf("failure %d: status %d body %s", i, code, body)
-		}
-	}
-	r := send(t, "127.0.0.11", "GET", admin, "")
-	wantProxied(t, "banned", r, 403, false)
-	if n, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || n < 3000 || n > 3600 {
-		t.Errorf("banned: Retry-After %q, want about 3600", r.header.Get("Retry-After"))
-	}
-	if r := send(t, "127.0.0.66", "GET", admin, ""); r.header.Get("Retry-After") != "" {
-		t.Errorf("denylisted: Retry-After %q, want none", r.header.Get("Retry-After"))
-	}
-	wantProxied(t, "banned, unprotected path", send(t, "127.0.0.11", "GET", s.url("/"), ""), 200, false)
+	proxyContract(t, s.d, s.url)
 }
 
 func TestSpoofThroughHAProxy(t *testing.T) {
