@@ -202,13 +202,18 @@ func (a *API) method(ctx *fasthttp.RequestCtx, allowed ...string) bool {
 	return false
 }
 
-// readAddr decodes a {"ip":…} body and parses its address.
+// readAddr decodes a {"ip":…,"username":…} body, parses its address and
+// normalises its username (in.Username; "" when none was given).
 func readAddr(ctx *fasthttp.RequestCtx) (failureIn, netip.Addr, bool) {
 	var in failureIn
 	if !readJSON(ctx, &in) {
 		return in, netip.Addr{}, false
 	}
 	ip, ok := parseIP(ctx, in.IP)
+	if !ok {
+		return in, ip, false
+	}
+	in.Username, ok = accountName(ctx, in.Username)
 	return in, ip, ok
 }
 
@@ -217,10 +222,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	user, ok := accountName(ctx, in.Username)
-	if !ok {
-		return
-	}
+	user := in.Username
 	now := a.Now()
 	res, err := a.Service.Fail(c, ip, now)
 	if err != nil && !res.Banned {
@@ -248,10 +250,7 @@ func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	user, ok := accountName(ctx, in.Username)
-	if !ok {
-		return
-	}
+	user := in.Username
 	now := a.Now()
 	ip, key, err := a.Service.Succeed(c, ip, now)
 	if err != nil {
