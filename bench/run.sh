@@ -83,8 +83,9 @@ wait_http() {
 status_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@"; }
 
 log "building into $work"
-(cd "$repo" && go build -o "$work/doorman" . && go build -o "$work/floor" ./bench/floor && go build -o "$work/load" ./bench/load)
-(cd "$repo" && go build -o "$work/cachelat" ./bench/cachelat)
+# bench/ is a module of its own, so doorman's go.mod lists only what doorman runs on.
+(cd "$repo" && go build -o "$work/doorman" .)
+(cd "$repo/bench" && go build -o "$work/floor" ./floor && go build -o "$work/load" ./load && go build -o "$work/cachelat" ./cachelat)
 "$work/load" lists -dir "$work" -deny "$nprefix" -allow 1000
 
 # start_doorman NAME DECIDE_ADDR API_PORT [VAR=value ...]: memory-only unless

@@ -24,7 +24,7 @@ import (
 // then with SIGTERM) under the same load.
 //
 // DOORMAN_SOAK sets the length of the steady part (default 60s; the full run
-// is DOORMAN_SOAK=10m): go test ./test -run Soak -v -timeout 30m.
+// is DOORMAN_SOAK=10m): go -C test test . -run Soak -v -timeout 30m.
 
 // scrapeMetrics reads doorman's /metrics into a map from series (name with
 // labels, as printed) to value.
