@@ -1,6 +1,6 @@
 // Command doorman answers nginx auth_request subrequests with 204 (allow) or
 // 403 (deny) from CIDR lists and a table of bans, and takes failed-login
-// reports from the app through a JSON webhook. See README.md.
+// reports from the app through a JSON webhook. See README.md and docs/.
 package main
 
 import (

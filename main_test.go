@@ -214,9 +214,9 @@ func TestCLI(t *testing.T) {
 	}
 }
 
-// TestREADMEEnvTable keeps the README's variable table equal to `doorman env -markdown`.
-func TestREADMEEnvTable(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+// TestConfigDocEnvTable keeps docs/config.md's variable table equal to `doorman env -markdown`.
+func TestConfigDocEnvTable(t *testing.T) {
+	readme, err := os.ReadFile("docs/config.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,6 +227,6 @@ func TestREADMEEnvTable(t *testing.T) {
 	_, rest, ok1 := strings.Cut(string(readme), "<!-- env:start -->\n")
 	got, _, ok2 := strings.Cut(rest, "<!-- env:end -->")
 	if !ok1 || !ok2 || got != want.String() {
-		t.Fatalf("README.md's table between the env markers differs from `doorman env -markdown`:\n%s", want.String())
+		t.Fatalf("docs/config.md's table between the env markers differs from `doorman env -markdown`:\n%s", want.String())
 	}
 }

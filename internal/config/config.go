@@ -20,7 +20,7 @@ import (
 )
 
 // Config is every setting. The env tag names the variable, envDefault its
-// default, and help its one-line meaning for `doorman env` and the README.
+// default, and help its one-line meaning for `doorman env` and docs/config.md.
 type Config struct {
 	DecideAddr     string `env:"DOORMAN_DECIDE_ADDR" envDefault:"127.0.0.1:9180" help:"decision listener (nginx auth_request): host:port or unix:/path.sock"`
 	APIAddr        string `env:"DOORMAN_API_ADDR" envDefault:"127.0.0.1:9181" help:"API listener (webhook, bans, /healthz, /metrics): host:port or unix:/path.sock; the CLI's target"`
