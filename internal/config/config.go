@@ -22,58 +22,58 @@ import (
 // Config is every setting. The env tag names the variable, envDefault its
 // default, and help its one-line meaning for `doorman env` and docs/config.md.
 type Config struct {
-	DecideAddr     string `env:"DOORMAN_DECIDE_ADDR" envDefault:"127.0.0.1:9180" help:"decision listener (nginx auth_request): host:port or unix:/path.sock"`
-	APIAddr        string `env:"DOORMAN_API_ADDR" envDefault:"127.0.0.1:9181" help:"API listener (webhook, bans, /healthz, /metrics): host:port or unix:/path.sock; the CLI's target"`
-	APIToken       string `env:"DOORMAN_API_TOKEN" help:"bearer token required on /v1/ when set; required when the API address is not loopback or a unix socket"`
-	ClientIPHeader string `env:"DOORMAN_CLIENT_IP_HEADER" envDefault:"X-Real-IP" help:"header carrying the client address, read only from trusted proxies"`
-	TrustedProxies string `env:"DOORMAN_TRUSTED_PROXIES" envDefault:"127.0.0.0/8,::1/128" help:"peers whose client-IP header is believed (IPs/CIDRs): DOORMAN_CLIENT_IP_HEADER on /decide, X-Forwarded-For hops on /forward-auth and /ext-authz/; unix-socket peers are always trusted"`
-	ExposeReason   bool   `env:"DOORMAN_EXPOSE_REASON" envDefault:"false" help:"also send X-Doorman-Verdict and X-Doorman-Reason on /forward-auth and /ext-authz/ (Traefik, Caddy and Envoy pass a denial's headers on to the client)"`
+	DecideAddr     string `env:"DOORMAN_DECIDE_ADDR" group:"listeners" envDefault:"127.0.0.1:9180" help:"decision listener (nginx auth_request): host:port or unix:/path.sock"`
+	APIAddr        string `env:"DOORMAN_API_ADDR" group:"listeners" envDefault:"127.0.0.1:9181" help:"API listener (webhook, bans, /healthz, /metrics): host:port or unix:/path.sock; the CLI's target"`
+	APIToken       string `env:"DOORMAN_API_TOKEN" group:"listeners" help:"bearer token required on /v1/ when set; required when the API address is not loopback or a unix socket"`
+	ClientIPHeader string `env:"DOORMAN_CLIENT_IP_HEADER" group:"listeners" envDefault:"X-Real-IP" help:"header carrying the client address, read only from trusted proxies"`
+	TrustedProxies string `env:"DOORMAN_TRUSTED_PROXIES" group:"listeners" envDefault:"127.0.0.0/8,::1/128" help:"peers whose client-IP header is believed (IPs/CIDRs): DOORMAN_CLIENT_IP_HEADER on /decide, X-Forwarded-For hops on /forward-auth and /ext-authz/; unix-socket peers are always trusted"`
+	ExposeReason   bool   `env:"DOORMAN_EXPOSE_REASON" group:"listeners" envDefault:"false" help:"also send X-Doorman-Verdict and X-Doorman-Reason on /forward-auth and /ext-authz/ (Traefik, Caddy and Envoy pass a denial's headers on to the client)"`
 
-	Allow     string `env:"DOORMAN_ALLOW" help:"if set, only these IPs/CIDRs are allowed (comma-separated)"`
-	Deny      string `env:"DOORMAN_DENY" help:"IPs/CIDRs always denied (comma-separated)"`
-	NeverBan  string `env:"DOORMAN_NEVER_BAN" help:"IPs/CIDRs whose failures are counted but never banned"`
-	AllowFile string `env:"DOORMAN_ALLOW_FILE" help:"file of allow entries, one per line, # comments; merged with DOORMAN_ALLOW; re-read on SIGHUP"`
-	DenyFile  string `env:"DOORMAN_DENY_FILE" help:"file of deny entries, as DOORMAN_ALLOW_FILE; merged with DOORMAN_DENY; re-read on SIGHUP"`
+	Allow     string `env:"DOORMAN_ALLOW" group:"lists" help:"if set, only these IPs/CIDRs are allowed (comma-separated)"`
+	Deny      string `env:"DOORMAN_DENY" group:"lists" help:"IPs/CIDRs always denied (comma-separated)"`
+	NeverBan  string `env:"DOORMAN_NEVER_BAN" group:"lists" help:"IPs/CIDRs whose failures are counted but never banned"`
+	AllowFile string `env:"DOORMAN_ALLOW_FILE" group:"lists" help:"file of allow entries, one per line, # comments; merged with DOORMAN_ALLOW; re-read on SIGHUP"`
+	DenyFile  string `env:"DOORMAN_DENY_FILE" group:"lists" help:"file of deny entries, as DOORMAN_ALLOW_FILE; merged with DOORMAN_DENY; re-read on SIGHUP"`
 
-	MaxFailures     int           `env:"DOORMAN_MAX_FAILURES" envDefault:"5" help:"failures within DOORMAN_FIND_TIME that ban the ban unit"`
-	FindTime        time.Duration `env:"DOORMAN_FIND_TIME" envDefault:"10m" help:"sliding window in which failures are counted"`
-	BanTime         time.Duration `env:"DOORMAN_BAN_TIME" envDefault:"1h" help:"length of a unit's first ban"`
-	BanFactor       float64       `env:"DOORMAN_BAN_FACTOR" envDefault:"2" help:"the n-th ban lasts BAN_TIME × FACTOR^(n-1)"`
-	MaxBanTime      time.Duration `env:"DOORMAN_MAX_BAN_TIME" envDefault:"168h" help:"cap on a ban's length; a unit's ban count is forgotten this long after its last ban ends"`
-	IPv4Prefix      int           `env:"DOORMAN_IPV4_PREFIX" envDefault:"32" help:"prefix length of an IPv4 ban unit"`
-	IPv6Prefix      int           `env:"DOORMAN_IPV6_PREFIX" envDefault:"64" help:"prefix length of an IPv6 ban unit"`
-	RangeThreshold  int           `env:"DOORMAN_RANGE_THRESHOLD" envDefault:"4" help:"unit bans in force at once inside one range that ban the range itself (reason range); 0 turns range bans off"`
-	IPv4RangePrefix int           `env:"DOORMAN_IPV4_RANGE_PREFIX" envDefault:"24" help:"prefix length of the IPv4 range that unit bans escalate to"`
-	IPv6RangePrefix int           `env:"DOORMAN_IPV6_RANGE_PREFIX" envDefault:"48" help:"prefix length of the IPv6 range that unit bans escalate to"`
-	BanJitter       float64       `env:"DOORMAN_BAN_JITTER" envDefault:"0" help:"adds up to this fraction of random length to each automatic ban (0.1: up to 10%), so ban ends cannot be predicted"`
-	NAT64Prefixes   string        `env:"DOORMAN_NAT64_PREFIXES" envDefault:"64:ff9b::/96" help:"NAT64 /96 prefixes (RFC 6052): an address inside is judged and banned as the IPv4 address it embeds; empty turns it off"`
-	MaxBans         int           `env:"DOORMAN_MAX_BANS" envDefault:"1000000" help:"ban records held at most; when full, expired records go first, then the automatic ban ending soonest; active manual bans are never evicted"`
-	MaxTracked      int           `env:"DOORMAN_MAX_TRACKED" envDefault:"1000000" help:"addresses whose failures are tracked at most; the least recently failing is evicted first"`
-	DryRun          bool          `env:"DOORMAN_DRY_RUN" envDefault:"false" help:"answer 204 always; the would-be verdict goes to metrics, logs and X-Doorman-Reason as dry-run-…"`
+	MaxFailures     int           `env:"DOORMAN_MAX_FAILURES" group:"bans" envDefault:"5" help:"failures within DOORMAN_FIND_TIME that ban the ban unit"`
+	FindTime        time.Duration `env:"DOORMAN_FIND_TIME" group:"bans" envDefault:"10m" help:"sliding window in which failures are counted"`
+	BanTime         time.Duration `env:"DOORMAN_BAN_TIME" group:"bans" envDefault:"1h" help:"length of a unit's first ban"`
+	BanFactor       float64       `env:"DOORMAN_BAN_FACTOR" group:"bans" envDefault:"2" help:"the n-th ban lasts BAN_TIME × FACTOR^(n-1)"`
+	MaxBanTime      time.Duration `env:"DOORMAN_MAX_BAN_TIME" group:"bans" envDefault:"168h" help:"cap on a ban's length; a unit's ban count is forgotten this long after its last ban ends"`
+	IPv4Prefix      int           `env:"DOORMAN_IPV4_PREFIX" group:"bans" envDefault:"32" help:"prefix length of an IPv4 ban unit"`
+	IPv6Prefix      int           `env:"DOORMAN_IPV6_PREFIX" group:"bans" envDefault:"64" help:"prefix length of an IPv6 ban unit"`
+	RangeThreshold  int           `env:"DOORMAN_RANGE_THRESHOLD" group:"ranges" envDefault:"4" help:"unit bans in force at once inside one range that ban the range itself (reason range); 0 turns range bans off"`
+	IPv4RangePrefix int           `env:"DOORMAN_IPV4_RANGE_PREFIX" group:"ranges" envDefault:"24" help:"prefix length of the IPv4 range that unit bans escalate to"`
+	IPv6RangePrefix int           `env:"DOORMAN_IPV6_RANGE_PREFIX" group:"ranges" envDefault:"48" help:"prefix length of the IPv6 range that unit bans escalate to"`
+	BanJitter       float64       `env:"DOORMAN_BAN_JITTER" group:"bans" envDefault:"0" help:"adds up to this fraction of random length to each automatic ban (0.1: up to 10%), so ban ends cannot be predicted"`
+	NAT64Prefixes   string        `env:"DOORMAN_NAT64_PREFIXES" group:"listeners" envDefault:"64:ff9b::/96" help:"NAT64 /96 prefixes (RFC 6052): an address inside is judged and banned as the IPv4 address it embeds; empty turns it off"`
+	MaxBans         int           `env:"DOORMAN_MAX_BANS" group:"bans" envDefault:"1000000" help:"ban records held at most; when full, expired records go first, then the automatic ban ending soonest; active manual bans are never evicted"`
+	MaxTracked      int           `env:"DOORMAN_MAX_TRACKED" group:"bans" envDefault:"1000000" help:"addresses whose failures are tracked at most; the least recently failing is evicted first"`
+	DryRun          bool          `env:"DOORMAN_DRY_RUN" group:"bans" envDefault:"false" help:"answer 204 always; the would-be verdict goes to metrics, logs and X-Doorman-Reason as dry-run-…"`
 
-	AccountMaxFailures int           `env:"DOORMAN_ACCOUNT_MAX_FAILURES" envDefault:"10" help:"failures of one account (the username, normalised) from any addresses within DOORMAN_ACCOUNT_FIND_TIME that lock it; 0 turns accounts off"`
-	AccountFindTime    time.Duration `env:"DOORMAN_ACCOUNT_FIND_TIME" envDefault:"1h" help:"sliding window in which an account's failures are counted"`
-	AccountLockTime    time.Duration `env:"DOORMAN_ACCOUNT_LOCK_TIME" envDefault:"15m" help:"length of an account's first lock, growing by DOORMAN_BAN_FACTOR up to DOORMAN_MAX_BAN_TIME; while locked, /v1/attempts refuses the account to clients without a valid device token"`
-	MaxAccounts        int           `env:"DOORMAN_MAX_ACCOUNTS" envDefault:"100000" help:"accounts tracked at most (and as many device tokens); the least recently failing is evicted first, a locked one last"`
-	DeviceKey          string        `env:"DOORMAN_DEVICE_KEY" help:"HMAC-SHA256 key of the device tokens, at least 32 bytes; unset: generated once and kept in the state file"`
-	DeviceTTL          time.Duration `env:"DOORMAN_DEVICE_TTL" envDefault:"720h" help:"life of the device token issued at each successful login"`
-	DeviceMaxFailures  int           `env:"DOORMAN_DEVICE_MAX_FAILURES" envDefault:"5" help:"failures with one valid device token after which it exempts nothing until DOORMAN_ACCOUNT_LOCK_TIME has passed"`
+	AccountMaxFailures int           `env:"DOORMAN_ACCOUNT_MAX_FAILURES" group:"accounts" envDefault:"10" help:"failures of one account (the username, normalised) from any addresses within DOORMAN_ACCOUNT_FIND_TIME that lock it; 0 turns accounts off"`
+	AccountFindTime    time.Duration `env:"DOORMAN_ACCOUNT_FIND_TIME" group:"accounts" envDefault:"1h" help:"sliding window in which an account's failures are counted"`
+	AccountLockTime    time.Duration `env:"DOORMAN_ACCOUNT_LOCK_TIME" group:"accounts" envDefault:"15m" help:"length of an account's first lock, growing by DOORMAN_BAN_FACTOR up to DOORMAN_MAX_BAN_TIME; while locked, /v1/attempts refuses the account to clients without a valid device token"`
+	MaxAccounts        int           `env:"DOORMAN_MAX_ACCOUNTS" group:"accounts" envDefault:"100000" help:"accounts tracked at most (and as many device tokens); the least recently failing is evicted first, a locked one last"`
+	DeviceKey          string        `env:"DOORMAN_DEVICE_KEY" group:"accounts" help:"HMAC-SHA256 key of the device tokens, at least 32 bytes; unset: generated once and kept in the state file"`
+	DeviceTTL          time.Duration `env:"DOORMAN_DEVICE_TTL" group:"accounts" envDefault:"720h" help:"life of the device token issued at each successful login"`
+	DeviceMaxFailures  int           `env:"DOORMAN_DEVICE_MAX_FAILURES" group:"accounts" envDefault:"5" help:"failures with one valid device token after which it exempts nothing until DOORMAN_ACCOUNT_LOCK_TIME has passed"`
 
-	StateFile   string `env:"DOORMAN_STATE_FILE" envDefault:"doorman.db" help:"embedded store for bans; empty keeps state in memory only"`
-	StateReset  bool   `env:"DOORMAN_STATE_RESET" envDefault:"false" help:"when the state file is unreadable, move it aside to FILE.corrupt-TIME and start empty instead of refusing to start"`
-	RedisURL    string `env:"DOORMAN_REDIS_URL" help:"cluster mode: share failures and bans through this Redis (redis:// or rediss://); see docs/cluster.md"`
-	RedisPrefix string `env:"DOORMAN_REDIS_PREFIX" envDefault:"doorman:" help:"cluster mode: prefix of every Redis key and of the pub/sub channel; doormen that share bans share it"`
+	StateFile   string `env:"DOORMAN_STATE_FILE" group:"state" envDefault:"doorman.db" help:"embedded store for bans; empty keeps state in memory only"`
+	StateReset  bool   `env:"DOORMAN_STATE_RESET" group:"state" envDefault:"false" help:"when the state file is unreadable, move it aside to FILE.corrupt-TIME and start empty instead of refusing to start"`
+	RedisURL    string `env:"DOORMAN_REDIS_URL" group:"cluster" help:"cluster mode: share failures and bans through this Redis (redis:// or rediss://); see docs/cluster.md"`
+	RedisPrefix string `env:"DOORMAN_REDIS_PREFIX" group:"cluster" envDefault:"doorman:" help:"cluster mode: prefix of every Redis key and of the pub/sub channel; doormen that share bans share it"`
 
-	NotifyURL    string `env:"DOORMAN_NOTIFY_URL" help:"POST each ban, unban, range ban and account lock here (http:// or https://), batched at most once a second and retried; unset: no notifications"`
-	NotifyFormat string `env:"DOORMAN_NOTIFY_FORMAT" envDefault:"json" help:"json ({\"events\":[…]}) or slack ({\"text\":…}, for Slack, Mattermost and Rocket.Chat incoming webhooks)"`
-	MaxEvents    int    `env:"DOORMAN_MAX_EVENTS" envDefault:"10000" help:"bans, unbans, range bans and locks kept in the state file for GET /v1/events and doorman events; the oldest is dropped first; 0 keeps none"`
+	NotifyURL    string `env:"DOORMAN_NOTIFY_URL" group:"notify" help:"POST each ban, unban, range ban and account lock here (http:// or https://), batched at most once a second and retried; unset: no notifications"`
+	NotifyFormat string `env:"DOORMAN_NOTIFY_FORMAT" group:"notify" envDefault:"json" help:"json ({\"events\":[…]}) or slack ({\"text\":…}, for Slack, Mattermost and Rocket.Chat incoming webhooks)"`
+	MaxEvents    int    `env:"DOORMAN_MAX_EVENTS" group:"state" envDefault:"10000" help:"bans, unbans, range bans and locks kept in the state file for GET /v1/events and doorman events; the oldest is dropped first; 0 keeps none"`
 
-	NginxRefreshURLs string        `env:"DOORMAN_NGINX_REFRESH_URLS" help:"cached mode (docs/nginx.md): the refresh URL of each nginx in front of this doorman, comma-separated, e.g. http://127.0.0.1/_doorman_refresh; set, /decide lets nginx keep verdicts and doorman replaces them when they change"`
-	CacheTTL         time.Duration `env:"DOORMAN_CACHE_TTL" envDefault:"10s" help:"cached mode: the longest nginx keeps a verdict, from 1s to 1h; also how late a change can be where a refresh fails"`
-	CacheTracked     int           `env:"DOORMAN_CACHE_TRACKED" envDefault:"1000000" help:"cached mode: verdicts kept by nginx that doorman remembers at most; beyond, new verdicts are answered as not to be kept"`
+	NginxRefreshURLs string        `env:"DOORMAN_NGINX_REFRESH_URLS" group:"cached mode" help:"cached mode (docs/nginx.md): the refresh URL of each nginx in front of this doorman, comma-separated, e.g. http://127.0.0.1/_doorman_refresh; set, /decide lets nginx keep verdicts and doorman replaces them when they change"`
+	CacheTTL         time.Duration `env:"DOORMAN_CACHE_TTL" group:"cached mode" envDefault:"10s" help:"cached mode: the longest nginx keeps a verdict, from 1s to 1h; also how late a change can be where a refresh fails"`
+	CacheTracked     int           `env:"DOORMAN_CACHE_TRACKED" group:"cached mode" envDefault:"1000000" help:"cached mode: verdicts kept by nginx that doorman remembers at most; beyond, new verdicts are answered as not to be kept"`
 
-	LogFormat string `env:"DOORMAN_LOG_FORMAT" envDefault:"text" help:"text or json"`
-	LogLevel  string `env:"DOORMAN_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	LogFormat string `env:"DOORMAN_LOG_FORMAT" group:"logs" envDefault:"text" help:"text or json"`
+	LogLevel  string `env:"DOORMAN_LOG_LEVEL" group:"logs" envDefault:"info" help:"debug, info, warn or error"`
 
 	// Parsed by Validate.
 	DecideListen Listen         `env:"-"`
@@ -295,8 +295,14 @@ func (l Listen) Local() bool {
 }
 
 // Field describes one variable.
-type Field struct{ Var, Default, Help string }
+// Field is one variable as the reference prints it.
+type Field struct{ Var, Default, Help, Group string }
 
+// Groups are the reference's sections, in the order printed; every variable's
+// group tag names one of them (TestEveryVariableHasAGroup).
+var Groups = []string{"listeners", "lists", "bans", "ranges", "accounts", "state", "cluster", "notify", "cached mode", "logs"}
+
+// fields are the variables in the struct's order.
 func fields() []Field {
 	t := reflect.TypeFor[Config]()
 	var out []Field
@@ -306,7 +312,20 @@ func fields() []Field {
 		if name == "" || name == "-" {
 			continue
 		}
-		out = append(out, Field{Var: name, Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help")})
+		out = append(out, Field{Var: name, Default: f.Tag.Get("envDefault"), Help: f.Tag.Get("help"), Group: f.Tag.Get("group")})
+	}
+	return out
+}
+
+// grouped are the variables by group, in the order of Groups.
+func grouped() [][]Field {
+	out := make([][]Field, len(Groups))
+	for _, f := range fields() {
+		for i, g := range Groups {
+			if f.Group == g {
+				out[i] = append(out[i], f)
+			}
+		}
 	}
 	return out
 }
@@ -318,29 +337,40 @@ func varOf(field string) string {
 	return field
 }
 
-// WriteReference prints the variable table; markdown selects a Markdown table.
+// WriteReference prints the variable tables, one per group; markdown selects
+// Markdown tables under "### group" headings.
 func WriteReference(w io.Writer, markdown bool) error {
 	if markdown {
-		fmt.Fprintln(w, "| variable | default | meaning |")
-		fmt.Fprintln(w, "| --- | --- | --- |")
-		for _, f := range fields() {
-			def := "`" + f.Default + "`"
-			if f.Default == "" {
-				def = "(unset)"
+		for i, fs := range grouped() {
+			if i > 0 {
+				fmt.Fprintln(w)
 			}
-			if _, err := fmt.Fprintf(w, "| `%s` | %s | %s |\n", f.Var, def, strings.ReplaceAll(f.Help, "|", "\\|")); err != nil {
-				return err
+			fmt.Fprintf(w, "### %s\n\n| variable | default | meaning |\n| --- | --- | --- |\n", Groups[i])
+			for _, f := range fs {
+				def := "`" + f.Default + "`"
+				if f.Default == "" {
+					def = "(unset)"
+				}
+				if _, err := fmt.Fprintf(w, "| `%s` | %s | %s |\n", f.Var, def, strings.ReplaceAll(f.Help, "|", "\\|")); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, f := range fields() {
-		def := f.Default
-		if def == "" {
-			def = "(unset)"
+	for i, fs := range grouped() {
+		if i > 0 {
+			fmt.Fprintln(tw)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Var, def, f.Help)
+		fmt.Fprintf(tw, "# %s\n", Groups[i])
+		for _, f := range fs {
+			def := f.Default
+			if def == "" {
+				def = "(unset)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Var, def, f.Help)
+		}
 	}
 	return tw.Flush()
 }

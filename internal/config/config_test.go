@@ -125,3 +125,24 @@ func TestRedisURLErrorHidesIt(t *testing.T) {
 		t.Fatalf("err = %v; want an error naming the variable, without the URL", err)
 	}
 }
+
+// TestEveryVariableHasAGroup: a variable without a known group would be left
+// out of `doorman env` and docs/config.md.
+func TestEveryVariableHasAGroup(t *testing.T) {
+	known := map[string]bool{}
+	for _, g := range Groups {
+		known[g] = true
+	}
+	n := 0
+	for _, f := range fields() {
+		if !known[f.Group] {
+			t.Errorf("%s: group %q is not one of %v", f.Var, f.Group, Groups)
+		}
+	}
+	for _, fs := range grouped() {
+		n += len(fs)
+	}
+	if got, want := n, len(fields()); got != want {
+		t.Errorf("grouped tables hold %d variables, want %d", got, want)
+	}
+}
