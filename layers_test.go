@@ -40,6 +40,7 @@ func TestImportRules(t *testing.T) {
 		{"internal/notify", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/valyala/fasthttp"}},
 		{"internal/nginxcache", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/redis/"}},
 		{"internal/minutes", []string{mod}},
+		{"internal/throttle", []string{mod}},
 	}
 	for _, r := range rules {
 		got, ok := imports[r.pkg]

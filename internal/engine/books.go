@@ -10,6 +10,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/store"
+	"github.com/doorman/doorman/internal/throttle"
 )
 
 // Sources of a change, as the logs and events name them.
@@ -186,24 +187,16 @@ func (l *Local) logBan(ip string, b decide.Ban, now time.Time, source string) {
 // evictionLog rate-limits the eviction warnings: at most one a minute per
 // table and kind, with the number not logged since; under attack they come
 // by the thousand.
-type evictionLog struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-	skip map[string]int
-}
+type evictionLog struct{ t *throttle.Throttle }
 
-func (e *evictionLog) log(l *Local, table, kind string, key netip.Prefix, now time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.last == nil {
-		e.last, e.skip = map[string]time.Time{}, map[string]int{}
-	}
-	id := table + "/" + kind
-	if now.Sub(e.last[id]) < time.Minute {
-		e.skip[id]++
+func newEvictionLog() evictionLog { return evictionLog{throttle.New(time.Minute)} }
+
+func (e evictionLog) log(l *Local, table, kind string, key netip.Prefix, now time.Time) {
+	skipped, ok := e.t.Allow(table+"/"+kind, now)
+	if !ok {
 		return
 	}
-	attrs := []any{"table", table, "since_last_logged", e.skip[id]}
+	attrs := []any{"table", table, "since_last_logged", skipped}
 	if kind != "" {
 		attrs = append(attrs, "kind", kind)
 	}
@@ -215,5 +208,4 @@ func (e *evictionLog) log(l *Local, table, kind string, key netip.Prefix, now ti
 		msg = "ban not held: table full of active manual bans (DOORMAN_MAX_BANS)"
 	}
 	l.log.Warn(msg, attrs...)
-	e.last[id], e.skip[id] = now, 0
 }

@@ -27,7 +27,7 @@ type Local struct {
 
 // NewLocal returns the service over core; st may be nil (memory only).
 func NewLocal(core *decide.Core, st *store.Store, log *slog.Logger, m *Metrics) *Local {
-	return &Local{core: core, store: st, log: log, m: m, saved: newSavedBans(4096)}
+	return &Local{core: core, store: st, log: log, m: m, saved: newSavedBans(4096), evict: newEvictionLog()}
 }
 
 // Metrics returns the service's metrics, for the listeners' own series.
