@@ -81,6 +81,12 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return usageError{err}
 	}
+	// The Redis URL is parsed whole here, not in config, which knows no Redis.
+	if cfg.RedisURL != "" {
+		if err := cluster.CheckURL(cfg.RedisURL); err != nil {
+			return usageError{&config.Error{Var: "DOORMAN_REDIS_URL", Value: "(hidden: it may hold a password)", Problem: err.Error()}}
+		}
+	}
 	switch cmd {
 	case "serve":
 		if len(args) > 0 {

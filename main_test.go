@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -143,10 +145,12 @@ func TestBadConfigExitsTwo(t *testing.T) {
 		{"DOORMAN_ALLOW=10.0.0.0/33", `DOORMAN_ALLOW: "10.0.0.0/33" is not an IP or CIDR`},
 		{"DOORMAN_BAN_TIME=soon", `DOORMAN_BAN_TIME: "soon" is not a valid duration`},
 		{"DOORMAN_API_ADDR=0.0.0.0:9181", `DOORMAN_API_ADDR: "0.0.0.0:9181" is neither loopback nor a unix socket`},
+		{"DOORMAN_REDIS_URL=redis://:s3cret@127.0.0.1:6379/notadb", `DOORMAN_REDIS_URL: "(hidden: it may hold a password)" redis: invalid database number`},
 	} {
 		k, v, _ := strings.Cut(tc.env, "=")
 		for _, args := range [][]string{nil, {"bans"}, {"check", "192.0.2.1"}} {
-			code, out, err := testproc.RunDoorman(append([]string{os.Args[0]}, args...), t.TempDir(),
+			dir := t.TempDir()
+			code, out, err := testproc.RunDoorman(append([]string{os.Args[0]}, args...), dir,
 				map[string]string{"DOORMAN_TEST_EXEC": "1", k: v}, 15*time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -156,6 +160,12 @@ func TestBadConfigExitsTwo(t *testing.T) {
 			}
 			if !strings.Contains(string(out), tc.want) {
 				t.Errorf("%s %v: output %q lacks %q", tc.env, args, out, tc.want)
+			}
+			if strings.Contains(string(out), "s3cret") {
+				t.Errorf("%s %v: output %q shows the password", tc.env, args, out)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "doorman.db")); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s %v: the state file was touched before the start was refused (stat: %v)", tc.env, args, err)
 			}
 		}
 	}

@@ -45,6 +45,17 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 	return c, nil
 }
 
+// CheckURL parses rawURL as NewClient does, without dialing, so that a bad
+// DOORMAN_REDIS_URL stops every command before any file is touched. Its error
+// holds no secret of the URL.
+func CheckURL(rawURL string) error {
+	c, err := NewClient(rawURL)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
 func newClient(u *url.URL) (redis.UniversalClient, error) {
 	q := u.Query()
 	cluster := q.Get("cluster") == "true" || q.Get("cluster") == "1"
