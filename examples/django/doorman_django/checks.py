@@ -4,7 +4,7 @@ a missing or misplaced backend or middleware is a warning."""
 from django.conf import settings
 from django.core import checks
 
-from .client import DEFAULT_TRUSTED_PROXIES, _as_tuple, parse_networks
+from .client import DEFAULT_TRUSTED_PROXIES, _as_tuple, client_ip_source, parse_networks
 
 
 @checks.register()
@@ -21,6 +21,10 @@ def check_settings(app_configs, **kwargs):
     except (TypeError, ValueError):
         errors.append(checks.Error("DOORMAN_TIMEOUT: %r is not a positive number of seconds"
                                    % getattr(settings, "DOORMAN_TIMEOUT", None), id="doorman_django.E002"))
+    try:
+        client_ip_source()
+    except ValueError as e:
+        errors.append(checks.Error(str(e), id="doorman_django.E004"))
     url = getattr(settings, "DOORMAN_API_URL", "http://127.0.0.1:9181")
     if url and not url.startswith(("http://", "https://")):
         errors.append(checks.Error("DOORMAN_API_URL: %r is not an http(s) URL" % url, id="doorman_django.E003"))

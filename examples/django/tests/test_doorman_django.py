@@ -201,6 +201,65 @@ class ClientIPTests(LoginTestCase):
             with self.subTest(name), self.settings(**(overrides or {})):
                 self.assertEqual(self.reported(**extra), want)
 
+    def test_forwarded_for_source(self):
+        xff = {"DOORMAN_CLIENT_IP_SOURCE": "x-forwarded-for"}
+        two = {"DOORMAN_CLIENT_IP_SOURCE": "X-Forwarded-For", "DOORMAN_TRUSTED_PROXIES": "127.0.0.0/8,10.0.0.0/8"}
+        cases = [
+            ("untrusted peer, XFF ignored", {"REMOTE_ADDR": "203.0.113.5", "HTTP_X_FORWARDED_FOR": "198.51.100.2"},
+             xff, ["203.0.113.5"]),
+            ("the proxy's append", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "198.51.100.2"},
+             xff, ["198.51.100.2"]),
+            ("client's own entries left of it never read",
+             {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.99, evil,198.51.100.2"},
+             xff, ["198.51.100.2"]),
+            ("X-Real-IP ignored", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "192.0.2.99",
+                                   "HTTP_X_FORWARDED_FOR": "198.51.100.2"}, xff, ["198.51.100.2"]),
+            ("trusted hops skipped from the right",
+             {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.99,198.51.100.3,\t10.0.0.7 , 127.0.0.5"},
+             two, ["198.51.100.3"]),
+            ("mapped address unmapped", {"REMOTE_ADDR": "127.0.0.1",
+                                         "HTTP_X_FORWARDED_FOR": "::ffff:198.51.100.4"}, xff, ["198.51.100.4"]),
+            ("IPv6", {"REMOTE_ADDR": "::1", "HTTP_X_FORWARDED_FOR": "2001:db8::9"}, xff, ["2001:db8::9"]),
+            # Fail closed: the peer, never an address the client wrote.
+            ("no header: the peer", {"REMOTE_ADDR": "127.0.0.1"}, xff, ["127.0.0.1"]),
+            ("empty header: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": " "}, xff, ["127.0.0.1"]),
+            ("garbage at the read position: the peer",
+             {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.99, unknown"}, xff, ["127.0.0.1"]),
+            ("port: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "198.51.100.2:4711"},
+             xff, ["127.0.0.1"]),
+            ("brackets: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "[2001:db8::9]"},
+             xff, ["127.0.0.1"]),
+            ("zone: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "fe80::1%eth0"},
+             xff, ["127.0.0.1"]),
+            ("empty element: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.99,,127.0.0.2"},
+             xff, ["127.0.0.1"]),
+            ("trusted proxies only: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "10.0.0.1, 127.0.0.2"},
+             two, ["127.0.0.1"]),
+            ("remote-addr: headers never read", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "192.0.2.99",
+                                                 "HTTP_X_FORWARDED_FOR": "192.0.2.98"},
+             {"DOORMAN_CLIENT_IP_SOURCE": "remote-addr"}, ["127.0.0.1"]),
+            ("header (the default) spelled out", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "198.51.100.7",
+                                                  "HTTP_X_FORWARDED_FOR": "192.0.2.98"},
+             {"DOORMAN_CLIENT_IP_SOURCE": "header"}, ["198.51.100.7"]),
+        ]
+        for name, extra, overrides, want in cases:
+            with self.subTest(name), self.settings(**overrides):
+                self.assertEqual(self.reported(**extra), want)
+
+    def test_forwarded_for_on_a_unix_socket(self):
+        with self.settings(DOORMAN_CLIENT_IP_SOURCE="x-forwarded-for", DOORMAN_TRUST_UNIX_PEER=True):
+            self.assertEqual(client_ip(SimpleNamespace(META={"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "198.51.100.2"})),
+                             "198.51.100.2")
+            self.assertIsNone(client_ip(SimpleNamespace(META={"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "bad"})))
+
+    def test_bad_source_setting(self):
+        with self.settings(DOORMAN_CLIENT_IP_SOURCE="x-client-ip"):
+            errors = [e for e in run_checks() if e.id == "doorman_django.E004"]
+            self.assertEqual(self.fail_login(REMOTE_ADDR="127.0.0.1", HTTP_X_REAL_IP="198.51.100.7").status_code, 200)
+        self.assertEqual(len(errors), 1)
+        self.assertIn("'x-client-ip'", errors[0].msg)
+        self.assertEqual(self.doorman.requests, [])
+
     def test_client_ip_function(self):
         self.assertIsNone(client_ip(None))
         self.assertIsNone(client_ip(SimpleNamespace(META={})))
