@@ -31,6 +31,21 @@ def check_settings(app_configs, **kwargs):
     return errors
 
 
+@checks.register()
+def check_fail_mode(app_configs, **kwargs):
+    closed = bool(getattr(settings, "DOORMAN_FAIL_CLOSED", False))
+    if not getattr(settings, "DOORMAN_API_URL", "http://127.0.0.1:9181"):
+        if closed:
+            return [checks.Warning("DOORMAN_FAIL_CLOSED has no effect: DOORMAN_API_URL is empty, doorman is never asked",
+                                   id="doorman_django.W003")]
+        return []
+    if closed:
+        return [checks.Info("DOORMAN_FAIL_CLOSED: logins are refused while doorman cannot answer /v1/attempts",
+                            id="doorman_django.I002")]
+    return [checks.Info("fail open: logins go on while doorman cannot answer /v1/attempts (logged)",
+                        hint="DOORMAN_FAIL_CLOSED = True refuses them instead.", id="doorman_django.I001")]
+
+
 BACKEND = "doorman_django.backends.DoormanBackend"
 MIDDLEWARE = "doorman_django.middleware.DoormanDeviceMiddleware"
 

@@ -17,6 +17,10 @@ DOORMAN_CLIENT_IP_SOURCE where a trusted proxy's client address is read:
                          address not in DOORMAN_TRUSTED_PROXIES, as doorman's
                          /forward-auth reads it; "remote-addr": REMOTE_ADDR
                          always, no header read.
+DOORMAN_FAIL_CLOSED      refuse a login when doorman cannot answer
+                         /v1/attempts (down, slower than DOORMAN_TIMEOUT, an
+                         error, a confused answer); default False: the login
+                         goes on, with a warning (at most one a minute).
 DOORMAN_BLOCK_ON_BAN     when the failure webhook answers "banned": true, the
                          login attempt itself is answered 403; default False.
 DOORMAN_TRUST_UNIX_PEER  treat an empty REMOTE_ADDR (an app server on a unix
@@ -32,6 +36,8 @@ import functools
 import ipaddress
 import json
 import logging
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -306,13 +312,50 @@ def check_attempt(request, username=None):
     is checked. doorman's answer ({"allow": bool, "reason": ..., ...}), or
     None when there is no answer (no client address, doorman down, slow or
     confused): the attempt then goes on."""
+    return ask_attempt(request, username)[0]
+
+
+def ask_attempt(request, username=None):
+    """check_attempt's answer, and whether doorman was asked and could not
+    answer (down, slow, an error, a confused answer): (answer or None,
+    unanswered). Not asked (no client address, DOORMAN_API_URL empty) is
+    (None, False)."""
     ip = client_ip(request)
     if ip is None:
         _no_client(request)
-        return None
+        return None, False
+    if not _setting("DOORMAN_API_URL", DEFAULT_API_URL):
+        return None, False
     answer = post("/v1/attempts", _account_payload(ip, request, username))
     if answer is None or not isinstance(answer.get("allow"), bool):
         if answer is not None:
             logger.warning("doorman: POST /v1/attempts: answer without \"allow\"")
-        return None
-    return answer
+        return None, True
+    return answer, False
+
+
+def fail_closed():
+    return bool(_setting("DOORMAN_FAIL_CLOSED", False))
+
+
+class _EveryMinute:
+    """Logs a warning at most once per interval, with how many times it
+    happened since the last line."""
+
+    def __init__(self, interval=60.0, clock=time.monotonic):
+        self.interval, self.clock = interval, clock
+        self.lock = threading.Lock()
+        self.last = None
+        self.unsaid = 0
+
+    def __call__(self, msg):
+        with self.lock:
+            self.unsaid += 1
+            now = self.clock()
+            if self.last is not None and now - self.last < self.interval:
+                return
+            count, self.unsaid, self.last = self.unsaid, 0, now
+        logger.warning("%s (%d time(s) since the last such line; said at most once a minute)", msg, count)
+
+
+fail_open_log = _EveryMinute()

@@ -523,3 +523,64 @@ class UsernameTests(LoginTestCase):
         self.fail_login()
         self.assertEqual(self.doorman.bodies("/v1/failures"),
                          [{"ip": "203.0.113.5", "username": "admin"}, {"ip": "203.0.113.5"}])
+
+
+class FailModeTests(LoginTestCase):
+    def setUp(self):
+        super().setUp()
+        from doorman_django import client
+        client.fail_open_log.last, client.fail_open_log.unsaid = None, 0
+
+    def down(self, **overrides):
+        return self.settings(DOORMAN_API_URL="http://127.0.0.1:%d" % closed_port(), **overrides)
+
+    def test_fail_open_by_default_and_logged(self):
+        with self.down(), self.assertLogs("doorman_django", "WARNING") as logs:
+            self.assertEqual(self.good_login().status_code, 302)
+        self.assertTrue(is_logged_in(self.client))
+        said = [line for line in logs.output if "login allowed to go on (fail open" in line]
+        self.assertEqual(len(said), 1, logs.output)
+
+    def test_fail_closed_refuses(self):
+        with self.down(DOORMAN_FAIL_CLOSED=True), self.assertLogs("doorman_django", "WARNING") as logs:
+            r = self.good_login()
+        self.assertEqual(r.status_code, 200)
+        self.assertFalse(is_logged_in(self.client))
+        self.assertTrue(any("login refused (DOORMAN_FAIL_CLOSED)" in line for line in logs.output), logs.output)
+
+    def test_fail_closed_refuses_a_confused_answer(self):
+        self.doorman.attempt = {"reason": "no allow here"}
+        with self.settings(DOORMAN_FAIL_CLOSED=True):
+            self.assertEqual(self.good_login().status_code, 200)
+        self.assertFalse(is_logged_in(self.client))
+
+    def test_fail_closed_allows_when_doorman_answers(self):
+        with self.settings(DOORMAN_FAIL_CLOSED=True):
+            self.assertEqual(self.good_login().status_code, 302)
+
+    def test_fail_open_warning_at_most_once_a_minute(self):
+        from doorman_django import client
+        now = [1000.0]
+        client.fail_open_log.clock = lambda: now[0]
+        try:
+            with self.assertLogs("doorman_django", "WARNING") as logs:
+                for _ in range(3):
+                    client.fail_open_log("down")
+                now[0] += 59
+                client.fail_open_log("down")
+                now[0] += 1
+                client.fail_open_log("down")
+        finally:
+            client.fail_open_log.clock = time.monotonic
+        self.assertEqual(len(logs.output), 2, logs.output)
+        self.assertIn("(1 time(s) since", logs.output[0])
+        self.assertIn("(4 time(s) since", logs.output[1])
+
+    def test_check_reports_the_mode(self):
+        ids = lambda: sorted(e.id for e in run_checks() if e.id in
+                             ("doorman_django.I001", "doorman_django.I002", "doorman_django.W003"))
+        self.assertEqual(ids(), ["doorman_django.I001"])
+        with self.settings(DOORMAN_FAIL_CLOSED=True):
+            self.assertEqual(ids(), ["doorman_django.I002"])
+        with self.settings(DOORMAN_FAIL_CLOSED=True, DOORMAN_API_URL=""):
+            self.assertEqual(ids(), ["doorman_django.W003"])
