@@ -65,6 +65,15 @@ func startCaddySiteApp(t *testing.T, env map[string]string, authExtra string, ap
 		app = testApp(t)
 	}
 	d := startDoorman(t, env)
+	port, dir := startCaddy(t, d, authExtra, app.Listener.Addr().String())
+	return &caddySite{d: d, port: port, app: app, dir: dir}
+}
+
+// startCaddy runs Caddy with the adapted proxies/caddy/Caddyfile in front of
+// upstream (host:port), asking d; it returns Caddy's port and its directory.
+func startCaddy(t *testing.T, d *Doorman, authExtra, upstream string) (int, string) {
+	t.Helper()
+	requireTool(t, "caddy", "caddy")
 	shipped, err := os.ReadFile(filepath.Join(repoRoot(t), "proxies", "caddy", "Caddyfile"))
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +87,7 @@ func startCaddySiteApp(t *testing.T, env map[string]string, authExtra string, ap
 			"example.com {", fmt.Sprintf("{\n\tadmin off\n}\n\nhttp://:%d {\n\tbind 127.0.0.1", port),
 			"forward_auth @doorman 127.0.0.1:9180 {", "forward_auth @doorman "+d.DecideAddr+" {",
 			"uri /forward-auth\n", "uri /forward-auth\n"+authExtra,
-			"reverse_proxy 127.0.0.1:8000", "reverse_proxy "+app.Listener.Addr().String(),
+			"reverse_proxy 127.0.0.1:8000", "reverse_proxy "+upstream,
 		)
 		path := filepath.Join(dir, "Caddyfile")
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
@@ -89,7 +98,7 @@ func startCaddySiteApp(t *testing.T, env map[string]string, authExtra string, ap
 		cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 		ok, log := startProxy(t, "caddy", cmd, filepath.Join(dir, "caddy.log"), port)
 		if ok {
-			return &caddySite{d: d, port: port, app: app, dir: dir}
+			return port, dir
 		}
 		lastLog = log
 		if !strings.Contains(log, "address already in use") {
@@ -97,7 +106,7 @@ func startCaddySiteApp(t *testing.T, env map[string]string, authExtra string, ap
 		}
 	}
 	t.Fatalf("caddy did not start:\n%s", lastLog)
-	return nil
+	return 0, ""
 }
 
 // adaptConfig applies old/new pairs to a shipped configuration file, failing

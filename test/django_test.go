@@ -403,3 +403,66 @@ func TestDjangoAdminBehindNginx(t *testing.T) {
 		t.Errorf("django saw clients %v, want exactly the three allowed sources", seen)
 	}
 }
+
+// TestDjangoAdminBehindCaddy: the Django admin behind a real Caddy running
+// proxies/caddy/Caddyfile. Caddy passes a client's own X-Real-IP through
+// unless the Caddyfile overwrites it; Django believes X-Real-IP from Caddy.
+// An attacker who names another address there with wrong passwords must be
+// counted and banned itself, and the named address never.
+func TestDjangoAdminBehindCaddy(t *testing.T) {
+	requireDjango(t)
+	requireTool(t, "caddy", "caddy")
+	const token = "django-caddy-token"
+	d := startDoorman(t, map[string]string{
+		"DOORMAN_ALLOW":           "127.0.0.0/25",
+		"DOORMAN_MAX_FAILURES":    "3",
+		"DOORMAN_API_TOKEN":       token,
+		"DOORMAN_TRUSTED_PROXIES": "127.0.0.1/32", // Caddy asks from 127.0.0.1
+	})
+	demo := startDjangoDemo(t, map[string]string{
+		"DOORMAN_API_URL":         "http://" + d.APIAddr,
+		"DOORMAN_API_TOKEN":       token,
+		"DOORMAN_TRUSTED_PROXIES": "127.0.0.1/32", // Caddy connects from 127.0.0.1
+		"DOORMAN_BLOCK_ON_BAN":    "1",
+	})
+	port, _ := startCaddy(t, d, "", demo.Addr)
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+
+	const victim = "192.0.2.99"
+	attacker := newBrowser(t, "127.0.0.10", base, "X-Real-IP", victim)
+	for i := 1; i <= 2; i++ {
+		if status, body := attacker.login("admin", "wrong"); status != http.StatusOK || !strings.Contains(body, loginFailed) {
+			t.Fatalf("failure %d: %d %.300q, want 200 with the login error", i, status, body)
+		}
+	}
+	if status, body := attacker.login("admin", "wrong"); status != http.StatusForbidden || strings.Contains(body, loginForm) {
+		t.Fatalf("banning failure: %d %.300q, want Django's 403", status, body)
+	}
+	// Banned at Caddy (doorman's /forward-auth), even with the right password.
+	if status, _ := attacker.do("GET", "/admin/login/", nil); status != http.StatusForbidden {
+		t.Errorf("attacker GET /admin/login/ after the ban: %d, want 403 from doorman", status)
+	}
+	status, body := attacker.do("POST", "/admin/login/", url.Values{"username": {"admin"}, "password": {demoPassword}})
+	if status != http.StatusForbidden || strings.Contains(body, adminIndex) {
+		t.Errorf("attacker POST /admin/login/ after the ban: %d %.200q, want 403", status, body)
+	}
+	log := d.Log(t)
+	if !strings.Contains(log, "msg=ban ip=127.0.0.10 key=127.0.0.10/32") {
+		t.Errorf("doorman did not ban the attacker 127.0.0.10:\n%s", log)
+	}
+	if strings.Contains(log, victim) {
+		t.Errorf("doorman heard of %s, the address the attacker named in X-Real-IP:\n%s", victim, log)
+	}
+	for _, c := range demo.clients(t) {
+		if c == victim {
+			t.Errorf("Django took %s (the client's own X-Real-IP) for the client", victim)
+			break
+		}
+	}
+
+	// Someone else at another address signs in.
+	bystander := newBrowser(t, "127.0.0.11", base)
+	if status, body := bystander.login("admin", demoPassword); status != http.StatusFound {
+		t.Errorf("bystander login: %d %.300q, want 302", status, body)
+	}
+}

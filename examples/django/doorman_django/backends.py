@@ -15,8 +15,10 @@ reported) and the login form shows its usual error. The password is never
 checked, so the answer cannot reveal whether it was right.
 
 When doorman cannot answer (unreachable, slower than DOORMAN_TIMEOUT, an
-error), the attempt goes on to the next backend, and the problem is logged
-(logger "doorman_django"): logins never depend on doorman being up.
+error), the attempt goes on to the next backend (fail open), and the problem
+is logged (logger "doorman_django", at most one warning a minute with a
+count): logins do not depend on doorman being up. With DOORMAN_FAIL_CLOSED =
+True such an attempt is refused instead, like a locked account.
 """
 
 import logging
@@ -24,7 +26,7 @@ import logging
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 
-from .client import check_attempt
+from .client import ask_attempt, fail_closed, fail_open_log
 
 logger = logging.getLogger("doorman_django")
 
@@ -36,9 +38,16 @@ class DoormanBackend:
         if username is None:
             username = kwargs.get(getattr(get_user_model(), "USERNAME_FIELD", "username"))
         try:
-            answer = check_attempt(request, username)
+            answer, unanswered = ask_attempt(request, username)
         except Exception:  # a bug here must not turn a login into a 500
             logger.exception("doorman: asking /v1/attempts")
+            answer, unanswered = None, True
+        if unanswered:
+            if fail_closed():
+                logger.warning("doorman: no answer from /v1/attempts; login refused (DOORMAN_FAIL_CLOSED)")
+                raise PermissionDenied("doorman did not answer (DOORMAN_FAIL_CLOSED)")
+            fail_open_log("doorman: no answer from /v1/attempts; login allowed to go on (fail open; "
+                          "DOORMAN_FAIL_CLOSED = True refuses it)")
             return None
         if answer is not None and answer.get("allow") is False:
             logger.info("doorman: login attempt refused before the password check: %s (retry after %ss)",

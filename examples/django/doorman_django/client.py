@@ -11,6 +11,16 @@ DOORMAN_TRUSTED_PROXIES  IPs or CIDRs (list, or one comma-separated string)
                          "127.0.0.0/8,::1/128" like doorman's own default.
 DOORMAN_CLIENT_IP_HEADER the header the trusted proxy overwrites with the
                          client address, default "X-Real-IP".
+DOORMAN_CLIENT_IP_SOURCE where a trusted proxy's client address is read:
+                         "header" (default): DOORMAN_CLIENT_IP_HEADER;
+                         "x-forwarded-for": the rightmost X-Forwarded-For
+                         address not in DOORMAN_TRUSTED_PROXIES, as doorman's
+                         /forward-auth reads it; "remote-addr": REMOTE_ADDR
+                         always, no header read.
+DOORMAN_FAIL_CLOSED      refuse a login when doorman cannot answer
+                         /v1/attempts (down, slower than DOORMAN_TIMEOUT, an
+                         error, a confused answer); default False: the login
+                         goes on, with a warning (at most one a minute).
 DOORMAN_BLOCK_ON_BAN     when the failure webhook answers "banned": true, the
                          login attempt itself is answered 403; default False.
 DOORMAN_TRUST_UNIX_PEER  treat an empty REMOTE_ADDR (an app server on a unix
@@ -26,6 +36,8 @@ import functools
 import ipaddress
 import json
 import logging
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -38,6 +50,7 @@ DEFAULT_TIMEOUT = 0.5
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
 DEFAULT_CLIENT_IP_HEADER = "X-Real-IP"
 DEFAULT_DEVICE_COOKIE = "doorman_device"
+CLIENT_IP_SOURCES = ("header", "x-forwarded-for", "remote-addr")
 
 # doorman refuses usernames over 256 bytes (UTF-8) and bodies over 4 KiB.
 MAX_USERNAME = 256
@@ -141,12 +154,54 @@ def client_ip(request):
             return None
         if not any(peer in net for net in trusted_proxies() if net.version == peer.version):
             return str(peer)
+    source = client_ip_source()
+    if source == "remote-addr":
+        return None if peer is None else str(peer)
+    if source == "x-forwarded-for":
+        return _forwarded_for(request.META.get("HTTP_X_FORWARDED_FOR"), peer)
     header = _setting("DOORMAN_CLIENT_IP_HEADER", DEFAULT_CLIENT_IP_HEADER)
     if not header:
         return None if peer is None else str(peer)
     # A repeated header arrives joined with commas and does not parse.
     ip = parse_ip(request.META.get(meta_key(header)))
     return None if ip is None else str(ip)
+
+
+def client_ip_source():
+    """DOORMAN_CLIENT_IP_SOURCE, lower case; ValueError naming a bad value."""
+    source = _setting("DOORMAN_CLIENT_IP_SOURCE", "header")
+    if not isinstance(source, str) or source.strip().lower() not in CLIENT_IP_SOURCES:
+        raise ValueError("DOORMAN_CLIENT_IP_SOURCE: %r is not one of %s" % (source, ", ".join(CLIENT_IP_SOURCES)))
+    return source.strip().lower()
+
+
+def _forwarded_for(value, peer):
+    """The client in a trusted proxy's X-Forwarded-For, as doorman's
+    /forward-auth reads it: walking from the right, the first address not
+    in DOORMAN_TRUSTED_PROXIES. Each hop appends the address it saw, so what
+    stands left of that one came from the client and is never read.
+
+    Fail closed: a missing or empty header, an element the walk has to read
+    that is not a bare IP (a port, brackets, "unknown", an empty element),
+    or trusted proxies only give the peer, the trusted proxy itself (None on
+    a unix socket), never an address a client chose. Several header lines
+    reach Django joined with commas (by the WSGI server), which cannot be
+    told from one line; see docs/django.md.
+    """
+    fallback = None if peer is None else str(peer)
+    if not isinstance(value, str) or not value.strip():
+        return fallback
+    nets = trusted_proxies()
+    for elem in reversed(value.split(",")):
+        elem = elem.strip(" \t")
+        if "%" in elem:
+            return fallback  # doorman's walk takes no zone either
+        ip = parse_ip(elem)
+        if ip is None:
+            return fallback
+        if not any(ip in net for net in nets if net.version == ip.version):
+            return str(ip)
+    return fallback
 
 
 def post(path, payload):
@@ -257,13 +312,50 @@ def check_attempt(request, username=None):
     is checked. doorman's answer ({"allow": bool, "reason": ..., ...}), or
     None when there is no answer (no client address, doorman down, slow or
     confused): the attempt then goes on."""
+    return ask_attempt(request, username)[0]
+
+
+def ask_attempt(request, username=None):
+    """check_attempt's answer, and whether doorman was asked and could not
+    answer (down, slow, an error, a confused answer): (answer or None,
+    unanswered). Not asked (no client address, DOORMAN_API_URL empty) is
+    (None, False)."""
     ip = client_ip(request)
     if ip is None:
         _no_client(request)
-        return None
+        return None, False
+    if not _setting("DOORMAN_API_URL", DEFAULT_API_URL):
+        return None, False
     answer = post("/v1/attempts", _account_payload(ip, request, username))
     if answer is None or not isinstance(answer.get("allow"), bool):
         if answer is not None:
             logger.warning("doorman: POST /v1/attempts: answer without \"allow\"")
-        return None
-    return answer
+        return None, True
+    return answer, False
+
+
+def fail_closed():
+    return bool(_setting("DOORMAN_FAIL_CLOSED", False))
+
+
+class _EveryMinute:
+    """Logs a warning at most once per interval, with how many times it
+    happened since the last line."""
+
+    def __init__(self, interval=60.0, clock=time.monotonic):
+        self.interval, self.clock = interval, clock
+        self.lock = threading.Lock()
+        self.last = None
+        self.unsaid = 0
+
+    def __call__(self, msg):
+        with self.lock:
+            self.unsaid += 1
+            now = self.clock()
+            if self.last is not None and now - self.last < self.interval:
+                return
+            count, self.unsaid, self.last = self.unsaid, 0, now
+        logger.warning("%s (%d time(s) since the last such line; said at most once a minute)", msg, count)
+
+
+fail_open_log = _EveryMinute()

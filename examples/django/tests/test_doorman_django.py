@@ -201,6 +201,65 @@ class ClientIPTests(LoginTestCase):
             with self.subTest(name), self.settings(**(overrides or {})):
                 self.assertEqual(self.reported(**extra), want)
 
+    def test_forwarded_for_source(self):
+        xff = {"DOORMAN_CLIENT_IP_SOURCE": "x-forwarded-for"}
+        two = {"DOORMAN_CLIENT_IP_SOURCE": "X-Forwarded-For", "DOORMAN_TRUSTED_PROXIES": "127.0.0.0/8,10.0.0.0/8"}
+        cases = [
+            ("untrusted peer, XFF ignored", {"REMOTE_ADDR": "203.0.113.5", "HTTP_X_FORWARDED_FOR": "198.51.100.2"},
+             xff, ["203.0.113.5"]),
+            ("the proxy's append", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "198.51.100.2"},
+             xff, ["198.51.100.2"]),
+            ("client's own entries left of it never read",
+             {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.99, evil,198.51.100.2"},
+             xff, ["198.51.100.2"]),
+            ("X-Real-IP ignored", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "192.0.2.99",
+                                   "HTTP_X_FORWARDED_FOR": "198.51.100.2"}, xff, ["198.51.100.2"]),
+            ("trusted hops skipped from the right",
+             {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.99,198.51.100.3,\t10.0.0.7 , 127.0.0.5"},
+             two, ["198.51.100.3"]),
+            ("mapped address unmapped", {"REMOTE_ADDR": "127.0.0.1",
+                                         "HTTP_X_FORWARDED_FOR": "::ffff:198.51.100.4"}, xff, ["198.51.100.4"]),
+            ("IPv6", {"REMOTE_ADDR": "::1", "HTTP_X_FORWARDED_FOR": "2001:db8::9"}, xff, ["2001:db8::9"]),
+            # Fail closed: the peer, never an address the client wrote.
+            ("no header: the peer", {"REMOTE_ADDR": "127.0.0.1"}, xff, ["127.0.0.1"]),
+            ("empty header: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": " "}, xff, ["127.0.0.1"]),
+            ("garbage at the read position: the peer",
+             {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.99, unknown"}, xff, ["127.0.0.1"]),
+            ("port: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "198.51.100.2:4711"},
+             xff, ["127.0.0.1"]),
+            ("brackets: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "[2001:db8::9]"},
+             xff, ["127.0.0.1"]),
+            ("zone: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "fe80::1%eth0"},
+             xff, ["127.0.0.1"]),
+            ("empty element: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.0.2.99,,127.0.0.2"},
+             xff, ["127.0.0.1"]),
+            ("trusted proxies only: the peer", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "10.0.0.1, 127.0.0.2"},
+             two, ["127.0.0.1"]),
+            ("remote-addr: headers never read", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "192.0.2.99",
+                                                 "HTTP_X_FORWARDED_FOR": "192.0.2.98"},
+             {"DOORMAN_CLIENT_IP_SOURCE": "remote-addr"}, ["127.0.0.1"]),
+            ("header (the default) spelled out", {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_REAL_IP": "198.51.100.7",
+                                                  "HTTP_X_FORWARDED_FOR": "192.0.2.98"},
+             {"DOORMAN_CLIENT_IP_SOURCE": "header"}, ["198.51.100.7"]),
+        ]
+        for name, extra, overrides, want in cases:
+            with self.subTest(name), self.settings(**overrides):
+                self.assertEqual(self.reported(**extra), want)
+
+    def test_forwarded_for_on_a_unix_socket(self):
+        with self.settings(DOORMAN_CLIENT_IP_SOURCE="x-forwarded-for", DOORMAN_TRUST_UNIX_PEER=True):
+            self.assertEqual(client_ip(SimpleNamespace(META={"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "198.51.100.2"})),
+                             "198.51.100.2")
+            self.assertIsNone(client_ip(SimpleNamespace(META={"REMOTE_ADDR": "", "HTTP_X_FORWARDED_FOR": "bad"})))
+
+    def test_bad_source_setting(self):
+        with self.settings(DOORMAN_CLIENT_IP_SOURCE="x-client-ip"):
+            errors = [e for e in run_checks() if e.id == "doorman_django.E004"]
+            self.assertEqual(self.fail_login(REMOTE_ADDR="127.0.0.1", HTTP_X_REAL_IP="198.51.100.7").status_code, 200)
+        self.assertEqual(len(errors), 1)
+        self.assertIn("'x-client-ip'", errors[0].msg)
+        self.assertEqual(self.doorman.requests, [])
+
     def test_client_ip_function(self):
         self.assertIsNone(client_ip(None))
         self.assertIsNone(client_ip(SimpleNamespace(META={})))
@@ -464,3 +523,64 @@ class UsernameTests(LoginTestCase):
         self.fail_login()
         self.assertEqual(self.doorman.bodies("/v1/failures"),
                          [{"ip": "203.0.113.5", "username": "admin"}, {"ip": "203.0.113.5"}])
+
+
+class FailModeTests(LoginTestCase):
+    def setUp(self):
+        super().setUp()
+        from doorman_django import client
+        client.fail_open_log.last, client.fail_open_log.unsaid = None, 0
+
+    def down(self, **overrides):
+        return self.settings(DOORMAN_API_URL="http://127.0.0.1:%d" % closed_port(), **overrides)
+
+    def test_fail_open_by_default_and_logged(self):
+        with self.down(), self.assertLogs("doorman_django", "WARNING") as logs:
+            self.assertEqual(self.good_login().status_code, 302)
+        self.assertTrue(is_logged_in(self.client))
+        said = [line for line in logs.output if "login allowed to go on (fail open" in line]
+        self.assertEqual(len(said), 1, logs.output)
+
+    def test_fail_closed_refuses(self):
+        with self.down(DOORMAN_FAIL_CLOSED=True), self.assertLogs("doorman_django", "WARNING") as logs:
+            r = self.good_login()
+        self.assertEqual(r.status_code, 200)
+        self.assertFalse(is_logged_in(self.client))
+        self.assertTrue(any("login refused (DOORMAN_FAIL_CLOSED)" in line for line in logs.output), logs.output)
+
+    def test_fail_closed_refuses_a_confused_answer(self):
+        self.doorman.attempt = {"reason": "no allow here"}
+        with self.settings(DOORMAN_FAIL_CLOSED=True):
+            self.assertEqual(self.good_login().status_code, 200)
+        self.assertFalse(is_logged_in(self.client))
+
+    def test_fail_closed_allows_when_doorman_answers(self):
+        with self.settings(DOORMAN_FAIL_CLOSED=True):
+            self.assertEqual(self.good_login().status_code, 302)
+
+    def test_fail_open_warning_at_most_once_a_minute(self):
+        from doorman_django import client
+        now = [1000.0]
+        client.fail_open_log.clock = lambda: now[0]
+        try:
+            with self.assertLogs("doorman_django", "WARNING") as logs:
+                for _ in range(3):
+                    client.fail_open_log("down")
+                now[0] += 59
+                client.fail_open_log("down")
+                now[0] += 1
+                client.fail_open_log("down")
+        finally:
+            client.fail_open_log.clock = time.monotonic
+        self.assertEqual(len(logs.output), 2, logs.output)
+        self.assertIn("(1 time(s) since", logs.output[0])
+        self.assertIn("(4 time(s) since", logs.output[1])
+
+    def test_check_reports_the_mode(self):
+        ids = lambda: sorted(e.id for e in run_checks() if e.id in
+                             ("doorman_django.I001", "doorman_django.I002", "doorman_django.W003"))
+        self.assertEqual(ids(), ["doorman_django.I001"])
+        with self.settings(DOORMAN_FAIL_CLOSED=True):
+            self.assertEqual(ids(), ["doorman_django.I002"])
+        with self.settings(DOORMAN_FAIL_CLOSED=True, DOORMAN_API_URL=""):
+            self.assertEqual(ids(), ["doorman_django.W003"])
