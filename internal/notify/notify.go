@@ -13,6 +13,9 @@
 //     the same events, waiting 1 s, 2 s, 4 s … up to MaxBackoff between tries;
 //     any other answer is final and its events are dropped and counted.
 //   - Waiting goes through Sleep, so tests drive the schedule without a clock.
+//   - Events go to URL and nowhere else: no redirect is followed (a 3xx
+//     answer is a refusal) and no proxy is used but Proxy; HTTP_PROXY and
+//     HTTPS_PROXY are ignored.
 //
 // A Notifier is safe for concurrent use.
 package notify
@@ -66,12 +69,13 @@ type Event struct {
 // Options configure a Notifier. URL and Dropped are required.
 type Options struct {
 	URL     string
-	Format  string // FormatJSON (default) or FormatSlack
-	Host    string // this instance, in every event
+	Format  string   // FormatJSON (default) or FormatSlack
+	Proxy   *url.URL // DOORMAN_NOTIFY_PROXY; nil: connect to URL directly
+	Host    string   // this instance, in every event
 	Dropped *metrics.Counter
 	Log     *slog.Logger // nil: no logs
 
-	Client     *http.Client // nil: a client with DefaultTimeout
+	Timeout    time.Duration // of one request; 0: DefaultTimeout
 	QueueSize  int
 	Interval   time.Duration // least time between two requests
 	MaxBatch   int
@@ -85,8 +89,9 @@ type Options struct {
 
 // Notifier queues events and posts them from Run.
 type Notifier struct {
-	o    Options
-	wake chan struct{} // one token: the queue became non-empty
+	o      Options
+	client *http.Client
+	wake   chan struct{} // one token: the queue became non-empty
 
 	mu    sync.Mutex
 	queue []Event // FIFO; len ≤ QueueSize
@@ -110,11 +115,16 @@ func New(o Options) (*Notifier, error) {
 	default:
 		return nil, fmt.Errorf("DOORMAN_NOTIFY_FORMAT: %q must be json or slack", o.Format)
 	}
+	if o.Proxy != nil {
+		if err := CheckURL(o.Proxy.String()); err != nil {
+			return nil, fmt.Errorf("DOORMAN_NOTIFY_PROXY: %q %v", redact(o.Proxy.String()), err)
+		}
+	}
 	if o.Dropped == nil {
 		return nil, errors.New("notify: Options.Dropped is nil")
 	}
-	if o.Client == nil {
-		o.Client = &http.Client{Timeout: DefaultTimeout}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
 	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = DefaultQueueSize
@@ -137,7 +147,27 @@ func New(o Options) (*Notifier, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Notifier{o: o, wake: make(chan struct{}, 1)}, nil
+	return &Notifier{o: o, client: newClient(o.Proxy, o.Timeout), wake: make(chan struct{}, 1)}, nil
+}
+
+// newClient returns the client of the notifications. Go's default client
+// would follow redirects, re-sending the POST and its body to wherever the
+// receiver (or anyone who can answer for it) points, and would honour
+// HTTP_PROXY and HTTPS_PROXY, so the process's environment could route the
+// events through a host nobody configured for them. So: no redirects (a 3xx
+// answer is returned as it is and refused by post) and no proxy but the one
+// DOORMAN_NOTIFY_PROXY names.
+func newClient(proxy *url.URL, timeout time.Duration) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	if proxy != nil {
+		t.Proxy = http.ProxyURL(proxy)
+	}
+	return &http.Client{
+		Transport:     t,
+		Timeout:       timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // CheckURL accepts an absolute http or https URL with a host.
@@ -149,7 +179,7 @@ func CheckURL(s string) error {
 	return nil
 }
 
-// redact hides a URL's password and query (Slack puts its secret in the path,
+// redact hides a URL's user, password and query (Slack puts its secret in the path,
 // which is kept only up to the host).
 func redact(s string) string {
 	u, err := url.Parse(s)
@@ -317,7 +347,7 @@ func (n *Notifier) post(ctx context.Context, body []byte) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "doorman")
-	resp, err := n.o.Client.Do(req)
+	resp, err := n.client.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -333,6 +363,8 @@ func (n *Notifier) post(ctx context.Context, body []byte) error {
 		return nil
 	case s == http.StatusRequestTimeout, s == http.StatusTooManyRequests, s >= 500:
 		return fmt.Errorf("receiver answered %d", s)
+	case s >= 300 && s < 400:
+		return &permanentError{fmt.Errorf("receiver answered %d; redirects are not followed", s)}
 	default:
 		return &permanentError{fmt.Errorf("receiver answered %d", s)}
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,8 +107,8 @@ func newTestSteps(t *testing.T, st *steps, url string, o Options, queued ...Even
 	o.Host = "front-1"
 	o.Dropped = metrics.NewSet().NewCounter("doorman_notify_dropped_total")
 	o.Sleep = st.sleep
-	if o.Client == nil {
-		o.Client = &http.Client{Timeout: 5 * time.Second}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
 	}
 	n, err := New(o)
 	if err != nil {
@@ -375,7 +376,7 @@ func TestReceiverSlow(t *testing.T) {
 		}
 	}))
 	defer func() { close(release); srv.Close() }()
-	n, st, dropped, stop := newTest(t, srv.URL, Options{QueueSize: 500, Client: &http.Client{Timeout: 200 * time.Millisecond}})
+	n, st, dropped, stop := newTest(t, srv.URL, Options{QueueSize: 500, Timeout: 200 * time.Millisecond})
 	n.Send(ban(0))
 	sendAll(t, n, 2000) // while the first request hangs
 	if n.Queued() != 500 || dropped.Get() != 1501 {
@@ -417,6 +418,7 @@ func TestNewErrors(t *testing.T) {
 		{"ftp", Options{URL: "ftp://h/x", Dropped: c}, `DOORMAN_NOTIFY_URL: "ftp://h/…" is not`},
 		{"no host", Options{URL: "http:///x", Dropped: c}, `DOORMAN_NOTIFY_URL: "http:///x" is not`},
 		{"format", Options{URL: "http://h/x", Format: "xml", Dropped: c}, `DOORMAN_NOTIFY_FORMAT: "xml" must be json or slack`},
+		{"proxy", Options{URL: "http://h/x", Proxy: &url.URL{Scheme: "socks5", User: url.UserPassword("u", "secret"), Host: "p:1080"}, Dropped: c}, `DOORMAN_NOTIFY_PROXY: "socks5://p:1080/…" is not`},
 		{"secret in path hidden", Options{URL: "gopher://hooks.slack.example/services/T0/B0/secret", Dropped: c}, `"gopher://hooks.slack.example/…"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
