@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -403,7 +404,13 @@ func (n *Notifier) encode(batch []Event) ([]byte, error) {
 const slackLines = 20
 
 // SlackText renders a batch as the text of one chat message, one line per
-// event. Slack's control characters (&, <, >) are escaped.
+// event. Keys (usernames, addresses) and reasons (an operator's note) are
+// chosen by whoever failed a login or made a ban, so no value can shape the
+// message: each is shown with its control characters, line breaks and
+// invisible runes escaped as in a Go string literal (\n, \x1b, \u202e),
+// keys and reasons in code formatting with their backticks escaped (\x60),
+// and Slack's control characters (&, <, >) escaped in the whole text, so no
+// value can start a line, a link (<https://…|text>) or a mention (<!channel>).
 func SlackText(batch []Event) string {
 	var b strings.Builder
 	for i, e := range batch {
@@ -414,25 +421,39 @@ func SlackText(batch []Event) string {
 			fmt.Fprintf(&b, "… and %d more", len(batch)-slackLines)
 			break
 		}
-		fmt.Fprintf(&b, "doorman on %s: %s %s", e.Host, strings.ReplaceAll(e.Type, "_", " "), e.Key)
+		fmt.Fprintf(&b, "doorman on %s: %s %s", plain(e.Host), plain(strings.ReplaceAll(e.Type, "_", " ")), code(e.Key))
 		if e.Until != "" {
-			fmt.Fprintf(&b, " until %s", e.Until)
+			fmt.Fprintf(&b, " until %s", plain(e.Until))
 		}
 		var why []string
 		if e.Reason != "" {
-			why = append(why, "reason "+e.Reason)
+			why = append(why, "reason "+code(e.Reason))
 		}
 		if e.Count > 0 {
 			why = append(why, fmt.Sprintf("ban #%d", e.Count))
 		}
 		if e.Source != "" {
-			why = append(why, "by "+e.Source)
+			why = append(why, "by "+plain(e.Source))
 		}
 		if len(why) > 0 {
 			fmt.Fprintf(&b, " (%s)", strings.Join(why, ", "))
 		}
 	}
 	return slackEscape.Replace(b.String())
+}
+
+// plain escapes s as the inside of a Go string literal: control characters,
+// line breaks, invisible and bidirectional runes and invalid UTF-8 become
+// \n, \x1b, \u202e …; a backslash is doubled so an escape cannot be faked.
+func plain(s string) string {
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
+
+// code shows s in code formatting; its backticks, which would end it, are
+// escaped as \x60.
+func code(s string) string {
+	return "`" + strings.ReplaceAll(plain(s), "`", `\x60`) + "`"
 }
 
 var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")

@@ -172,7 +172,7 @@ func TestSlackFormat(t *testing.T) {
 	if err := json.Unmarshal([]byte(rec.got()[0]), &body); err != nil {
 		t.Fatal(err)
 	}
-	want := "doorman on front-1: range ban 198.51.100.0/24 until 2026-11-28T11:45:12Z (reason manual, ban #1, by manual)"
+	want := "doorman on front-1: range ban `198.51.100.0/24` until 2026-11-28T11:45:12Z (reason `manual`, ban #1, by manual)"
 	if len(body) != 1 || body["text"] != want {
 		t.Errorf("slack body: got %q, want {\"text\": %q}", body, want)
 	}
@@ -189,9 +189,9 @@ func TestSlackText(t *testing.T) {
 		want  string
 	}{
 		{"escaped", []Event{{Type: "ban", Key: "10.0.0.0/8", Reason: "<!channel> & co", Host: "a<b>"}},
-			"doorman on a&lt;b&gt;: ban 10.0.0.0/8 (reason &lt;!channel&gt; &amp; co)"},
+			"doorman on a&lt;b&gt;: ban `10.0.0.0/8` (reason `&lt;!channel&gt; &amp; co`)"},
 		{"lock", []Event{{Type: "lock", Key: "admin", Until: "2026-01-01T00:00:00Z", Source: "failures", Host: "h"}},
-			"doorman on h: lock admin until 2026-01-01T00:00:00Z (by failures)"},
+			"doorman on h: lock `admin` until 2026-01-01T00:00:00Z (by failures)"},
 		{"long batch", many, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
