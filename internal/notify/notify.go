@@ -104,21 +104,22 @@ type Notifier struct {
 }
 
 // New checks the options and returns a Notifier; call Run to start sending.
-// Errors name the variable and quote the value.
+// The variables behind URL, Format and Proxy are checked by config.Validate,
+// before any file is opened; these checks catch a caller's mistake.
 func New(o Options) (*Notifier, error) {
 	if err := CheckURL(o.URL); err != nil {
-		return nil, fmt.Errorf("DOORMAN_NOTIFY_URL: %q %v", redact(o.URL), err)
+		return nil, fmt.Errorf("notify: Options.URL %q %v", redact(o.URL), err)
 	}
 	switch o.Format {
 	case "":
 		o.Format = FormatJSON
 	case FormatJSON, FormatSlack:
 	default:
-		return nil, fmt.Errorf("DOORMAN_NOTIFY_FORMAT: %q must be json or slack", o.Format)
+		return nil, fmt.Errorf("notify: Options.Format %q is not json or slack", o.Format)
 	}
 	if o.Proxy != nil {
 		if err := CheckURL(o.Proxy.String()); err != nil {
-			return nil, fmt.Errorf("DOORMAN_NOTIFY_PROXY: %q %v", redact(o.Proxy.String()), err)
+			return nil, fmt.Errorf("notify: Options.Proxy %q %v", redact(o.Proxy.String()), err)
 		}
 	}
 	if o.Dropped == nil {

@@ -414,11 +414,11 @@ func TestNewErrors(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{"no scheme", Options{URL: "hooks.example/x", Dropped: c}, `DOORMAN_NOTIFY_URL: "hooks.example/x" is not an http:// or https:// URL`},
-		{"ftp", Options{URL: "ftp://h/x", Dropped: c}, `DOORMAN_NOTIFY_URL: "ftp://h/…" is not`},
-		{"no host", Options{URL: "http:///x", Dropped: c}, `DOORMAN_NOTIFY_URL: "http:///x" is not`},
-		{"format", Options{URL: "http://h/x", Format: "xml", Dropped: c}, `DOORMAN_NOTIFY_FORMAT: "xml" must be json or slack`},
-		{"proxy", Options{URL: "http://h/x", Proxy: &url.URL{Scheme: "socks5", User: url.UserPassword("u", "secret"), Host: "p:1080"}, Dropped: c}, `DOORMAN_NOTIFY_PROXY: "socks5://p:1080/…" is not`},
+		{"no scheme", Options{URL: "hooks.example/x", Dropped: c}, `notify: Options.URL "hooks.example/x" is not an http:// or https:// URL`},
+		{"ftp", Options{URL: "ftp://h/x", Dropped: c}, `notify: Options.URL "ftp://h/…" is not`},
+		{"no host", Options{URL: "http:///x", Dropped: c}, `notify: Options.URL "http:///x" is not`},
+		{"format", Options{URL: "http://h/x", Format: "xml", Dropped: c}, `notify: Options.Format "xml" is not json or slack`},
+		{"proxy", Options{URL: "http://h/x", Proxy: &url.URL{Scheme: "socks5", User: url.UserPassword("u", "secret"), Host: "p:1080"}, Dropped: c}, `notify: Options.Proxy "socks5://p:1080/…" is not`},
 		{"secret in path hidden", Options{URL: "gopher://hooks.slack.example/services/T0/B0/secret", Dropped: c}, `"gopher://hooks.slack.example/…"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
