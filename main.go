@@ -160,7 +160,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	notifyDropped := m.Set().NewCounter("doorman_notify_dropped_total")
 	if cfg.NotifyURL != "" {
 		host, _ := os.Hostname()
-		n, err := notify.New(notify.Options{URL: cfg.NotifyURL, Format: cfg.NotifyFormat, Host: host, Dropped: notifyDropped, Log: log})
+		n, err := notify.New(notify.Options{URL: cfg.NotifyURL, Format: cfg.NotifyFormat, Proxy: cfg.NotifyProxyURL, Host: host, Dropped: notifyDropped, Log: log})
 		if err != nil {
 			return usageError{err}
 		}

@@ -5,15 +5,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"maps"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/store"
 	"github.com/doorman/doorman/internal/testproc"
 )
 
@@ -239,4 +245,99 @@ func TestConfigDocEnvTable(t *testing.T) {
 	if !ok1 || !ok2 || got != want.String() {
 		t.Fatalf("docs/config.md's table between the env markers differs from `doorman env -markdown`:\n%s", want.String())
 	}
+}
+
+// A bad notification variable refuses the start before the state file is
+// touched: not created, not opened (so not cleaned up), not moved aside.
+func TestBadNotifyConfigLeavesStateFile(t *testing.T) {
+	states := []struct {
+		name    string
+		prepare func(t *testing.T, path string)
+		reset   bool
+	}{
+		{"missing", func(*testing.T, string) {}, false},
+		{"earlier state", func(t *testing.T, path string) {
+			st, err := store.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			for _, b := range []decide.Ban{
+				{Key: netip.MustParsePrefix("203.0.113.7/32"), Until: now.Add(time.Hour), Count: 1, Failures: 5},
+				{Key: netip.MustParsePrefix("203.0.113.8/32"), Until: now.Add(-time.Hour), Count: 1, Failures: 5}, // a start would clean it up
+			} {
+				if err := st.Put(b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"unreadable, with DOORMAN_STATE_RESET", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, []byte("not a state file\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+	}
+	bad := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"format", map[string]string{"DOORMAN_NOTIFY_URL": "http://127.0.0.1:1/hook", "DOORMAN_NOTIFY_FORMAT": "slak"}, `DOORMAN_NOTIFY_FORMAT: "slak" must be json or slack`},
+		{"url", map[string]string{"DOORMAN_NOTIFY_URL": "hooks.example/x"}, `DOORMAN_NOTIFY_URL: "hooks.example/x" is not an http:// or https:// URL`},
+		{"proxy", map[string]string{"DOORMAN_NOTIFY_URL": "http://127.0.0.1:1/hook", "DOORMAN_NOTIFY_PROXY": "proxy:3128"}, `DOORMAN_NOTIFY_PROXY: "proxy:3128" is not an http:// or https:// URL`},
+	}
+	for _, s := range states {
+		for _, b := range bad {
+			t.Run(s.name+"/"+b.name, func(t *testing.T) {
+				dir := t.TempDir()
+				path := filepath.Join(dir, "doorman.db")
+				s.prepare(t, path)
+				before := snapshot(t, dir)
+				env := map[string]string{"DOORMAN_STATE_FILE": path, "DOORMAN_STATE_RESET": fmt.Sprint(s.reset),
+					"DOORMAN_DECIDE_ADDR": "127.0.0.1:0", "DOORMAN_API_ADDR": "127.0.0.1:0"}
+				maps.Copy(env, b.env)
+				// Should it start after all, it stops after 10 s and fails the exit check.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				var stderr bytes.Buffer
+				err := run(ctx, nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard, &stderr)
+				if code := exitCode(err); code != 2 || !strings.Contains(err.Error(), b.want) {
+					t.Errorf("run: exit %d, %v; want 2 and %q\n%s", code, err, b.want, stderr.String())
+				}
+				if after := snapshot(t, dir); !maps.EqualFunc(before, after, bytes.Equal) {
+					t.Errorf("state directory changed:\n before %v\n after  %v", names(before), names(after))
+				}
+			})
+		}
+	}
+}
+
+// snapshot returns every file of dir and its bytes.
+func snapshot(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = b
+	}
+	return out
+}
+
+func names(m map[string][]byte) []string {
+	var out []string
+	for k, v := range m {
+		out = append(out, fmt.Sprintf("%s (%d bytes)", k, len(v)))
+	}
+	slices.Sort(out)
+	return out
 }

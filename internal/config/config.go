@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"reflect"
 	"strings"
 	"text/tabwriter"
@@ -66,6 +67,7 @@ type Config struct {
 
 	NotifyURL    string `env:"DOORMAN_NOTIFY_URL" group:"notify" help:"POST each ban, unban, range ban and account lock here (http:// or https://), batched at most once a second and retried; unset: no notifications"`
 	NotifyFormat string `env:"DOORMAN_NOTIFY_FORMAT" group:"notify" envDefault:"json" help:"json ({\"events\":[…]}) or slack ({\"text\":…}, for Slack, Mattermost and Rocket.Chat incoming webhooks)"`
+	NotifyProxy  string `env:"DOORMAN_NOTIFY_PROXY" group:"notify" help:"send the notifications through this HTTP proxy (http:// or https://, e.g. http://proxy:3128); unset: directly, whatever HTTP_PROXY and HTTPS_PROXY say; redirects are never followed"`
 	MaxEvents    int    `env:"DOORMAN_MAX_EVENTS" group:"state" envDefault:"10000" help:"bans, unbans, range bans and locks kept in the state file for GET /v1/events and doorman events; the oldest is dropped first; 0 keeps none"`
 
 	NginxRefreshURLs string        `env:"DOORMAN_NGINX_REFRESH_URLS" group:"cached mode" help:"cached mode (docs/nginx.md): the refresh URL of each nginx in front of this doorman, comma-separated, e.g. http://127.0.0.1/_doorman_refresh; set, /decide lets nginx keep verdicts and doorman replaces them when they change"`
@@ -84,6 +86,8 @@ type Config struct {
 	NeverBanList []netip.Prefix `env:"-"`
 	NAT64List    []netip.Prefix `env:"-"`
 	RefreshURLs  []string       `env:"-"` // DOORMAN_NGINX_REFRESH_URLS, split
+
+	NotifyProxyURL *url.URL `env:"-"` // DOORMAN_NOTIFY_PROXY, parsed; nil: none
 }
 
 // Error is a configuration error about one variable.
@@ -220,6 +224,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.validateCache(); err != nil {
+		return err
+	}
+	if err := c.validateNotify(); err != nil {
 		return err
 	}
 	if err := c.validateAccounts(); err != nil {

@@ -13,6 +13,9 @@
 //     the same events, waiting 1 s, 2 s, 4 s … up to MaxBackoff between tries;
 //     any other answer is final and its events are dropped and counted.
 //   - Waiting goes through Sleep, so tests drive the schedule without a clock.
+//   - Events go to URL and nowhere else: no redirect is followed (a 3xx
+//     answer is a refusal) and no proxy is used but Proxy; HTTP_PROXY and
+//     HTTPS_PROXY are ignored.
 //
 // A Notifier is safe for concurrent use.
 package notify
@@ -27,6 +30,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,12 +70,13 @@ type Event struct {
 // Options configure a Notifier. URL and Dropped are required.
 type Options struct {
 	URL     string
-	Format  string // FormatJSON (default) or FormatSlack
-	Host    string // this instance, in every event
+	Format  string   // FormatJSON (default) or FormatSlack
+	Proxy   *url.URL // DOORMAN_NOTIFY_PROXY; nil: connect to URL directly
+	Host    string   // this instance, in every event
 	Dropped *metrics.Counter
 	Log     *slog.Logger // nil: no logs
 
-	Client     *http.Client // nil: a client with DefaultTimeout
+	Timeout    time.Duration // of one request; 0: DefaultTimeout
 	QueueSize  int
 	Interval   time.Duration // least time between two requests
 	MaxBatch   int
@@ -85,8 +90,9 @@ type Options struct {
 
 // Notifier queues events and posts them from Run.
 type Notifier struct {
-	o    Options
-	wake chan struct{} // one token: the queue became non-empty
+	o      Options
+	client *http.Client
+	wake   chan struct{} // one token: the queue became non-empty
 
 	mu    sync.Mutex
 	queue []Event // FIFO; len ≤ QueueSize
@@ -98,23 +104,29 @@ type Notifier struct {
 }
 
 // New checks the options and returns a Notifier; call Run to start sending.
-// Errors name the variable and quote the value.
+// The variables behind URL, Format and Proxy are checked by config.Validate,
+// before any file is opened; these checks catch a caller's mistake.
 func New(o Options) (*Notifier, error) {
 	if err := CheckURL(o.URL); err != nil {
-		return nil, fmt.Errorf("DOORMAN_NOTIFY_URL: %q %v", redact(o.URL), err)
+		return nil, fmt.Errorf("notify: Options.URL %q %v", redact(o.URL), err)
 	}
 	switch o.Format {
 	case "":
 		o.Format = FormatJSON
 	case FormatJSON, FormatSlack:
 	default:
-		return nil, fmt.Errorf("DOORMAN_NOTIFY_FORMAT: %q must be json or slack", o.Format)
+		return nil, fmt.Errorf("notify: Options.Format %q is not json or slack", o.Format)
+	}
+	if o.Proxy != nil {
+		if err := CheckURL(o.Proxy.String()); err != nil {
+			return nil, fmt.Errorf("notify: Options.Proxy %q %v", redact(o.Proxy.String()), err)
+		}
 	}
 	if o.Dropped == nil {
 		return nil, errors.New("notify: Options.Dropped is nil")
 	}
-	if o.Client == nil {
-		o.Client = &http.Client{Timeout: DefaultTimeout}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
 	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = DefaultQueueSize
@@ -137,7 +149,27 @@ func New(o Options) (*Notifier, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Notifier{o: o, wake: make(chan struct{}, 1)}, nil
+	return &Notifier{o: o, client: newClient(o.Proxy, o.Timeout), wake: make(chan struct{}, 1)}, nil
+}
+
+// newClient returns the client of the notifications. Go's default client
+// would follow redirects, re-sending the POST and its body to wherever the
+// receiver (or anyone who can answer for it) points, and would honour
+// HTTP_PROXY and HTTPS_PROXY, so the process's environment could route the
+// events through a host nobody configured for them. So: no redirects (a 3xx
+// answer is returned as it is and refused by post) and no proxy but the one
+// DOORMAN_NOTIFY_PROXY names.
+func newClient(proxy *url.URL, timeout time.Duration) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	if proxy != nil {
+		t.Proxy = http.ProxyURL(proxy)
+	}
+	return &http.Client{
+		Transport:     t,
+		Timeout:       timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // CheckURL accepts an absolute http or https URL with a host.
@@ -149,7 +181,7 @@ func CheckURL(s string) error {
 	return nil
 }
 
-// redact hides a URL's password and query (Slack puts its secret in the path,
+// redact hides a URL's user, password and query (Slack puts its secret in the path,
 // which is kept only up to the host).
 func redact(s string) string {
 	u, err := url.Parse(s)
@@ -317,7 +349,7 @@ func (n *Notifier) post(ctx context.Context, body []byte) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "doorman")
-	resp, err := n.o.Client.Do(req)
+	resp, err := n.client.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -333,6 +365,8 @@ func (n *Notifier) post(ctx context.Context, body []byte) error {
 		return nil
 	case s == http.StatusRequestTimeout, s == http.StatusTooManyRequests, s >= 500:
 		return fmt.Errorf("receiver answered %d", s)
+	case s >= 300 && s < 400:
+		return &permanentError{fmt.Errorf("receiver answered %d; redirects are not followed", s)}
 	default:
 		return &permanentError{fmt.Errorf("receiver answered %d", s)}
 	}
@@ -371,7 +405,13 @@ func (n *Notifier) encode(batch []Event) ([]byte, error) {
 const slackLines = 20
 
 // SlackText renders a batch as the text of one chat message, one line per
-// event. Slack's control characters (&, <, >) are escaped.
+// event. Keys (usernames, addresses) and reasons (an operator's note) are
+// chosen by whoever failed a login or made a ban, so no value can shape the
+// message: each is shown with its control characters, line breaks and
+// invisible runes escaped as in a Go string literal (\n, \x1b, \u202e),
+// keys and reasons in code formatting with their backticks escaped (\x60),
+// and Slack's control characters (&, <, >) escaped in the whole text, so no
+// value can start a line, a link (<https://…|text>) or a mention (<!channel>).
 func SlackText(batch []Event) string {
 	var b strings.Builder
 	for i, e := range batch {
@@ -382,25 +422,39 @@ func SlackText(batch []Event) string {
 			fmt.Fprintf(&b, "… and %d more", len(batch)-slackLines)
 			break
 		}
-		fmt.Fprintf(&b, "doorman on %s: %s %s", e.Host, strings.ReplaceAll(e.Type, "_", " "), e.Key)
+		fmt.Fprintf(&b, "doorman on %s: %s %s", plain(e.Host), plain(strings.ReplaceAll(e.Type, "_", " ")), code(e.Key))
 		if e.Until != "" {
-			fmt.Fprintf(&b, " until %s", e.Until)
+			fmt.Fprintf(&b, " until %s", plain(e.Until))
 		}
 		var why []string
 		if e.Reason != "" {
-			why = append(why, "reason "+e.Reason)
+			why = append(why, "reason "+code(e.Reason))
 		}
 		if e.Count > 0 {
 			why = append(why, fmt.Sprintf("ban #%d", e.Count))
 		}
 		if e.Source != "" {
-			why = append(why, "by "+e.Source)
+			why = append(why, "by "+plain(e.Source))
 		}
 		if len(why) > 0 {
 			fmt.Fprintf(&b, " (%s)", strings.Join(why, ", "))
 		}
 	}
 	return slackEscape.Replace(b.String())
+}
+
+// plain escapes s as the inside of a Go string literal: control characters,
+// line breaks, invisible and bidirectional runes and invalid UTF-8 become
+// \n, \x1b, \u202e …; a backslash is doubled so an escape cannot be faked.
+func plain(s string) string {
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
+
+// code shows s in code formatting; its backticks, which would end it, are
+// escaped as \x60.
+func code(s string) string {
+	return "`" + strings.ReplaceAll(plain(s), "`", `\x60`) + "`"
 }
 
 var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,8 +107,8 @@ func newTestSteps(t *testing.T, st *steps, url string, o Options, queued ...Even
 	o.Host = "front-1"
 	o.Dropped = metrics.NewSet().NewCounter("doorman_notify_dropped_total")
 	o.Sleep = st.sleep
-	if o.Client == nil {
-		o.Client = &http.Client{Timeout: 5 * time.Second}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
 	}
 	n, err := New(o)
 	if err != nil {
@@ -171,7 +172,7 @@ func TestSlackFormat(t *testing.T) {
 	if err := json.Unmarshal([]byte(rec.got()[0]), &body); err != nil {
 		t.Fatal(err)
 	}
-	want := "doorman on front-1: range ban 198.51.100.0/24 until 2026-11-28T11:45:12Z (reason manual, ban #1, by manual)"
+	want := "doorman on front-1: range ban `198.51.100.0/24` until 2026-11-28T11:45:12Z (reason `manual`, ban #1, by manual)"
 	if len(body) != 1 || body["text"] != want {
 		t.Errorf("slack body: got %q, want {\"text\": %q}", body, want)
 	}
@@ -188,9 +189,9 @@ func TestSlackText(t *testing.T) {
 		want  string
 	}{
 		{"escaped", []Event{{Type: "ban", Key: "10.0.0.0/8", Reason: "<!channel> & co", Host: "a<b>"}},
-			"doorman on a&lt;b&gt;: ban 10.0.0.0/8 (reason &lt;!channel&gt; &amp; co)"},
+			"doorman on a&lt;b&gt;: ban `10.0.0.0/8` (reason `&lt;!channel&gt; &amp; co`)"},
 		{"lock", []Event{{Type: "lock", Key: "admin", Until: "2026-01-01T00:00:00Z", Source: "failures", Host: "h"}},
-			"doorman on h: lock admin until 2026-01-01T00:00:00Z (by failures)"},
+			"doorman on h: lock `admin` until 2026-01-01T00:00:00Z (by failures)"},
 		{"long batch", many, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -375,7 +376,7 @@ func TestReceiverSlow(t *testing.T) {
 		}
 	}))
 	defer func() { close(release); srv.Close() }()
-	n, st, dropped, stop := newTest(t, srv.URL, Options{QueueSize: 500, Client: &http.Client{Timeout: 200 * time.Millisecond}})
+	n, st, dropped, stop := newTest(t, srv.URL, Options{QueueSize: 500, Timeout: 200 * time.Millisecond})
 	n.Send(ban(0))
 	sendAll(t, n, 2000) // while the first request hangs
 	if n.Queued() != 500 || dropped.Get() != 1501 {
@@ -413,10 +414,11 @@ func TestNewErrors(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{"no scheme", Options{URL: "hooks.example/x", Dropped: c}, `DOORMAN_NOTIFY_URL: "hooks.example/x" is not an http:// or https:// URL`},
-		{"ftp", Options{URL: "ftp://h/x", Dropped: c}, `DOORMAN_NOTIFY_URL: "ftp://h/…" is not`},
-		{"no host", Options{URL: "http:///x", Dropped: c}, `DOORMAN_NOTIFY_URL: "http:///x" is not`},
-		{"format", Options{URL: "http://h/x", Format: "xml", Dropped: c}, `DOORMAN_NOTIFY_FORMAT: "xml" must be json or slack`},
+		{"no scheme", Options{URL: "hooks.example/x", Dropped: c}, `notify: Options.URL "hooks.example/x" is not an http:// or https:// URL`},
+		{"ftp", Options{URL: "ftp://h/x", Dropped: c}, `notify: Options.URL "ftp://h/…" is not`},
+		{"no host", Options{URL: "http:///x", Dropped: c}, `notify: Options.URL "http:///x" is not`},
+		{"format", Options{URL: "http://h/x", Format: "xml", Dropped: c}, `notify: Options.Format "xml" is not json or slack`},
+		{"proxy", Options{URL: "http://h/x", Proxy: &url.URL{Scheme: "socks5", User: url.UserPassword("u", "secret"), Host: "p:1080"}, Dropped: c}, `notify: Options.Proxy "socks5://p:1080/…" is not`},
 		{"secret in path hidden", Options{URL: "gopher://hooks.slack.example/services/T0/B0/secret", Dropped: c}, `"gopher://hooks.slack.example/…"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
