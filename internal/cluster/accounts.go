@@ -303,7 +303,7 @@ func (a *Accounts) reconcile(ctx context.Context, now time.Time) error {
 		until, _ := strconv.ParseInt(h.get("until"), 10, 64)
 		count, _ := strconv.Atoi(h.get("count"))
 		failures, _ := strconv.Atoi(h.get("failures"))
-		if name := h.get("name"); name != "" && until > now.UnixMilli() {
+		if name := h.get("name"); name != "" && until > now.UnixMilli() && a.c.admit(message{Op: opLock, Key: name, Until: until}, now) {
 			a.learn(decide.Lock{Username: name, Until: time.UnixMilli(until).UTC(), Count: count, Failures: failures}, now)
 		}
 	})
@@ -312,7 +312,7 @@ func (a *Accounts) reconcile(ctx context.Context, now time.Time) error {
 	}
 	err = a.c.scanHashes(ctx, p+"dlock:{*", func(_ string, h banHash) {
 		until, _ := strconv.ParseInt(h.get("until"), 10, 64)
-		if id, ok := deviceID(h.get("name")); ok && until > now.UnixMilli() {
+		if id, ok := deviceID(h.get("name")); ok && until > now.UnixMilli() && a.c.admit(message{Op: opDLock, Key: h.get("name"), Until: until}, now) {
 			a.acc.Core().ApplyDevice(id, time.UnixMilli(until).UTC(), now)
 		}
 	})

@@ -49,6 +49,7 @@ type Cluster struct {
 	outbox   *outbox                  // unbans made while Redis was unreachable
 	writer   *writer                  // logs and state-file writes of changes learned from peers
 	keyLock  keyLocks
+	refusals throttle // warnings of changes from Redis not applied
 
 	reconnects *metrics.Counter
 	errors     *metrics.Counter

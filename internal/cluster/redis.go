@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 )
 
 // keyspace names doorman's Redis keys; see scripts.go for the layout.
@@ -88,16 +89,187 @@ func (h banHash) get(field string) string {
 	return ""
 }
 
-// ban reads the hash held under key.
-func (h banHash) ban(key netip.Prefix) (decide.Ban, bool) {
+// message reads the hash held under key as the message its script
+// published with it (save writes both from one value); false when it holds
+// no ban.
+func (h banHash) message(key netip.Prefix) (message, bool) {
 	until, _ := strconv.ParseInt(h.get("until"), 10, 64)
 	if until == 0 {
-		return decide.Ban{}, false
+		return message{}, false
 	}
-	b := decide.Ban{Key: key, Until: time.UnixMilli(until).UTC(), Manual: h.get("manual") == "1", Range: h.get("manual") == "2", Note: h.get("note")}
-	b.Count, _ = strconv.Atoi(h.get("count"))
-	b.Failures, _ = strconv.Atoi(h.get("failures"))
-	return b, true
+	m := message{Op: "ban", Key: key.String(), IP: h.get("ip"), Until: until, Note: h.get("note"), Origin: h.get("origin")}
+	m.setKind(h.get("manual"))
+	m.Count, _ = strconv.Atoi(h.get("count"))
+	m.Failures, _ = strconv.Atoi(h.get("failures"))
+	return m, true
+}
+
+// setKind sets m's reason from a ban hash's manual field: 0 failures, 1
+// manual, 2 range; any other value sets both Manual and Range, a reason no
+// doorman makes, which vet refuses.
+func (m *message) setKind(manual string) {
+	switch manual {
+	case "0":
+		m.Manual, m.Range = false, false
+	case "1":
+		m.Manual, m.Range = true, false
+	case "2":
+		m.Manual, m.Range = false, true
+	default:
+		m.Manual, m.Range = true, true
+	}
+}
+
+// ban reads the hash held under key.
+func (h banHash) ban(key netip.Prefix) (decide.Ban, bool) {
+	m, ok := h.message(key)
+	return m.ban(key), ok
+}
+
+// Refusals: why a change read from Redis is not applied. Each is counted in
+// doorman_cluster_refused_total and logged at warn, at most once a minute per
+// kind.
+const (
+	refuseMalformed = "malformed"      // not JSON, or a key or device ID that does not parse
+	refuseReason    = "unknown-reason" // a ban both manual and range (a hash: manual not 0, 1 or 2)
+	refuseWide      = "too-wide"       // wider than /8 (IPv4) or /32 (IPv6)
+	refuseShape     = "reason-width"   // a failures ban of other than a unit, a range ban of a unit or less
+	refuseLong      = "too-long"       // ends later than any local change could make it
+	refuseUsername  = "username"       // not a username as NormalizeUsername leaves it
+	refuseFull      = "table-full"     // the ban table is full of active manual bans
+)
+
+// skew is how far a peer's clock may run ahead of this doorman's: the ends
+// of bans and locks are absolute times read on the peer's clock.
+const skew = time.Minute
+
+// vet returns why m, a change read from Redis, must not be applied here, or
+// "" when it may be: m is a message from the channel, or a hash read at a
+// resync in the same form. Whoever can write to Redis can publish anything
+// (docs/cluster.md, "Trust"), so what is learned keeps the bounds of local
+// input:
+//   - a ban is no wider than /8 (IPv4) or /32 (IPv6); reason failures bans
+//     a ban unit only, reason range only a key wider than a unit (as
+//     decide's range escalation makes them), manual any key;
+//   - it ends no later than this doorman could make it end, plus skew: a
+//     manual ban engine.MaxManualBan from now, any other MaxBanTime with
+//     the jitter; an account lock MaxLockTime, a device lock LockTime;
+//   - a username is one NormalizeUsername leaves as it is.
+//
+// Account ops pass when accounts are off here: nothing applies them.
+func (c *Cluster) vet(m message, now time.Time) string {
+	left := time.UnixMilli(m.Until).Sub(now) - skew
+	switch m.Op {
+	case "ban", "unban", "success":
+		key, err := netip.ParsePrefix(m.Key)
+		if err != nil {
+			return refuseMalformed
+		}
+		if m.Op != "ban" {
+			return ""
+		}
+		key = c.local.Normalize(key)
+		p := c.policy
+		unit, widest := p.IPv6Prefix, decide.WidestIPv6
+		if key.Addr().Is4() {
+			unit, widest = p.IPv4Prefix, decide.WidestIPv4
+		}
+		longest := time.Duration(float64(p.MaxBanTime) * (1 + p.Jitter))
+		if m.Manual {
+			longest = engine.MaxManualBan
+		}
+		switch {
+		case m.Manual && m.Range:
+			return refuseReason
+		case key.Bits() < widest:
+			return refuseWide
+		case m.Range && key.Bits() >= unit, !m.Manual && !m.Range && key.Bits() != unit:
+			return refuseShape
+		case left > longest:
+			return refuseLong
+		}
+	case opLock, opUnlock, opDLock:
+		a := c.accounts.Load()
+		if a == nil {
+			return ""
+		}
+		p := a.acc.Core().Policy()
+		if m.Op == opDLock {
+			if _, ok := deviceID(m.Key); !ok {
+				return refuseMalformed
+			}
+			if left > p.LockTime {
+				return refuseLong
+			}
+			return ""
+		}
+		if n, err := decide.NormalizeUsername(m.Key); err != nil || n != m.Key || n == "" {
+			return refuseUsername
+		}
+		if m.Op == opLock && left > p.MaxLockTime {
+			return refuseLong
+		}
+	}
+	return ""
+}
+
+// admit reports whether m, read from Redis, may be applied; a change vet
+// refuses is counted and logged.
+func (c *Cluster) admit(m message, now time.Time) bool {
+	if r := c.vet(m, now); r != "" {
+		c.refuse(r, m, now)
+		return false
+	}
+	return true
+}
+
+// refuse counts a change read from Redis that is not applied, and logs it at
+// warn, at most once a minute per kind of refusal: a flood of forged
+// messages costs one line a minute each.
+func (c *Cluster) refuse(kind string, m message, now time.Time) {
+	c.refused.Inc()
+	held, ok := c.refusals.allow(kind, now)
+	if !ok {
+		return
+	}
+	attrs := []any{"refused", kind, "op", clip(m.Op), "key", clip(m.Key), "origin", clip(m.Origin), "since_last_logged", held}
+	if m.Until != 0 {
+		attrs = append(attrs, "until", time.UnixMilli(m.Until).UTC().Format(time.RFC3339))
+	}
+	c.log.Warn("change from Redis not applied", attrs...)
+}
+
+// clip bounds a string read from Redis for a log line (which quotes it).
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// throttle lets one warning a minute through per kind, and counts the ones
+// held back; the kinds are a fixed set. Its zero value is ready.
+type throttle struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+	held map[string]int
+}
+
+// allow reports whether a warning of kind may be logged at now and, if so,
+// how many were held back since the last one.
+func (t *throttle) allow(kind string, now time.Time) (int, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.last == nil {
+		t.last, t.held = map[string]time.Time{}, map[string]int{}
+	}
+	if last, ok := t.last[kind]; ok && now.Sub(last) < time.Minute {
+		t.held[kind]++
+		return 0, false
+	}
+	n := t.held[kind]
+	t.last[kind], t.held[kind] = now, 0
+	return n, true
 }
 
 func ms(d time.Duration) int64 { return d.Milliseconds() }

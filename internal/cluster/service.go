@@ -61,7 +61,13 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 		Manual: r[4] == 1, Range: r[4] == 2}
 	if r[1] == 0 {
 		// Redis holds a ban of the unit this instance does not (evicted
-		// here, or a message missed): in force here before the answer.
+		// here, or a message missed): in force here before the answer,
+		// unless it has no reason or ends later than doorman makes bans.
+		m := message{Op: "ban", Key: key.String(), Until: r[2]}
+		m.setKind(strconv.FormatInt(r[4], 10))
+		if !c.admit(m, now) {
+			return res, nil
+		}
 		ev, err := c.local.Apply(b, now)
 		if err != nil {
 			return res, nil

@@ -122,13 +122,17 @@ func isTimeout(err error) bool {
 
 // handle applies one change published by a peer.
 func (c *Cluster) handle(payload string) {
+	now := c.now()
 	var m message
 	if err := json.Unmarshal([]byte(payload), &m); err != nil {
-		c.log.Warn("ignored malformed message", "err", err)
+		c.refuse(refuseMalformed, m, now)
 		return
 	}
 	if m.Origin == c.id {
 		return // applied before it was published
+	}
+	if !c.admit(m, now) {
+		return
 	}
 	if a := c.accounts.Load(); a != nil && a.handle(m) {
 		return
@@ -159,8 +163,8 @@ func (c *Cluster) handle(payload string) {
 	}
 }
 
-// learn applies a ban held in Redis, unless this instance holds it or a
-// longer one under the same key.
+// learn applies a ban held in Redis (vetted: see admit), unless this
+// instance holds it or a longer one under the same key.
 func (c *Cluster) learn(ip string, b decide.Ban) {
 	defer c.keyLock.lock(b.Key)()
 	if old, ok := c.local.Record(b.Key); ok && !old.Until.Before(b.Until) {
@@ -171,10 +175,12 @@ func (c *Cluster) learn(ip string, b decide.Ban) {
 	}
 	ev, err := c.local.Apply(b, c.now())
 	if err != nil {
-		// Too wide (one message must not lock everyone out), or the table
-		// is full of active manual bans.
-		c.refused.Inc()
-		c.log.Warn("ban from the cluster not applied", "key", b.Key.String(), "err", err)
+		// The table is full of active manual bans (vet refused the rest).
+		kind := refuseFull
+		if errors.Is(err, decide.ErrTooWide) {
+			kind = refuseWide
+		}
+		c.refuse(kind, message{Op: "ban", Key: b.Key.String(), Until: b.Until.UnixMilli()}, c.now())
 		return
 	}
 	c.writer.enqueue(job{ban: true, b: b, ip: ip, evicted: ev})
@@ -203,13 +209,13 @@ func (c *Cluster) reconcile(ctx context.Context) error {
 	now := c.now()
 	remote := map[netip.Prefix]time.Time{}
 	err := c.scanBans(ctx, func(key netip.Prefix, h banHash) {
-		b, ok := h.ban(key)
+		m, ok := h.message(key)
 		if !ok {
 			return
 		}
-		remote[key] = b.Until
-		if b.Active(now) {
-			c.learn(h.get("ip"), b)
+		remote[key] = time.UnixMilli(m.Until)
+		if m.Until > now.UnixMilli() && c.admit(m, now) {
+			c.learn(m.IP, m.ban(key))
 		}
 	})
 	if err != nil {

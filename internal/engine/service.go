@@ -9,6 +9,12 @@ import (
 	"github.com/doorman/doorman/decide"
 )
 
+// MaxManualBan is the longest manual ban any listener makes (the API, the
+// status page): ten years, far from the end of the nanosecond clock the ban
+// table keeps (year 2262). Cluster mode refuses a longer one learned from
+// Redis, so no writer there can make a ban doorman's own inputs cannot.
+const MaxManualBan = 10 * 365 * 24 * time.Hour
+
 // Service is what the listeners use: decisions, the webhook's failures and
 // successes, and the operator's bans. Local is the single-instance
 // implementation; cluster.Cluster shares the same state through Redis.

@@ -21,9 +21,8 @@ import (
 // MaxBody is the largest request body the API reads.
 const MaxBody = 4 << 10
 
-// MaxManualBan is the longest manual ban: ten years, far from the end of
-// the nanosecond clock the ban table keeps (year 2262).
-const MaxManualBan = 10 * 365 * 24 * time.Hour
+// MaxManualBan is the longest manual ban (engine.MaxManualBan).
+const MaxManualBan = engine.MaxManualBan
 
 // apiTimeout bounds the service calls of one API request (Redis round trips
 // in cluster mode).

@@ -52,7 +52,7 @@ import (
 var files embed.FS
 
 // maxBan is the longest ban the page makes, as the API's.
-const maxBan = 10 * 365 * 24 * time.Hour
+const maxBan = engine.MaxManualBan
 
 // Options configure New. Service, Counts and Now are required.
 type Options struct {
