@@ -142,6 +142,9 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		return usageError{err}
 	}
 	defer lm.Close()
+	if cfg.ASNDB != "" {
+		core.SetNetworks(lm.Network) // range bans follow the announced network
+	}
 	st, err := openState(cfg, core, log)
 	if err != nil {
 		return err

@@ -89,6 +89,9 @@ type Core struct {
 	fails  *Tracker
 	ranges *rangeTracker
 	random func() float64 // [0, 1), for Jitter
+	// networks is the announced network of an address, for range bans
+	// (SetNetworks); nil: the fixed range prefix.
+	networks func(netip.Addr) netip.Prefix
 	wmu    sync.Mutex     // serializes writers, so a failure and a ban of one unit never interleave
 }
 

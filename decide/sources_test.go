@@ -111,3 +111,44 @@ func TestDecideWithSourcesDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// TestRangeFollowsNetwork: with SetNetworks, range escalation bans the
+// announced network, clamped to [/16, the fixed range prefix] (IPv6:
+// [/32, fixed]).
+func TestRangeFollowsNetwork(t *testing.T) {
+	nets := mustList(t, "198.51.96.0/20,203.0.113.0/28,192.0.0.0/8,2001:db8::/30,2001:db8:8000::/40")
+	for _, tc := range []struct {
+		name string
+		ips  []string
+		want string
+	}{
+		{"announced /20", []string{"198.51.100.1", "198.51.101.1", "198.51.99.1"}, "198.51.96.0/20"},
+		{"narrower than the fixed /24", []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"}, "203.0.113.0/24"},
+		{"wider than /16 is clamped", []string{"192.0.2.1", "192.0.3.1", "192.0.4.1"}, "192.0.0.0/16"},
+		{"no network known", []string{"100.64.0.1", "100.64.0.2", "100.64.0.3"}, "100.64.0.0/24"},
+		{"ipv6 /30 clamped to /32", []string{"2001:db8:1::1", "2001:db8:2::1", "2001:db8:3::1"}, "2001:db8::/32"},
+		{"ipv6 /40", []string{"2001:db8:8000:1::1", "2001:db8:8001::1", "2001:db8:80ff::1"}, "2001:db8:8000::/40"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := defaultPolicy()
+			p.RangeThreshold, p.IPv4RangePrefix, p.IPv6RangePrefix = 3, 24, 48
+			c := New(p, nil, 100, 100)
+			c.SetNetworks(func(a netip.Addr) netip.Prefix {
+				best := netip.Prefix{}
+				for _, n := range nets {
+					if n.Contains(a) && n.Bits() > best.Bits() {
+						best = n
+					}
+				}
+				return best
+			})
+			var res FailResult
+			for _, ip := range tc.ips {
+				res = failBan(t, c, ip, t0)
+			}
+			if !res.Range || res.Ban.Key.String() != tc.want {
+				t.Fatalf("third unit ban: range %v key %s, want a range ban of %s", res.Range, res.Ban.Key, tc.want)
+			}
+		})
+	}
+}

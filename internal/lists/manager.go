@@ -293,3 +293,19 @@ func (m *Manager) Close() {
 	}
 	m.country, m.asn = nil, nil
 }
+
+// Network is the announced network holding a, from the ASN database; an
+// invalid prefix when unknown. For range bans (decide.Core.SetNetworks).
+func (m *Manager) Network(a netip.Addr) netip.Prefix {
+	m.places.RLock()
+	defer m.places.RUnlock()
+	if m.asn == nil {
+		return netip.Prefix{}
+	}
+	res := m.asn.Lookup(a)
+	if !res.Found() {
+		return netip.Prefix{}
+	}
+	p, _ := clean(res.Prefix())
+	return p
+}
