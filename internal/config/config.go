@@ -37,7 +37,7 @@ type Config struct {
 	DenyFile  string `env:"DOORMAN_DENY_FILE" group:"lists" help:"file of deny entries, as DOORMAN_ALLOW_FILE; merged with DOORMAN_DENY; re-read on SIGHUP"`
 
 	DenyFeeds       string        `env:"DOORMAN_DENY_FEEDS" group:"feeds" help:"deny feeds, NAME=URL comma-separated (https://, http:// or file://), e.g. spamhaus=https://www.spamhaus.org/drop/drop.txt; one IP or CIDR per line, # and ; comments; see docs/feeds.md"`
-	FeedRefresh     time.Duration `env:"DOORMAN_FEED_REFRESH" group:"feeds" envDefault:"1h" help:"how often each feed is fetched again (conditional requests), from 1m to 24h"`
+	FeedRefresh     time.Duration `env:"DOORMAN_FEED_REFRESH" group:"feeds" envDefault:"1h" help:"how often each feed is fetched again (conditional requests), from 1s to 24h; public feeds ask for an hour or more"`
 	FeedMaxPrefixes int           `env:"DOORMAN_FEED_MAX_PREFIXES" group:"feeds" envDefault:"1000000" help:"prefixes held at most over all feeds, in the order of DOORMAN_DENY_FEEDS; a feed beyond is cut and reported"`
 	FeedTokens      string        `env:"DOORMAN_FEED_TOKENS" group:"feeds" help:"NAME=TOKEN comma-separated: sent as Authorization: Bearer TOKEN when fetching that feed (another doorman's /v1/feed)"`
 	GeoIPDB         string        `env:"DOORMAN_GEOIP_DB" group:"feeds" help:"country database (.mmdb: MaxMind GeoLite2/GeoIP2 Country, DB-IP, IPinfo); re-read on SIGHUP, a bad file keeps the one in use"`

@@ -60,7 +60,7 @@ func (c *Config) validateFeeds() error {
 		val     any
 		problem string
 	}{
-		{c.FeedRefresh >= time.Minute && c.FeedRefresh <= 24*time.Hour, "DOORMAN_FEED_REFRESH", c.FeedRefresh, "must be from 1m to 24h"},
+		{c.FeedRefresh >= time.Second && c.FeedRefresh <= 24*time.Hour, "DOORMAN_FEED_REFRESH", c.FeedRefresh, "must be from 1s to 24h"},
 		{c.FeedMaxPrefixes >= 1 && c.FeedMaxPrefixes <= 10_000_000, "DOORMAN_FEED_MAX_PREFIXES", c.FeedMaxPrefixes, "must be from 1 to 10000000"},
 	}
 	for _, k := range checks {

@@ -3,6 +3,7 @@ package lists
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,12 +20,18 @@ type Place struct {
 	Network netip.Prefix // the announced network holding the address (ASN database)
 }
 
-// openDB opens and verifies an .mmdb file, so that a truncated or corrupt
-// download is refused at load rather than found at a lookup.
+// openDB reads and verifies an .mmdb file, so that a truncated or corrupt
+// download is refused at load rather than found at a lookup. The file is
+// read into memory rather than mapped: a database rewritten in place (not
+// replaced by rename) must not change, or fault, the copy in use.
 func openDB(path string) (*maxminddb.Reader, error) {
-	r, err := maxminddb.Open(path)
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
+	}
+	r, err := maxminddb.OpenBytes(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
 	}
 	if err := r.Verify(); err != nil {
 		r.Close()
