@@ -20,8 +20,10 @@ type Place struct {
 	Network netip.Prefix // the announced network holding the address (ASN database)
 }
 
-// openDB reads and verifies an .mmdb file, so that a truncated or corrupt
-// download is refused at load rather than found at a lookup. The file is
+// openDB reads an .mmdb file. The caller walks every network once
+// (networks), so a truncated or corrupt tree is refused at load rather
+// than found at a lookup; the metadata checks of Reader.Verify are not
+// applied, since some publishers' files fail them and read fine. The file is
 // read into memory rather than mapped: a database rewritten in place (not
 // replaced by rename) must not change, or fault, the copy in use.
 func openDB(path string) (*maxminddb.Reader, error) {
@@ -31,10 +33,6 @@ func openDB(path string) (*maxminddb.Reader, error) {
 	}
 	r, err := maxminddb.OpenBytes(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
-	}
-	if err := r.Verify(); err != nil {
-		r.Close()
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
 	return r, nil
