@@ -92,7 +92,7 @@ type Core struct {
 	// networks is the announced network of an address, for range bans
 	// (SetNetworks); nil: the fixed range prefix.
 	networks func(netip.Addr) netip.Prefix
-	wmu    sync.Mutex     // serializes writers, so a failure and a ban of one unit never interleave
+	wmu      sync.Mutex // serializes writers, so a failure and a ban of one unit never interleave
 }
 
 // New returns a Core holding at most maxBans ban records and maxTracked
