@@ -4,12 +4,14 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/lists"
 	"github.com/doorman/doorman/internal/server"
+	"github.com/doorman/doorman/internal/ui"
 )
 
 // feedTimeout bounds one feed fetch, connection to last byte.
@@ -47,5 +49,31 @@ func locate(m *lists.Manager) func(a netip.Addr) server.Place {
 	return func(a netip.Addr) server.Place {
 		p := m.Locate(a)
 		return server.Place{Country: p.Country, ASN: p.ASN, Org: p.Org, Network: p.Network}
+	}
+}
+
+// pageFeeds and pageLocate are the status page's view of the lists.
+func pageFeeds(m *lists.Manager) func() []ui.Feed {
+	return func() []ui.Feed {
+		var out []ui.Feed
+		for _, f := range m.Feeds() {
+			out = append(out, ui.Feed{Name: f.Name, URL: f.URL, Prefixes: f.Prefixes, Skipped: f.Skipped.Skipped() + f.Cut,
+				Verified: f.Verified, Error: f.LastError})
+		}
+		return out
+	}
+}
+
+func pageLocate(m *lists.Manager) func(netip.Addr) ui.Place {
+	return func(a netip.Addr) ui.Place {
+		p := m.Locate(a)
+		out := ui.Place{Country: p.Country, Org: p.Org}
+		if p.ASN != 0 {
+			out.ASN = "AS" + strconv.FormatUint(uint64(p.ASN), 10)
+		}
+		if p.Network.IsValid() {
+			out.Network = p.Network.String()
+		}
+		return out
 	}
 }

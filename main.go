@@ -214,8 +214,15 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log}
 	d.Cache = cache
-	page, err := ui.New(ui.Options{Service: svc, History: history, Accounts: acct, Counts: m.Counts, Token: cfg.APIToken,
-		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now})
+	uo := ui.Options{Service: svc, History: history, Accounts: acct, Counts: m.Counts, Token: cfg.APIToken,
+		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now}
+	if len(cfg.Feeds) > 0 {
+		uo.Feeds = pageFeeds(lm)
+	}
+	if cfg.GeoIPDB != "" || cfg.ASNDB != "" {
+		uo.Locate = pageLocate(lm)
+	}
+	page, err := ui.New(uo)
 	if err != nil {
 		return err
 	}
@@ -224,7 +231,10 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	go page.Run(pageCtx)
 	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
 	api.Accounts, api.DryRun = acct, cfg.DryRun
-	api.Locate, api.Feed = locate(lm), server.NewFeed(svc)
+	api.Feed = server.NewFeed(svc)
+	if cfg.GeoIPDB != "" || cfg.ASNDB != "" {
+		api.Locate = locate(lm)
+	}
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{decideLn, apiLn} {
