@@ -127,12 +127,15 @@ type Stats struct {
 	Allow      int // prefixes in the allow list
 	Deny       int
 	NeverBan   int
+	Sourced    int // distinct prefixes of the deny sources (feeds, countries, networks)
 }
 
 // Stats returns the sizes at now. It changes nothing.
 func (c *Core) Stats(now time.Time) Stats {
 	s := Stats{ActiveBans: c.bans.ActiveCount(now), BanRecords: c.bans.Len(), Tracked: c.fails.Len()}
-	s.Allow, s.Deny, s.NeverBan = c.lists.Load().Sizes()
+	l := c.lists.Load()
+	s.Allow, s.Deny, s.NeverBan = l.Sizes()
+	s.Sourced = l.Sourced()
 	return s
 }
 
