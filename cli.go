@@ -163,15 +163,28 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: %s (%s)", d.IP, d.Verdict, d.Reason)
+		if d.Feed != "" {
+			fmt.Fprintf(stdout, " feed %s", d.Feed)
+		}
 		if d.Until != "" {
 			fmt.Fprintf(stdout, " key %s until %s", d.Key, d.Until)
 		}
 		fmt.Fprintf(stdout, ", %d recent failures\n", d.Failures)
+		if d.Country != "" || d.ASN != "" {
+			fmt.Fprintf(stdout, "country %s, network %s %s %q\n", orDash(d.Country), orDash(d.Network), orDash(d.ASN), d.Org)
+		}
 		return nil
 	case "accounts", "unlock":
 		return accountsCommand(ctx, c, cmd, args, stdout)
 	}
 	return usageError{fmt.Errorf("unknown command %q", cmd)}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // oneArg parses flags around exactly one positional argument.

@@ -39,6 +39,8 @@ func TestImportRules(t *testing.T) {
 		// Observers of the engine's events: they may not reach under it.
 		{"internal/notify", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/valyala/fasthttp"}},
 		{"internal/nginxcache", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/redis/"}},
+		{"internal/lists", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server",
+			mod + "internal/engine", mod + "internal/ui", "github.com/redis/", "github.com/valyala/fasthttp"}},
 		{"internal/minutes", []string{mod}},
 		{"internal/throttle", []string{mod}},
 	}

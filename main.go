@@ -22,6 +22,7 @@ import (
 	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/lists"
 	"github.com/doorman/doorman/internal/notify"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
@@ -134,11 +135,16 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 // serve runs both listeners until ctx ends, reloading the list files on SIGHUP.
 func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
-	lists, err := cfg.Lists()
+	core := decide.New(cfg.Policy(), nil, cfg.MaxBans, cfg.MaxTracked)
+	listsChanged := func() {}
+	lm, err := newLists(cfg, core, &listsChanged, log)
 	if err != nil {
 		return usageError{err}
 	}
-	core := decide.New(cfg.Policy(), lists, cfg.MaxBans, cfg.MaxTracked)
+	defer lm.Close()
+	if cfg.ASNDB != "" {
+		core.SetNetworks(lm.Network) // range bans follow the announced network
+	}
 	st, err := openState(cfg, core, log)
 	if err != nil {
 		return err
@@ -189,6 +195,12 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 	svc, cache, reloaded, stopCache := cachedMode(cfg, core, local, svc, m, log)
 	defer stopCache()
+	listsChanged = reloaded
+	lm.Register(m.Set(), time.Now)
+	feedCtx, stopFeeds := context.WithCancel(context.Background())
+	feedsDone := make(chan struct{})
+	go func() { lm.Run(feedCtx, cfg.FeedRefresh, time.Now); close(feedsDone) }()
+	defer func() { stopFeeds(); <-feedsDone }()
 
 	decideLn, err := server.Listen(cfg.DecideListen.Network, cfg.DecideListen.Address, 0o666)
 	if err != nil {
@@ -202,8 +214,15 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log}
 	d.Cache = cache
-	page, err := ui.New(ui.Options{Service: svc, History: history, Accounts: acct, Counts: m.Counts, Token: cfg.APIToken,
-		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now})
+	uo := ui.Options{Service: svc, History: history, Accounts: acct, Counts: m.Counts, Token: cfg.APIToken,
+		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now}
+	if len(cfg.Feeds) > 0 {
+		uo.Feeds = pageFeeds(lm)
+	}
+	if cfg.GeoIPDB != "" || cfg.ASNDB != "" {
+		uo.Locate = pageLocate(lm)
+	}
+	page, err := ui.New(uo)
 	if err != nil {
 		return err
 	}
@@ -212,6 +231,10 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	go page.Run(pageCtx)
 	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
 	api.Accounts, api.DryRun = acct, cfg.DryRun
+	api.Feed = server.NewFeed(svc)
+	if cfg.GeoIPDB != "" || cfg.ASNDB != "" {
+		api.Locate = locate(lm)
+	}
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{decideLn, apiLn} {
@@ -228,8 +251,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	for {
 		select {
 		case <-hup:
-			reload(cfg, local, m, log)
-			reloaded()
+			reload(lm, core, m, log)
 		case err := <-errc:
 			shutdown(servers, log)
 			return fmt.Errorf("listener stopped: %w", err)
@@ -241,17 +263,18 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 }
 
-func reload(cfg *config.Config, local *engine.Local, m *engine.Metrics, log *slog.Logger) {
-	lists, err := cfg.Lists()
-	if err != nil {
+// reload reads the list files and the address databases again (SIGHUP);
+// on an error the lists in force stay.
+func reload(lm *lists.Manager, core *decide.Core, m *engine.Metrics, log *slog.Logger) {
+	if err := lm.Reload(); err != nil {
 		m.ReloadsFail.Inc()
 		log.Error("reload failed; keeping the lists in force", "err", err)
 		return
 	}
-	local.SetLists(lists)
 	m.ReloadsOK.Inc()
-	allow, deny, never := lists.Sizes()
-	log.Info("lists reloaded", "allow", allow, "deny", deny, "never_ban", never)
+	l := core.Lists()
+	allow, deny, never := l.Sizes()
+	log.Info("lists reloaded", "allow", allow, "deny", deny, "never_ban", never, "sourced", l.Sourced())
 }
 
 func shutdown(servers []*fasthttp.Server, log *slog.Logger) {

@@ -41,6 +41,11 @@ type API struct {
 	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
 	Accounts engine.AccountService
 	DryRun   bool
+	// Locate says where an address is (country, network), for the explain
+	// answer; nil: no address database.
+	Locate func(netip.Addr) Place
+	// Feed serves GET /v1/feed; nil: 404.
+	Feed *Feed
 
 	// failLog writes the failure lines: at most
 	// engine.FailureLinesPerSecond a second at info, the rest at debug,
@@ -87,6 +92,21 @@ type DecideJSON struct {
 	Key      string `json:"key,omitempty"`
 	Until    string `json:"until,omitempty"`
 	Failures int    `json:"failures"`
+	// Feed names the feed that denied (reason feed).
+	Feed    string `json:"feed,omitempty"`
+	Country string `json:"country,omitempty"` // from DOORMAN_GEOIP_DB
+	ASN     string `json:"asn,omitempty"`     // "AS64500", from DOORMAN_ASN_DB
+	Org     string `json:"org,omitempty"`
+	Network string `json:"network,omitempty"` // the announced network holding the address
+}
+
+// Place is what the address databases say of an address. Zero fields are
+// unknown.
+type Place struct {
+	Country string
+	ASN     uint32
+	Org     string
+	Network netip.Prefix
 }
 
 func banJSON(b decide.Ban) BanJSON {
@@ -164,6 +184,10 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	case path == "/v1/events":
 		if a.method(ctx, "GET") {
 			a.events(ctx)
+		}
+	case path == "/v1/feed" && a.Feed != nil:
+		if a.method(ctx, "GET", "HEAD") {
+			a.Feed.serve(ctx, a.Now())
 		}
 	default:
 		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
@@ -367,6 +391,19 @@ func (a *API) explain(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	if e.Verdict.Reason == decide.Banned {
 		out.Key, out.Until = e.Verdict.Key.String(), e.Verdict.Until.Format(time.RFC3339)
+	}
+	if e.Verdict.Reason == decide.Feed {
+		out.Feed = e.Verdict.Source
+	}
+	if a.Locate != nil {
+		p := a.Locate(e.Addr)
+		out.Country, out.Org = p.Country, p.Org
+		if p.ASN != 0 {
+			out.ASN = fmt.Sprintf("AS%d", p.ASN)
+		}
+		if p.Network.IsValid() {
+			out.Network = p.Network.String()
+		}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
 }

@@ -70,9 +70,26 @@ type Options struct {
 	RedisUp func() bool
 	// LastSync is when the cluster last resynced with Redis in full.
 	LastSync func() time.Time
-	Log      *slog.Logger
-	Now      func() time.Time
+	// Feeds are the deny feeds' states; nil: none configured.
+	Feeds func() []Feed
+	// Locate says where an address is; nil: no address database.
+	Locate func(netip.Addr) Place
+	Log    *slog.Logger
+	Now    func() time.Time
 }
+
+// Feed is one deny feed as the page shows it.
+type Feed struct {
+	Name, URL string
+	Prefixes  int       // in force
+	Skipped   int       // entries left out: too wide, private, malformed, over the limit
+	Verified  time.Time // when its source last confirmed the copy in force; zero: no copy yet
+	Error     string    // the last fetch's error; empty when it succeeded
+}
+
+// Place is what the address databases say of an address; empty fields are
+// unknown.
+type Place struct{ Country, ASN, Org, Network string }
 
 // UI is the status page handler.
 type UI struct {
