@@ -34,6 +34,6 @@ func cachedMode(cfg *config.Config, core *decide.Core, local *engine.Local, svc 
 		r.Reloaded(c)
 	}
 	log.Info("cached mode", "refresh_urls", cfg.RefreshURLs, "ttl", cfg.CacheTTL, "tracked", cfg.CacheTracked)
-	cache := &server.Cache{Set: set, TTL: cfg.CacheTTL, Failures: core.Failures}
+	cache := &server.Cache{Set: set, TTL: cfg.CacheTTL, Failures: core.Failures, NAT64: cfg.NAT64List}
 	return nginxcache.Service{Service: svc, R: r}, cache, reloaded, func() { stop(); <-done }
 }

@@ -32,6 +32,21 @@ type Cache struct {
 	// never kept: it is asked about on every request until it is banned or
 	// its failures expire.
 	Failures func(a netip.Addr, now time.Time) int
+	// NAT64 are DOORMAN_NAT64_PREFIXES. A client inside one is judged as
+	// the IPv4 address it embeds, but nginx keys its cache entry by the
+	// IPv6 address: a change of the IPv4 address's bans could not name that
+	// entry in a refresh, so such verdicts are never kept.
+	NAT64 []netip.Prefix
+}
+
+// nat64 reports whether a is inside a NAT64 prefix.
+func (c *Cache) nat64(a netip.Addr) bool {
+	for _, p := range c.NAT64 {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // mark is read before the verdict is made; see nginxcache.Set.Change.
@@ -62,7 +77,7 @@ func (c *Cache) expires(ctx *fasthttp.RequestCtx, dryRun bool, a netip.Addr, raw
 	if raw != nil {
 		k, known = nginxcache.KeyFor(a, raw)
 	}
-	if known && !dryRun && c.Failures(a, now) == 0 {
+	if known && !dryRun && !c.nat64(a) && c.Failures(a, now) == 0 {
 		if e, keep := nginxcache.ExpiryOf(v, now, c.TTL); keep && c.Set.Remember(k, v.Reason, e.Gone, now, mark) {
 			var buf [24]byte
 			h.SetCanonical(hdrAccelExpires, strconv.AppendInt(append(buf[:0], '@'), e.Last, 10))
