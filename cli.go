@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/server"
 )
@@ -73,9 +74,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any, wa
 	if !slices.Contains(want, resp.StatusCode) {
 		var e struct{ Error string }
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, e.Error)
+			return fmt.Errorf("%s %s: %d: %s", method, api.Visible(path), resp.StatusCode, api.Visible(e.Error))
 		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		return fmt.Errorf("%s %s: %s", method, api.Visible(path), api.Visible(resp.Status))
 	}
 	if out != nil && len(data) > 0 {
 		return json.Unmarshal(data, out)
@@ -97,7 +98,7 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KEY\tUNTIL\tREASON\tCOUNT\tNOTE")
 		for _, b := range out.Bans {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", b.Key, b.Until, b.Reason, b.Count, b.Note)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", v(b.Key), v(b.Until), v(b.Reason), b.Count, v(b.Note))
 		}
 		return tw.Flush()
 	case "events":
@@ -114,7 +115,7 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TIME\tTYPE\tKEY\tREASON\tSOURCE\tUNTIL\tCOUNT")
 		for _, e := range out.Events {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", e.Time, e.Type, e.Key, e.Reason, e.Source, e.Until, e.Count)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", v(e.Time), v(e.Type), v(e.Key), v(e.Reason), v(e.Source), v(e.Until), e.Count)
 		}
 		return tw.Flush()
 	case "ban":
@@ -134,7 +135,7 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		if err := c.do(ctx, "POST", "/v1/bans", in, &b, http.StatusCreated); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "banned %s until %s\n", b.Key, b.Until)
+		fmt.Fprintf(stdout, "banned %s until %s\n", v(b.Key), v(b.Until))
 		return nil
 	case "unban":
 		target, err := oneArg(flag.NewFlagSet("unban", flag.ContinueOnError), args, "unban IP|CIDR")
@@ -148,7 +149,7 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		if err := c.do(ctx, "DELETE", "/v1/bans/"+target, nil, &out, http.StatusNoContent, http.StatusOK); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "unbanned %s\n", target)
+		fmt.Fprintf(stdout, "unbanned %s\n", v(target))
 		if out.Refreshed != nil && !*out.Refreshed {
 			fmt.Fprintln(stdout, "warning: not every nginx cache was refreshed; a cached 403 may stay until DOORMAN_CACHE_TTL ends")
 		}
@@ -162,9 +163,9 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		if err := c.do(ctx, "GET", "/v1/decide?ip="+url.QueryEscape(target), nil, &d, http.StatusOK); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: %s (%s)", d.IP, d.Verdict, d.Reason)
+		fmt.Fprintf(stdout, "%s: %s (%s)", v(d.IP), v(d.Verdict), v(d.Reason))
 		if d.Until != "" {
-			fmt.Fprintf(stdout, " key %s until %s", d.Key, d.Until)
+			fmt.Fprintf(stdout, " key %s until %s", v(d.Key), v(d.Until))
 		}
 		fmt.Fprintf(stdout, ", %d recent failures\n", d.Failures)
 		return nil
@@ -173,6 +174,10 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 	}
 	return usageError{fmt.Errorf("unknown command %q", cmd)}
 }
+
+// v is how the CLI prints every string a server or an argument gave it: no
+// control or format character reaches the terminal (api.Visible).
+func v(s string) string { return api.Visible(s) }
 
 // oneArg parses flags around exactly one positional argument.
 func oneArg(fs *flag.FlagSet, args []string, use string) (string, error) {

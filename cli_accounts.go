@@ -27,7 +27,7 @@ func accountsCommand(ctx context.Context, c *apiClient, cmd string, args []strin
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "USERNAME\tUNTIL\tFAILURES\tCOUNT")
 		for _, a := range out.Accounts {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", a.Username, a.Until, a.Failures, a.Count)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", v(a.Username), v(a.Until), a.Failures, a.Count)
 		}
 		return tw.Flush()
 	case "unlock":
@@ -38,7 +38,7 @@ func accountsCommand(ctx context.Context, c *apiClient, cmd string, args []strin
 		if err := c.do(ctx, "DELETE", "/v1/accounts/"+url.PathEscape(user), nil, nil, http.StatusNoContent); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "unlocked %s\n", user)
+		fmt.Fprintf(stdout, "unlocked %s\n", v(user))
 		return nil
 	}
 	return usageError{fmt.Errorf("unknown command %q", cmd)}

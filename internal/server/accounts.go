@@ -17,7 +17,8 @@ import (
 // /v1/accounts/{username} (unlock), and the "account" of /v1/failures and
 // the device token of /v1/successes. Usernames are normalised
 // (decide.NormalizeUsername) before anything else; one that cannot be (over
-// 256 bytes, before or after, or not UTF-8) is a 400 that changes nothing.
+// 256 bytes, before or after, not UTF-8, or with a control or format
+// character inside) is a 400 that changes nothing.
 
 // AccountJSON is an account as the API shows it.
 type AccountJSON struct {

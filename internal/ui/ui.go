@@ -40,10 +40,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/minutes"
 )
@@ -94,7 +96,10 @@ func New(o Options) (*UI, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	funcs := template.FuncMap{"in": untilWords, "time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }}
+	// v shows a string a person or Redis chose (a note, a username) with
+	// its control and format characters escaped (api.Visible):
+	// html/template escapes markup, not a bidi override or a newline.
+	funcs := template.FuncMap{"v": api.Visible, "in": untilWords, "time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }}
 	page, err := template.New("page.html").Funcs(funcs).ParseFS(files, "page.html")
 	if err != nil {
 		return nil, err
@@ -313,11 +318,11 @@ func (u *UI) unban(ctx *fasthttp.RequestCtx) string {
 	} else {
 		a, perr := netip.ParseAddr(arg)
 		if perr != nil {
-			return fmt.Sprintf("Not unbanned: %q is not an IP address or a ban's CIDR.", trunc(arg))
+			return fmt.Sprintf("Not unbanned: %q is not an IP address or a ban's CIDR.", cut(arg))
 		}
 		lifted, err = u.o.Service.Unban(c, a, now)
 	}
-	u.o.Log.Info("ui unban", "ip", trunc(arg), "lifted", len(lifted), "peer", peer(ctx).String())
+	u.o.Log.Info("ui unban", "ip", cut(arg), "lifted", len(lifted), "peer", peer(ctx).String())
 	if err != nil {
 		return "Unbanned in memory, but: " + err.Error()
 	}
@@ -343,7 +348,7 @@ func (u *UI) ban(ctx *fasthttp.RequestCtx) string {
 	var d time.Duration
 	if s := strings.TrimSpace(string(args.Peek("duration"))); s != "" {
 		if d, err = time.ParseDuration(s); err != nil || d < time.Second || d > maxBan {
-			return fmt.Sprintf("Not banned: %q is not a duration from 1s to 87600h (e.g. 90s, 1h).", trunc(s))
+			return fmt.Sprintf("Not banned: %q is not a duration from 1s to 87600h (e.g. 90s, 1h).", cut(s))
 		}
 	}
 	note := string(args.Peek("note"))
@@ -354,7 +359,7 @@ func (u *UI) ban(ctx *fasthttp.RequestCtx) string {
 	defer cancel()
 	now := u.o.Now()
 	b, err := u.o.Service.Ban(c, p, d, note, now)
-	u.o.Log.Info("ui ban", "ip", arg, "duration", d.String(), "peer", peer(ctx).String(), "ok", err == nil)
+	u.o.Log.Info("ui ban", "ip", cut(arg), "duration", d.String(), "peer", peer(ctx).String(), "ok", err == nil)
 	switch {
 	case errors.Is(err, engine.ErrNotSaved):
 		return "Banned " + b.Key.String() + ", but: " + err.Error()
@@ -373,23 +378,33 @@ func (u *UI) unlock(ctx *fasthttp.RequestCtx) string {
 	c, cancel := callCtx()
 	defer cancel()
 	l, ok, err := u.o.Accounts.Unlock(c, user, u.o.Now())
-	u.o.Log.Info("ui unlock", "user", trunc(user), "ok", ok, "peer", peer(ctx).String())
+	u.o.Log.Info("ui unlock", "user", cut(user), "ok", ok, "peer", peer(ctx).String())
 	switch {
 	case err != nil:
 		return "Unlocked, but: " + err.Error()
 	case !ok:
 		return "No account " + trunc(user) + " is tracked."
 	}
-	return "Unlocked " + l.Username + "."
+	return "Unlocked " + api.Visible(l.Username) + "."
 }
 
 func (u *UI) accountsOn() bool { return u.o.Accounts != nil && u.o.Accounts.Enabled() }
 
-func trunc(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
+// trunc shortens what a form sent for a message on the page, escaped
+// (api.Visible).
+func trunc(s string) string { return api.Visible(cut(s)) }
+
+// cut shortens what a form sent to 64 bytes, on a rune boundary, for a log
+// line (the handler escapes it) or a %q.
+func cut(s string) string {
+	if len(s) <= 64 {
+		return s
 	}
-	return s
+	n := 64
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // untilWords says when t comes, from now, rounding up: "in 59 minutes".
