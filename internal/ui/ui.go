@@ -11,8 +11,10 @@
 //     with a per-process key and looked up server-side (12 h; HttpOnly,
 //     SameSite=Strict, Path=/ui/, Secure over TLS). The bearer token alone
 //     does not open the page and the cookie does not open /v1/.
-//   - Wrong tokens are answered 401 and limited (see limit.go); past the
-//     limit every login is 429.
+//   - Wrong tokens are answered 401 and limited per address and in total,
+//     in sliding windows (see limit.go); past a limit a login is 429. The
+//     total of wrong tokens from elsewhere never refuses an operator on
+//     loopback, the unix socket or in DOORMAN_ALLOW.
 //   - Every state-changing form carries the session's CSRF token (field
 //     csrf); without it the answer is 403 and nothing changes.
 //   - Without a token (loopback only) the page opens directly, with an
@@ -64,10 +66,13 @@ type Options struct {
 	Accounts engine.AccountService
 	// Counts returns the decisions so far by reason and the failures
 	// (engine.Metrics.Counts); Run samples it for the charts.
-	Counts  func() ([decide.NumReasons]uint64, uint64)
-	Token   string // DOORMAN_API_TOKEN; empty: no login
-	Version string
-	DryRun  bool
+	Counts func() ([decide.NumReasons]uint64, uint64)
+	Token  string // DOORMAN_API_TOKEN; empty: no login
+	// Operators (DOORMAN_ALLOW), with loopback and the unix socket, sign
+	// in while wrong tokens from elsewhere fill the login limit (limit.go).
+	Operators []netip.Prefix
+	Version   string
+	DryRun    bool
 	// RedisUp reports whether Redis is reachable; nil: not in cluster mode.
 	RedisUp func() bool
 	// LastSync is when the cluster last resynced with Redis in full.
@@ -263,14 +268,15 @@ func (u *UI) doLogin(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	now, from := u.o.Now(), peer(ctx)
-	if ok, wait := u.limit.allowed(from, now); !ok {
+	op := operator(from, u.o.Operators)
+	if ok, wait := u.limit.allowed(from, op, now); !ok {
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 		u.renderLogin(ctx, fasthttp.StatusTooManyRequests, "Too many wrong tokens. Try again "+untilWords(now.Add(wait), now)+".")
 		return
 	}
 	got := ctx.PostArgs().Peek("token")
 	if subtle.ConstantTimeCompare(got, []byte(u.o.Token)) != 1 {
-		u.limit.failed(from, now)
+		u.limit.failed(from, op, now)
 		u.o.Log.Warn("ui login refused: wrong token", "peer", from.String())
 		u.renderLogin(ctx, fasthttp.StatusUnauthorized, "Wrong token.")
 		return
