@@ -12,7 +12,9 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-func addr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+func addr(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+}
 
 func TestLimiter(t *testing.T) {
 	l := newLimiter()

@@ -33,7 +33,6 @@ import (
 	"crypto/subtle"
 	"embed"
 	"errors"
-	"fmt"
 	"html/template"
 	"log/slog"
 	"net"
@@ -54,9 +53,6 @@ import (
 
 //go:embed page.html login.html style.css
 var files embed.FS
-
-// maxBan is the longest ban the page makes, as the API's.
-const maxBan = engine.MaxManualBan
 
 // Options configure New. Service, Counts and Now are required.
 type Options struct {
@@ -302,70 +298,46 @@ func callCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 5*time.Second)
 }
 
-// unban lifts the ban covering an address, or exactly a ban's CIDR key, and
-// returns the message for the page.
+// unban lifts the bans covering an address, or exactly a ban's CIDR key
+// (api.ParseUnban), and returns the message for the page.
 func (u *UI) unban(ctx *fasthttp.RequestCtx) string {
-	arg := strings.TrimSpace(string(ctx.PostArgs().Peek("ip")))
+	arg := string(ctx.PostArgs().Peek("ip"))
+	target, err := api.ParseUnban(arg)
+	if err != nil {
+		return "Not unbanned: " + err.Error() + "."
+	}
 	c, cancel := callCtx()
 	defer cancel()
-	now := u.o.Now()
-	var lifted []decide.Ban
-	var err error
-	if strings.Contains(arg, "/") {
-		p, perr := decide.ParsePrefix(arg)
-		if perr != nil {
-			return "Not unbanned: " + perr.Error()
-		}
-		var b decide.Ban
-		var ok bool
-		if b, ok, err = u.o.Service.Remove(c, p, now); ok {
-			lifted = append(lifted, b)
-		}
-	} else {
-		a, perr := netip.ParseAddr(arg)
-		if perr != nil {
-			return fmt.Sprintf("Not unbanned: %q is not an IP address or a ban's CIDR.", cut(arg))
-		}
-		lifted, err = u.o.Service.Unban(c, a, now)
-	}
+	lifted, err := target.Lift(c, u.o.Service, u.o.Now())
 	u.o.Log.Info("ui unban", "ip", cut(arg), "lifted", len(lifted), "peer", peer(ctx).String())
-	if err != nil {
-		return "Unbanned in memory, but: " + err.Error()
-	}
 	var keys []string
 	for _, b := range lifted {
-		if b.Active(now) {
-			keys = append(keys, b.Key.String())
-		}
+		keys = append(keys, b.Key.String())
 	}
-	if len(keys) == 0 {
-		return "No ban covers " + trunc(arg) + "."
+	switch {
+	case err != nil && len(keys) > 0:
+		return "Unbanned " + strings.Join(keys, ", ") + " in memory, but: " + err.Error()
+	case err != nil:
+		return "Not unbanned: " + err.Error()
+	case len(keys) == 0:
+		return "No ban covers " + trunc(strings.TrimSpace(arg)) + "."
 	}
 	return "Unbanned " + strings.Join(keys, ", ") + "."
 }
 
+// ban makes a manual ban (api.ParseBan) and returns the message for the page.
 func (u *UI) ban(ctx *fasthttp.RequestCtx) string {
 	args := ctx.PostArgs()
-	arg := strings.TrimSpace(string(args.Peek("ip")))
-	p, err := decide.ParsePrefix(arg)
+	arg := string(args.Peek("ip"))
+	want, err := api.ParseBan(arg, string(args.Peek("duration")), string(args.Peek("note")))
 	if err != nil {
-		return "Not banned: " + err.Error()
-	}
-	var d time.Duration
-	if s := strings.TrimSpace(string(args.Peek("duration"))); s != "" {
-		if d, err = time.ParseDuration(s); err != nil || d < time.Second || d > maxBan {
-			return fmt.Sprintf("Not banned: %q is not a duration from 1s to 87600h (e.g. 90s, 1h).", cut(s))
-		}
-	}
-	note := string(args.Peek("note"))
-	if len(note) > 256 {
-		return "Not banned: the note is longer than 256 bytes."
+		return "Not banned: " + problem(err) + "."
 	}
 	c, cancel := callCtx()
 	defer cancel()
 	now := u.o.Now()
-	b, err := u.o.Service.Ban(c, p, d, note, now)
-	u.o.Log.Info("ui ban", "ip", cut(arg), "duration", d.String(), "peer", peer(ctx).String(), "ok", err == nil)
+	b, err := u.o.Service.Ban(c, want.Prefix, want.Duration, want.Note, now)
+	u.o.Log.Info("ui ban", "ip", cut(arg), "duration", want.Duration.String(), "peer", peer(ctx).String(), "ok", err == nil)
 	switch {
 	case errors.Is(err, engine.ErrNotSaved):
 		return "Banned " + b.Key.String() + ", but: " + err.Error()
@@ -375,21 +347,42 @@ func (u *UI) ban(ctx *fasthttp.RequestCtx) string {
 	return "Banned " + b.Key.String() + " until " + b.Until.UTC().Format("2006-01-02 15:04 UTC") + " (" + untilWords(b.Until, now) + ")."
 }
 
-// unlock lifts an account's lock and forgets its failures.
+// problem is an input error without the API's field name; the form says
+// which field is which.
+func problem(err error) string {
+	var fe *api.FieldError
+	if errors.As(err, &fe) {
+		if fe.Field == "reason" {
+			return "the note is " + fe.Err.Error()
+		}
+		return fe.Err.Error()
+	}
+	return err.Error()
+}
+
+// unlock lifts an account's lock and forgets its failures; the name is
+// normalised as the API normalises it (api.Username).
 func (u *UI) unlock(ctx *fasthttp.RequestCtx) string {
-	user := string(ctx.PostArgs().Peek("user"))
+	raw := string(ctx.PostArgs().Peek("user"))
 	if !u.accountsOn() {
 		return "Accounts are not enabled."
+	}
+	user, err := api.Username(raw)
+	if err != nil {
+		return "Not unlocked: " + err.Error() + "."
+	}
+	if user == "" {
+		return "Not unlocked: no username."
 	}
 	c, cancel := callCtx()
 	defer cancel()
 	l, ok, err := u.o.Accounts.Unlock(c, user, u.o.Now())
-	u.o.Log.Info("ui unlock", "user", cut(user), "ok", ok, "peer", peer(ctx).String())
+	u.o.Log.Info("ui unlock", "user", user, "ok", ok, "peer", peer(ctx).String())
 	switch {
 	case err != nil:
 		return "Unlocked, but: " + err.Error()
 	case !ok:
-		return "No account " + trunc(user) + " is tracked."
+		return "No account " + api.Visible(user) + " is tracked."
 	}
 	return "Unlocked " + api.Visible(l.Username) + "."
 }
