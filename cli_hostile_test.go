@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -128,12 +129,13 @@ func TestLogLinesHostile(t *testing.T) {
 				log := newLogger(&config.Config{LogFormat: format, LogLevel: "info"}, &b)
 				log.Warn("ban", "key", "203.0.113.7/32", "note", h.s)
 				log.Info("ui unlock", "user", h.s)
+				log.Error("api", "err", errors.New("bad: "+h.s))
 				got := b.String()
 				if r, ok := terminalSafe(got); !ok {
 					t.Errorf("log holds %U: %q", r, got)
 				}
-				if n := strings.Count(got, "\n"); n != 2 {
-					t.Errorf("%d lines, want 2: %q", n, got)
+				if n := strings.Count(got, "\n"); n != 3 {
+					t.Errorf("%d lines, want 3: %q", n, got)
 				}
 				if format == "json" {
 					for line := range strings.SplitSeq(strings.TrimSpace(got), "\n") {
@@ -145,7 +147,11 @@ func TestLogLinesHostile(t *testing.T) {
 						if u, _ := m["user"].(string); u != "" {
 							v = u
 						}
-						if want := api.Visible(h.s); v != want {
+						want := api.Visible(h.s)
+						if e, _ := m["err"].(string); e != "" {
+							v, want = e, api.Visible("bad: "+h.s)
+						}
+						if v != want {
 							t.Errorf("logged %q, want %q", v, want)
 						}
 					}

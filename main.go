@@ -131,8 +131,15 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 		// through to whoever tails the log; a string that is not plain text
 		// is logged in its quoted form, as the text format does.
 		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
-			if a.Value.Kind() == slog.KindString && !api.Printable(a.Value.String()) {
-				a.Value = slog.StringValue(api.Visible(a.Value.String()))
+			s, ok := "", false
+			switch v := a.Value.Any().(type) {
+			case string:
+				s, ok = v, true
+			case error:
+				s, ok = v.Error(), true
+			}
+			if ok && !api.Printable(s) {
+				a.Value = slog.StringValue(api.Visible(s))
 			}
 			return a
 		}

@@ -7,7 +7,8 @@ import (
 )
 
 // Login attempts are limited so the API token cannot be guessed through the
-// page: each address may get the token wrong LoginPerAddr times within any
+// page: each address (an IPv6 /64 counts as one) may get the token wrong
+// LoginPerAddr times within any
 // LoginWindow, and all addresses of a pool together LoginTotal times
 // (against guessing from many addresses). Past a limit a login is refused
 // with 429 before the token is compared, a right token included, so a
@@ -92,6 +93,7 @@ func (l *limiter) pool(operator bool) *recent {
 // allowed reports whether a login from a (an operator or not) may compare a
 // token now, and if not, when it may again.
 func (l *limiter) allowed(a netip.Addr, operator bool, now time.Time) (bool, time.Duration) {
+	a = addrKey(a)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	wait := l.pool(operator).wait(now)
@@ -103,6 +105,7 @@ func (l *limiter) allowed(a netip.Addr, operator bool, now time.Time) (bool, tim
 
 // failed counts a wrong token from a.
 func (l *limiter) failed(a netip.Addr, operator bool, now time.Time) {
+	a = addrKey(a)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.pool(operator).add(now)
@@ -122,6 +125,15 @@ func (l *limiter) failed(a netip.Addr, operator bool, now time.Time) {
 		l.byAddr[a] = r
 	}
 	r.add(now)
+}
+
+// addrKey is the per-address budget a belongs to: an IPv6 address's /64,
+// which one client usually holds whole.
+func addrKey(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().Addr()
+	}
+	return a
 }
 
 // operator reports whether a login from peer (invalid: the unix socket) is

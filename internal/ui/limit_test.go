@@ -31,9 +31,19 @@ func TestLimiter(t *testing.T) {
 	if ok, _ := l.allowed(b, false, t0); !ok {
 		t.Errorf("b refused for a's failures")
 	}
+	// An IPv6 /64 is one address.
+	for i := range LoginPerAddr {
+		l.failed(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)}), false, t0)
+	}
+	if ok, _ := l.allowed(netip.MustParseAddr("2001:db8::ffff:1"), false, t0); ok {
+		t.Errorf("another address of a /64 past its limit allowed")
+	}
+	if ok, _ := l.allowed(netip.MustParseAddr("2001:db8:0:1::1"), false, t0); !ok {
+		t.Errorf("the next /64 refused")
+	}
 	// The total limit holds across addresses, and for operators only for
 	// operators' own failures.
-	for i := range LoginTotal - LoginPerAddr {
+	for i := range LoginTotal - 2*LoginPerAddr {
 		l.failed(addr(i), false, t0)
 	}
 	if ok, _ := l.allowed(b, false, t0); ok {
