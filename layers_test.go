@@ -1,7 +1,10 @@
 package main
 
 import (
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -41,6 +44,10 @@ func TestImportRules(t *testing.T) {
 		{"internal/nginxcache", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/redis/"}},
 		{"internal/lists", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server",
 			mod + "internal/engine", mod + "internal/ui", "github.com/redis/", "github.com/valyala/fasthttp"}},
+		// What the API, the status page and the CLI share: no HTTP, disk,
+		// Redis or service, so the CLI can use it alone.
+		{"internal/api", []string{"net/http", "github.com/valyala/fasthttp", "os", "go.etcd.io/bbolt", "github.com/redis/",
+			mod + "internal/"}},
 		{"internal/minutes", []string{mod}},
 		{"internal/throttle", []string{mod}},
 	}
@@ -56,6 +63,22 @@ func TestImportRules(t *testing.T) {
 					t.Errorf("%s imports %s", r.pkg, imp)
 				}
 			}
+		}
+	}
+}
+
+// TestCLIImports: the client commands (cli.go) speak the API through
+// internal/api's wire types and input rules, not the server's.
+func TestCLIImports(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "cli.go", nil, parser.ImportsOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{"github.com/doorman/doorman/internal/api": true, "github.com/doorman/doorman/internal/config": true}
+	for _, imp := range f.Imports {
+		path, _ := strconv.Unquote(imp.Path.Value)
+		if strings.Contains(path, ".") && !allowed[path] {
+			t.Errorf("cli.go imports %s; the CLI may use only internal/api and internal/config", path)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/engine"
@@ -127,6 +128,22 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	_ = lvl.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
 	opts := &slog.HandlerOptions{Level: lvl}
 	if cfg.LogFormat == "json" {
+		// JSON escapes C0 controls but passes DEL, C1 and bidi controls
+		// through to whoever tails the log; a string that is not plain text
+		// is logged in its quoted form, as the text format does.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			s, ok := "", false
+			switch v := a.Value.Any().(type) {
+			case string:
+				s, ok = v, true
+			case error:
+				s, ok = v.Error(), true
+			}
+			if ok && !api.Printable(s) {
+				a.Value = slog.StringValue(api.Visible(s))
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
@@ -215,7 +232,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log}
 	d.Cache = cache
 	uo := ui.Options{Service: svc, History: history, Accounts: acct, Counts: m.Counts, Token: cfg.APIToken,
-		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now}
+		Operators: cfg.AllowList, Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now}
 	if len(cfg.Feeds) > 0 {
 		uo.Feeds = pageFeeds(lm)
 	}

@@ -15,14 +15,12 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/engine"
 )
 
 // MaxBody is the largest request body the API reads.
 const MaxBody = 4 << 10
-
-// MaxManualBan is the longest manual ban (engine.MaxManualBan).
-const MaxManualBan = engine.MaxManualBan
 
 // apiTimeout bounds the service calls of one API request (Redis round trips
 // in cluster mode).
@@ -53,52 +51,11 @@ type API struct {
 	failLog engine.FailureLog
 }
 
-type failureIn struct {
-	IP       string `json:"ip"`
-	Username string `json:"username"`
-	Device   string `json:"device"` // the client's device token, if any
-}
-
-type failureOut struct {
-	IP       string       `json:"ip"`
-	Key      string       `json:"key"`
-	Failures int          `json:"failures"`
-	Banned   bool         `json:"banned"`
-	Until    string       `json:"until,omitempty"`
-	NeverBan bool         `json:"never_ban,omitempty"`
-	Account  *AccountJSON `json:"account,omitempty"`
-}
-
-type banIn struct {
-	IP       string `json:"ip"`
-	Duration string `json:"duration"`
-	Reason   string `json:"reason"`
-}
-
-// BanJSON is a ban as the API shows it.
-type BanJSON struct {
-	Key    string `json:"key"`
-	Until  string `json:"until"`
-	Reason string `json:"reason"`
-	Count  int    `json:"count"`
-	Note   string `json:"note,omitempty"`
-}
-
-// DecideJSON explains a decision.
-type DecideJSON struct {
-	IP       string `json:"ip"`
-	Verdict  string `json:"verdict"`
-	Reason   string `json:"reason"`
-	Key      string `json:"key,omitempty"`
-	Until    string `json:"until,omitempty"`
-	Failures int    `json:"failures"`
-	// Feed names the feed that denied (reason feed).
-	Feed    string `json:"feed,omitempty"`
-	Country string `json:"country,omitempty"` // from DOORMAN_GEOIP_DB
-	ASN     string `json:"asn,omitempty"`     // "AS64500", from DOORMAN_ASN_DB
-	Org     string `json:"org,omitempty"`
-	Network string `json:"network,omitempty"` // the announced network holding the address
-}
+// The wire types live in internal/api; these names keep cached.go's.
+type (
+	failureOut = api.FailureJSON
+	BanJSON    = api.BanJSON
+)
 
 // Place is what the address databases say of an address. Zero fields are
 // unknown.
@@ -107,10 +64,6 @@ type Place struct {
 	ASN     uint32
 	Org     string
 	Network netip.Prefix
-}
-
-func banJSON(b decide.Ban) BanJSON {
-	return BanJSON{Key: b.Key.String(), Until: b.Until.Format(time.RFC3339), Reason: b.Reason(), Count: b.Count, Note: b.Note}
 }
 
 // Handle routes one API request.
@@ -227,8 +180,8 @@ func (a *API) method(ctx *fasthttp.RequestCtx, allowed ...string) bool {
 
 // readAddr decodes a {"ip":…,"username":…} body, parses its address and
 // normalises its username (in.Username; "" when none was given).
-func readAddr(ctx *fasthttp.RequestCtx) (failureIn, netip.Addr, bool) {
-	var in failureIn
+func readAddr(ctx *fasthttp.RequestCtx) (api.AddrIn, netip.Addr, bool) {
+	var in api.AddrIn
 	if !readJSON(ctx, &in) {
 		return in, netip.Addr{}, false
 	}
@@ -257,7 +210,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err) // the ban holds in memory; say it was not saved
 		return
 	}
-	out := failureOut{IP: res.Addr.String(), Key: res.Key.String(), Failures: res.Failures, NeverBan: res.NeverBan}
+	out := api.FailureJSON{IP: res.Addr.String(), Key: res.Key.String(), Failures: res.Failures, NeverBan: res.NeverBan}
 	if res.InForce() {
 		out.Banned, out.Until = true, res.Ban.Until.Format(time.RFC3339)
 	}
@@ -280,8 +233,8 @@ func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err)
 		return
 	}
-	out := map[string]any{"ip": ip.String(), "key": key.String(), "failures": 0}
-	if err := a.deviceToken(c, out, user, in.Device, now); err != nil {
+	out := api.SuccessJSON{IP: ip.String(), Key: key.String()}
+	if err := a.deviceToken(c, &out, user, in.Device, now); err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
@@ -290,87 +243,52 @@ func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
 
 func (a *API) listBans(ctx *fasthttp.RequestCtx) {
 	bans := a.Service.Bans(a.Now())
-	out := make([]BanJSON, len(bans))
+	out := api.BansJSON{Bans: make([]api.BanJSON, len(bans))}
 	for i, b := range bans {
-		out[i] = banJSON(b)
+		out.Bans[i] = api.BanOf(b)
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"bans": out})
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
-	var in banIn
+	var in api.BanIn
 	if !readJSON(ctx, &in) {
 		return
 	}
-	p, err := decide.ParsePrefix(strings.TrimSpace(in.IP))
-	if in.IP == "" {
-		apiError(ctx, fasthttp.StatusBadRequest, `missing "ip": an IP or CIDR`)
-		return
-	} else if err != nil {
-		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %v`, err)
+	want, err := api.ParseBan(in.IP, in.Duration, in.Reason)
+	if err != nil {
+		apiError(ctx, fasthttp.StatusBadRequest, "%v", err)
 		return
 	}
-	var d time.Duration
-	if in.Duration != "" {
-		// Under 1s is refused: such a ban would be answered 201 and be over
-		// before the next request.
-		if d, err = time.ParseDuration(in.Duration); err != nil || d < time.Second || d > MaxManualBan {
-			apiError(ctx, fasthttp.StatusBadRequest, `"duration": %q is not a duration from 1s to %v (e.g. 90s, 1h)`, in.Duration, MaxManualBan)
-			return
-		}
-	}
-	if len(in.Reason) > 256 {
-		apiError(ctx, fasthttp.StatusBadRequest, `"reason": longer than 256 bytes`)
-		return
-	}
-	b, err := a.Service.Ban(c, p, d, in.Reason, a.Now())
+	b, err := a.Service.Ban(c, want.Prefix, want.Duration, want.Note, a.Now())
 	if errors.Is(err, decide.ErrTableFull) {
 		apiError(ctx, fasthttp.StatusConflict, "%v (DOORMAN_MAX_BANS)", err)
 		return
 	} else if errors.Is(err, decide.ErrTooWide) {
-		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %q: %v`, in.IP, err)
+		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %q: %v`, truncate(in.IP, 64), err)
 		return
 	} else if err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, withProxies(c, banJSON(b)))
+	writeJSON(ctx, fasthttp.StatusCreated, withProxies(c, api.BanOf(b)))
 }
 
+// unban answers DELETE /v1/bans/{ip or CIDR} (api.ParseUnban): 204, 404
+// when no ban in force covers it.
 func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
-	now := a.Now()
-	var lifted []decide.Ban
-	var err error
-	if strings.Contains(arg, "/") {
-		p, perr := decide.ParsePrefix(arg)
-		if perr != nil {
-			apiError(ctx, fasthttp.StatusBadRequest, "%v", perr)
-			return
-		}
-		var b decide.Ban
-		var ok bool
-		if b, ok, err = a.Service.Remove(c, p, now); ok {
-			lifted = append(lifted, b)
-		}
-	} else {
-		ip, ok := parseIP(ctx, arg)
-		if !ok {
-			return
-		}
-		lifted, err = a.Service.Unban(c, ip, now)
+	target, err := api.ParseUnban(arg)
+	if err != nil {
+		apiError(ctx, fasthttp.StatusBadRequest, "%v", err)
+		return
 	}
+	lifted, err := target.Lift(c, a.Service, a.Now())
 	if err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
-	active := 0
-	for _, b := range lifted {
-		if b.Active(now) {
-			active++
-		}
-	}
-	if active == 0 {
-		apiError(ctx, fasthttp.StatusNotFound, "no ban covers %s", arg)
+	if len(lifted) == 0 {
+		apiError(ctx, fasthttp.StatusNotFound, "no ban covers %s", truncate(arg, 64))
 		return
 	}
 	if proxiesNotRefreshed(c, ctx) {
@@ -385,7 +303,7 @@ func (a *API) explain(c context.Context, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	e := a.Service.Explain(c, ip, a.Now())
-	out := DecideJSON{IP: e.Addr.String(), Verdict: "deny", Reason: e.Verdict.Reason.String(), Failures: e.Failures}
+	out := api.DecideJSON{IP: e.Addr.String(), Verdict: "deny", Reason: e.Verdict.Reason.String(), Failures: e.Failures}
 	if e.Verdict.Allow {
 		out.Verdict = "allow"
 	}
@@ -468,7 +386,7 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 }
 
 func apiError(ctx *fasthttp.RequestCtx, status int, format string, args ...any) {
-	writeJSON(ctx, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+	writeJSON(ctx, status, api.ErrorJSON{Error: fmt.Sprintf(format, args...)})
 }
 
 // APIError answers a request the server could not read: 413 for a body over
