@@ -153,9 +153,11 @@ func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time
 				return a.fallback(ctx, err, user, token, now)
 			}
 			res.Device = decide.DeviceResult{Counted: true, Failures: int(r[0]), Locked: r[1] == 1}
-			if r[1] == 1 {
+			if r[1] == 1 && a.c.admit(message{Op: opDLock, Key: id, Until: r[2]}, now) {
 				res.Device.Until = time.UnixMilli(r[2]).UTC()
 				a.acc.Core().ApplyDevice(dev.ID, res.Device.Until, now)
+			} else {
+				res.Device.Locked = false
 			}
 			st, err := a.count(ctx, "a", user, false, now)
 			if err != nil {
@@ -173,6 +175,11 @@ func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time
 	}
 	a.status(&res, r)
 	res.NewLock = r[4] == 1
+	if res.Locked && !a.c.admit(message{Op: opLock, Key: user, Until: r[2]}, now) {
+		// A lock Redis holds that ends later than any doorman makes one
+		// (written there by hand): not in force here.
+		res.Locked, res.NewLock, res.Until = false, false, time.Time{}
+	}
 	a.acc.Counted(res, now)
 	if !res.Locked {
 		return res, nil

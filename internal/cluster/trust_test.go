@@ -197,9 +197,17 @@ func TestForgedHashesRefused(t *testing.T) {
 	stored = append(stored, forged{name: "200-year ban found by a failure", kind: refuseLong,
 		inForce: func(n *node, _ *Accounts, now time.Time) bool { return banned(n.core, failKey.String(), now) }})
 
+	// A failure of an account whose forged lock Redis holds.
+	write(message{Op: opLock, Key: "mallory", Until: now.Add(200 * 365 * 24 * time.Hour).UnixMilli(), Count: 1, Failures: 4}, "")
+	stored = append(stored, forged{name: "200-year lock found by a failure", kind: refuseLong,
+		inForce: func(_ *node, a *Accounts, now time.Time) bool { return !a.Attempt("mallory", "", now).Allow }})
+
 	n, b := startAccounts(t, url, pfx) // its first resync has run
 	if _, err := n.c.Fail(ctx, failKey, now); err != nil {
 		t.Fatal(err)
+	}
+	if res, err := b.FailAccount(ctx, "mallory", "", now); err != nil || res.Locked {
+		t.Fatalf("failure of mallory: %+v %v, want not locked", res, err)
 	}
 	checkRefused(t, n, b, stored, now)
 	// Every resync refuses them again (each counted), so at least once each.
