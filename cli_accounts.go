@@ -35,10 +35,17 @@ func accountsCommand(ctx context.Context, c *apiClient, cmd string, args []strin
 		if err != nil {
 			return err
 		}
-		if err := c.do(ctx, "DELETE", "/v1/accounts/"+url.PathEscape(user), nil, nil, http.StatusNoContent); err != nil {
+		// 200 instead of 204: unlocked here, not yet on the other doormen.
+		var out struct {
+			Shared *bool `json:"shared"`
+		}
+		if err := c.do(ctx, "DELETE", "/v1/accounts/"+url.PathEscape(user), nil, &out, http.StatusNoContent, http.StatusOK); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "unlocked %s\n", user)
+		if out.Shared != nil && !*out.Shared {
+			fmt.Fprintln(stdout, "warning: Redis is unreachable; the other doormen learn the unlock when it is back")
+		}
 		return nil
 	}
 	return usageError{fmt.Errorf("unknown command %q", cmd)}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -31,13 +30,17 @@ import (
 //	PREFIX dlock:{H}  hash: until, count, failures, name (the DeviceID in hex)
 //	PREFIX devicekey  the shared device key (hex), set once (SET NX)
 type Accounts struct {
-	c   *Cluster
-	acc *engine.Accounts
+	c      *Cluster
+	acc    *engine.Accounts
+	outbox *outbox[string] // unlocks made while Redis was unreachable
 }
 
 // Accounts returns the cluster's account service over acc; call it before Run.
 func (c *Cluster) Accounts(acc *engine.Accounts) *Accounts {
-	a := &Accounts{c: c, acc: acc}
+	a := &Accounts{c: c, acc: acc, outbox: newOutbox(maxOutbox, func(user string) {
+		c.log.Warn("unlock queue full; oldest queued unlock dropped", "username", user, "max", maxOutbox)
+	})}
+	c.local.Metrics().Set().NewGauge("doorman_cluster_pending_unlocks", func() float64 { return float64(a.outbox.len()) })
 	c.accounts.Store(a)
 	return a
 }
@@ -50,55 +53,13 @@ const (
 	opDReset = "dreset" // Key: the DeviceID in hex: a success forgot its failures
 )
 
-// accountScript counts one failure of an account or a device token, or only
-// reads its state (add 0), and locks it at the threshold, escalating as
-// decide's lockTable does: a failure during a lock is counted but does not
-// extend it; the failures before a lock that has ended no longer count; the
-// lock count is forgotten max lock time after the lock ended.
-//
-// KEYS: fail, lock
-// ARGV: now, window, max, member, add (0/1), locktime, factor, maxlock,
-// channel, op, name, origin
-// Returns {failures, locked (0/1), until, count, newlock (0/1)}.
-var accountScript = redis.NewScript(`
-local function int(x) return string.format('%d', x) end
-local now, window, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local locktime, factor, maxlock = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local lk = redis.call('HMGET', KEYS[2], 'until', 'count')
-local untilv, count = tonumber(lk[1] or '0'), tonumber(lk[2] or '0')
-local low = now - window
-if untilv > low and untilv <= now then low = untilv - 1 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(low))
-if ARGV[5] == '1' then
-  redis.call('ZADD', KEYS[1], int(now), ARGV[4])
-  local n = redis.call('ZCARD', KEYS[1])
-  if n > max then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - max - 1) end
-  redis.call('PEXPIRE', KEYS[1], int(window))
-end
-local n = redis.call('ZCARD', KEYS[1])
-if untilv > now then return {n, 1, untilv, count, 0} end
-if ARGV[5] ~= '1' or n < max then return {n, 0, 0, count, 0} end
-if untilv > 0 and now - untilv > maxlock then count = 0 end
-count = count + 1
-local d = locktime * factor ^ (count - 1)
-if d ~= d or d >= maxlock then d = maxlock end
-d = math.floor(d)
-if d < 1 then d = 1 end
-untilv = now + d
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'until', int(untilv), 'count', count, 'failures', n, 'name', ARGV[11], 'origin', ARGV[12])
-redis.call('PEXPIRE', KEYS[2], int(d + maxlock))
-redis.call('PUBLISH', ARGV[9], cjson.encode({op = ARGV[10], key = ARGV[11], ['until'] = untilv, count = count,
-  failures = n, origin = ARGV[12]}))
-return {n, 1, untilv, count, 1}
-`)
-
-// akeys are the fail and lock keys of an account ("a") or a device token ("d").
+// akeys are the fail, lock and unlock keys of an account ("a") or a device
+// token ("d"), in the order the account scripts read them.
 func (a *Accounts) akeys(kind, name string) []string {
 	h := sha256.Sum256([]byte(name))
 	tag := ":{" + hex.EncodeToString(h[:12]) + "}"
 	p := a.c.keys.prefix
-	return []string{p + kind + "fail" + tag, p + kind + "lock" + tag}
+	return []string{p + kind + "fail" + tag, p + kind + "lock" + tag, p + kind + "unlock" + tag}
 }
 
 // count runs accountScript for an account ("a") or a device token ("d").
@@ -229,132 +190,46 @@ func (a *Accounts) SucceedAccount(ctx context.Context, user, token string, now t
 	return t, nil
 }
 
-// Unlock implements engine.AccountService: forgotten here, then in Redis.
-func (a *Accounts) Unlock(ctx context.Context, user string, now time.Time) (decide.Lock, bool, error) {
-	l, ok, err := a.acc.Unlock(ctx, user, now)
-	if !a.c.Up() || !a.Enabled() {
-		return l, ok, err
-	}
-	keys := a.akeys("a", user)
-	msg, _ := jsonMessage(message{Op: opUnlock, Key: user, Origin: a.c.id})
-	var held *redis.IntCmd
-	_, rerr := a.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		held = p.Exists(ctx, keys[1])
-		p.Del(ctx, keys...)
-		p.Publish(ctx, a.c.keys.channel(), msg)
-		return nil
-	})
-	if rerr != nil {
-		a.c.lost(fmt.Errorf("unlock: %w", rerr))
-	} else if !ok && held.Val() > 0 {
-		ok = true // locked in Redis, not (or no longer) here
-	}
-	return l, ok, err
-}
-
-// handle applies an account message from a peer; false: not an account op.
-func (a *Accounts) handle(m message) bool {
-	now := a.c.now()
-	switch m.Op {
-	case opLock:
-		l := decide.Lock{Username: m.Key, Until: time.UnixMilli(m.Until).UTC(), Count: m.Count, Failures: m.Failures}
-		a.learn(l, now)
-	case opUnlock:
-		if l, ok := a.acc.Core().Unlock(m.Key, now); ok {
-			a.acc.Unlocked(l, now, engine.SourceCluster)
-		}
-	case opDLock:
-		if id, ok := deviceID(m.Key); ok {
-			a.acc.Core().ApplyDevice(id, time.UnixMilli(m.Until).UTC(), now)
-		}
-	case opDReset:
-		// Only the doorman that saw the success holds the token's state in
-		// memory long; the others forget it when its lock ends.
-	default:
-		return false
-	}
-	return true
-}
-
-// learn applies a lock made elsewhere, unless this doorman holds it already.
-func (a *Accounts) learn(l decide.Lock, now time.Time) {
-	if cur, locked, _ := a.acc.Core().Status(l.Username, now); locked && !cur.Until.Before(l.Until) {
-		return
-	}
-	a.acc.Core().Apply(l, now)
-	a.acc.Locked(l, now, engine.SourceCluster)
-	a.acc.Persist([]string{l.Username}, now) // an error is logged and counted
-}
-
-func deviceID(s string) (decide.DeviceID, bool) {
-	var id decide.DeviceID
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != len(id) {
-		return id, false
-	}
-	copy(id[:], b)
-	return id, true
-}
-
-// reconcile loads every lock Redis holds, and agrees on the device key: the
-// first doorman to reach Redis sets it, the others adopt it.
-func (a *Accounts) reconcile(ctx context.Context, now time.Time) error {
+// Unlock implements engine.AccountService: forgotten here, then in Redis,
+// leaving a tombstone. While Redis is unreachable the unlock is queued and
+// replayed before the next resync loads locks; the receipt says it is not
+// shared yet.
+func (a *Accounts) Unlock(ctx context.Context, user string, now time.Time) (engine.Unlocked, error) {
+	u, err := a.acc.Unlock(ctx, user, now)
 	if !a.Enabled() {
-		return nil
+		return u, err
 	}
-	if err := a.shareKey(ctx); err != nil {
-		return err
-	}
-	p := globEscape(a.c.keys.prefix)
-	err := a.c.scanHashes(ctx, p+"alock:{*", func(_ string, h banHash) {
-		until, _ := strconv.ParseInt(h.get("until"), 10, 64)
-		count, _ := strconv.Atoi(h.get("count"))
-		failures, _ := strconv.Atoi(h.get("failures"))
-		if name := h.get("name"); name != "" && until > now.UnixMilli() && a.c.admit(message{Op: opLock, Key: name, Until: until}, now) {
-			a.learn(decide.Lock{Username: name, Until: time.UnixMilli(until).UTC(), Count: count, Failures: failures}, now)
+	c := a.c
+	if c.Up() {
+		held, rerr := unlockScript.Run(ctx, c.rdb, a.akeys("a", user), now.UnixMilli(), -1, u.Lock.Until.UnixMilli(),
+			c.keys.channel(), user, c.id).Int64()
+		if rerr == nil {
+			u.Found = u.Found || held == 1 // locked in Redis, not (or no longer) here
+			return u, err
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("loading account locks: %w", err)
+		c.lost(fmt.Errorf("unlock: %w", rerr))
 	}
-	err = a.c.scanHashes(ctx, p+"dlock:{*", func(_ string, h banHash) {
-		until, _ := strconv.ParseInt(h.get("until"), 10, 64)
-		if id, ok := deviceID(h.get("name")); ok && until > now.UnixMilli() && a.c.admit(message{Op: opDLock, Key: h.get("name"), Until: until}, now) {
-			a.acc.Core().ApplyDevice(id, time.UnixMilli(until).UTC(), now)
-		}
+	if u.Found {
+		a.outbox.put(user, pendingUnban{until: u.Lock.Until, at: now})
+		u.Report(engine.ReportShared, false)
+	}
+	c.dirty.Store(true)
+	return u, err
+}
+
+// replayUnlocks runs the unlocks queued while Redis was unreachable. A lock
+// made in Redis after the unlock stays.
+func (a *Accounts) replayUnlocks(ctx context.Context, now time.Time) error {
+	c := a.c
+	done, err := a.outbox.replay(ctx, func(user string, p pendingUnban) error {
+		return unlockScript.Run(ctx, c.rdb, a.akeys("a", user), now.UnixMilli(), p.at.UnixMilli(), p.until.UnixMilli(),
+			c.keys.channel(), user, c.id).Err()
 	})
+	if done > 0 {
+		c.log.Info("unlocks made during the outage replayed", "count", done)
+	}
 	if err != nil {
-		return fmt.Errorf("loading device locks: %w", err)
+		return fmt.Errorf("replaying unlocks: %w", err)
 	}
 	return nil
-}
-
-// shareKey makes every doorman sign tokens with one key: Redis keeps the
-// first one offered; a doorman whose key differs adopts it, unless its key
-// comes from DOORMAN_DEVICE_KEY (then the operator gave them all one, or
-// must: a warning says so).
-func (a *Accounts) shareKey(ctx context.Context) error {
-	raw, fromConfig := a.acc.Key()
-	if raw == nil {
-		return nil
-	}
-	k := a.c.keys.prefix + "devicekey"
-	if err := a.c.rdb.SetNX(ctx, k, hex.EncodeToString(raw), 0).Err(); err != nil {
-		return fmt.Errorf("device key: %w", err)
-	}
-	v, err := a.c.rdb.Get(ctx, k).Result()
-	if err != nil {
-		return fmt.Errorf("device key: %w", err)
-	}
-	shared, err := hex.DecodeString(v)
-	if err != nil || len(shared) < decide.DeviceKeyMin {
-		return errors.New("device key in Redis is malformed")
-	}
-	if fromConfig {
-		if hex.EncodeToString(raw) != v {
-			a.c.log.Warn("DOORMAN_DEVICE_KEY differs from the key other doormen use: tokens they issue are not honoured here")
-		}
-		return nil
-	}
-	return a.acc.UseKey(shared)
 }

@@ -75,8 +75,8 @@ func TestAccountsAcrossInstances(t *testing.T) {
 		})
 	}
 	// Unlocked through b, open on a.
-	if _, ok, err := b.Unlock(ctx, "admin", now); !ok || err != nil {
-		t.Fatalf("unlock: %v %v", ok, err)
+	if u, err := b.Unlock(ctx, "admin", now); !u.Found || err != nil {
+		t.Fatalf("unlock: %+v %v", u, err)
 	}
 	waitFor(t, "unlock on a", 3*time.Second, func() bool { return a.Attempt("admin", "", now).Allow })
 	// A doorman started later loads the lock of another account from Redis.

@@ -109,8 +109,8 @@ func exercise(t *testing.T, url, pfx string) []*node {
 	if _, err := a.SucceedAccount(ctx, "admin", tok.Token, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := b.Unlock(ctx, "admin", now); !ok || err != nil {
-		t.Fatalf("unlock: %v %v", ok, err)
+	if u, err := b.Unlock(ctx, "admin", now); !u.Found || err != nil {
+		t.Fatalf("unlock: %+v %v", u, err)
 	}
 	waitFor(t, "unlock on a", 3*time.Second, func() bool { return a.Attempt("admin", "", now).Allow })
 	// A doorman joining loads every ban (SCAN, HGETALL) and the device key.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +47,7 @@ type Cluster struct {
 	seq      atomic.Uint64
 
 	accounts atomic.Pointer[Accounts] // nil until Accounts is called
-	outbox   *outbox                  // unbans made while Redis was unreachable
+	outbox   *outbox[netip.Prefix]    // unbans made while Redis was unreachable
 	writer   *writer                  // logs and state-file writes of changes learned from peers
 	keyLock  keyLocks
 	refusals throttle // warnings of changes from Redis not applied
@@ -90,8 +91,8 @@ func New(o Options) (*Cluster, error) {
 		local: o.Local, policy: o.Local.Policy(), rdb: rdb, keys: keyspace{prefix: o.Prefix},
 		id: hex.EncodeToString(id[:]), log: log, now: o.Now, tick: o.Tick,
 	}
-	c.outbox = newOutbox(maxOutbox, func(k string) {
-		log.Warn("unban queue full; oldest queued unban dropped", "key", k, "max", maxOutbox)
+	c.outbox = newOutbox(maxOutbox, func(k netip.Prefix) {
+		log.Warn("unban queue full; oldest queued unban dropped", "key", k.String(), "max", maxOutbox)
 	})
 	c.writer = newWriter(o.Local, o.Now)
 	// go-redis logs through a package-level logger: set once, to the first

@@ -35,8 +35,8 @@ type AccountService interface {
 	SucceedAccount(ctx context.Context, user, token string, now time.Time) (DeviceToken, error)
 	// Locks are the locks in force at now, the soonest to end first.
 	Locks(now time.Time) []decide.Lock
-	// Unlock forgets user: failures, lock and escalation. false: not tracked.
-	Unlock(ctx context.Context, user string, now time.Time) (decide.Lock, bool, error)
+	// Unlock forgets user: failures, lock and escalation.
+	Unlock(ctx context.Context, user string, now time.Time) (Unlocked, error)
 	// CountAttempt counts one /v1/attempts answer: "allow" or the reason
 	// of the refusal (the address's or the account's).
 	CountAttempt(result string)
@@ -335,12 +335,12 @@ func (a *Accounts) SucceedAccount(_ context.Context, user, token string, now tim
 func (a *Accounts) Locks(now time.Time) []decide.Lock { return a.acc.Locks(now) }
 
 // Unlock implements AccountService.
-func (a *Accounts) Unlock(_ context.Context, user string, now time.Time) (decide.Lock, bool, error) {
+func (a *Accounts) Unlock(_ context.Context, user string, now time.Time) (Unlocked, error) {
 	l, ok := a.acc.Unlock(user, now)
 	if !ok {
-		return l, false, nil
+		return Unlocked{Lock: l}, nil
 	}
-	return l, true, a.Unlocked(l, now, SourceManual)
+	return Unlocked{Lock: l, Found: true}, a.Unlocked(l, now, SourceManual)
 }
 
 // Unlocked does the bookkeeping of an account forgotten in memory: its

@@ -148,7 +148,8 @@ func (a *API) listAccounts(ctx *fasthttp.RequestCtx) {
 
 // unlock answers DELETE /v1/accounts/{username} (path-escaped): 204 when the
 // account was tracked (its failures, lock and escalation are forgotten),
-// else 404.
+// 200 with {"shared":false} when it was but the other doormen learn it only
+// once Redis is reachable again, else 404.
 func (a *API) unlock(c context.Context, ctx *fasthttp.RequestCtx) {
 	// The original path: fasthttp's decoded one has "/../" and "//" folded.
 	raw, _ := strings.CutPrefix(string(ctx.URI().PathOriginal()), "/v1/accounts/")
@@ -169,16 +170,16 @@ func (a *API) unlock(c context.Context, ctx *fasthttp.RequestCtx) {
 		apiError(ctx, fasthttp.StatusNotFound, "accounts are off (DOORMAN_ACCOUNT_MAX_FAILURES=0)")
 		return
 	}
-	_, found, err := a.Accounts.Unlock(c, user, a.Now())
+	r, err := a.Accounts.Unlock(c, user, a.Now())
 	if err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
-	if !found {
+	if !r.Found {
 		apiError(ctx, fasthttp.StatusNotFound, "no account %q is tracked", user)
 		return
 	}
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	noContent(ctx, r.Receipt)
 }
 
 var _ engine.AccountService = (*engine.Accounts)(nil)

@@ -423,6 +423,20 @@ func truncate(s string, n int) string {
 	return s
 }
 
+// noContent answers a change that has nothing to show: 204, or 200 with the
+// receipt's reports when one of them is false (a 204 has no body to say it).
+func noContent(ctx *fasthttp.RequestCtx, r engine.Receipt) {
+	if !r.Failed() {
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		return
+	}
+	out := make(map[string]bool, len(r.Reports))
+	for _, x := range r.Reports {
+		out[x.Name] = x.OK
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")

@@ -372,15 +372,17 @@ func (u *UI) unlock(ctx *fasthttp.RequestCtx) string {
 	}
 	c, cancel := callCtx()
 	defer cancel()
-	l, ok, err := u.o.Accounts.Unlock(c, user, u.o.Now())
-	u.o.Log.Info("ui unlock", "user", trunc(user), "ok", ok, "peer", peer(ctx).String())
+	r, err := u.o.Accounts.Unlock(c, user, u.o.Now())
+	u.o.Log.Info("ui unlock", "user", trunc(user), "ok", r.Found, "peer", peer(ctx).String())
 	switch {
 	case err != nil:
 		return "Unlocked, but: " + err.Error()
-	case !ok:
+	case !r.Found:
 		return "No account " + trunc(user) + " is tracked."
+	case r.Failed():
+		return "Unlocked " + r.Lock.Username + " here; other doormen learn it when Redis is reachable again."
 	}
-	return "Unlocked " + l.Username + "."
+	return "Unlocked " + r.Lock.Username + "."
 }
 
 func (u *UI) accountsOn() bool { return u.o.Accounts != nil && u.o.Accounts.Enabled() }
