@@ -15,6 +15,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/throttle"
 )
 
 // Options configure New.
@@ -50,7 +51,7 @@ type Cluster struct {
 	outbox   *outbox[netip.Prefix]    // unbans made while Redis was unreachable
 	writer   *writer                  // logs and state-file writes of changes learned from peers
 	keyLock  keyLocks
-	refusals throttle // warnings of changes from Redis not applied
+	refusals *throttle.Throttle // warnings of changes from Redis not applied: one a minute per kind
 
 	reconnects *metrics.Counter
 	errors     *metrics.Counter
@@ -89,7 +90,7 @@ func New(o Options) (*Cluster, error) {
 	log := o.Log.With("component", "cluster")
 	c := &Cluster{
 		local: o.Local, policy: o.Local.Policy(), rdb: rdb, keys: keyspace{prefix: o.Prefix},
-		id: hex.EncodeToString(id[:]), log: log, now: o.Now, tick: o.Tick,
+		id: hex.EncodeToString(id[:]), log: log, now: o.Now, tick: o.Tick, refusals: throttle.New(time.Minute),
 	}
 	c.outbox = newOutbox(maxOutbox, func(k netip.Prefix) {
 		log.Warn("unban queue full; oldest queued unban dropped", "key", k.String(), "max", maxOutbox)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/throttle"
 )
 
 const (
@@ -43,9 +44,7 @@ type Refresher struct {
 	errors  *metrics.Counter
 	learned chan netip.Prefix
 
-	logMu   sync.Mutex
-	logged  time.Time // when a failure was last logged
-	skipped int       // failures not logged since
+	warn    *throttle.Throttle // failure lines: one a second
 }
 
 // RefresherOptions configure a Refresher.
@@ -66,7 +65,7 @@ type RefresherOptions struct {
 // NewRefresher registers the metrics doorman_cache_refreshes_total,
 // doorman_cache_refresh_errors_total and doorman_cache_tracked.
 func NewRefresher(o RefresherOptions) *Refresher {
-	r := &Refresher{urls: o.URLs, set: o.Set, now: o.Now, log: o.Log, verdict: o.Verdict,
+	r := &Refresher{urls: o.URLs, warn: throttle.New(time.Second), set: o.Set, now: o.Now, log: o.Log, verdict: o.Verdict,
 		grace:   o.Now().Add(o.TTL + Margin),
 		learned: make(chan netip.Prefix, learnedQueue),
 		client: &http.Client{Transport: &http.Transport{
@@ -244,14 +243,11 @@ func (r *Refresher) one(ctx context.Context, url string, k Key) error {
 // number not logged since: with an nginx down, every change fails.
 func (r *Refresher) failed(url string, k Key, err error) {
 	r.errors.Inc()
-	now := r.now()
-	r.logMu.Lock()
-	defer r.logMu.Unlock()
-	if now.Sub(r.logged) < time.Second {
-		r.skipped++
+	skipped, ok := r.warn.Allow("refresh", r.now())
+	if !ok {
 		return
 	}
-	attrs := []any{"err", err, "since_last_logged", r.skipped}
+	attrs := []any{"err", err, "since_last_logged", skipped}
 	if url != "" {
 		attrs = append([]any{"url", url, "ip", k.String()}, attrs...)
 	}
@@ -259,7 +255,6 @@ func (r *Refresher) failed(url string, k Key, err error) {
 		attrs = append(attrs, "timeout", refreshTimeout)
 	}
 	r.log.Warn("nginx cache refresh failed: that nginx may serve the old verdict until it expires", attrs...)
-	r.logged, r.skipped = now, 0
 }
 
 // Service is an engine.Service whose bans and unbans are refreshed in nginx
