@@ -164,7 +164,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		if err != nil {
 			return usageError{err}
 		}
-		n.Watch(local)
+		local.OnEvent(n.Observe)
 		notifyCtx, stopNotify := context.WithCancel(context.Background())
 		notified := make(chan struct{})
 		go func() { n.Run(notifyCtx); close(notified) }()

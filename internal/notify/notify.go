@@ -452,13 +452,12 @@ func code(s string) string {
 
 var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
-// Watch sends every change event of l, from now on: call it before serving.
-func (n *Notifier) Watch(l *engine.Local) {
-	l.OnEvent(func(e engine.Event) {
-		ev := Event{Type: l.Kind(e), Key: e.Subject(), Reason: e.Reason, Count: e.Count, Source: e.Source}
-		if e.Type == engine.EventBan || e.Type == engine.EventLock {
-			ev.Until = e.Until.UTC().Format(time.RFC3339)
-		}
-		n.Send(ev)
-	})
+// Observe sends the change event e: register it with engine.Local.OnEvent
+// before serving.
+func (n *Notifier) Observe(e engine.Event) {
+	ev := Event{Type: e.Kind, Key: e.Subject(), Reason: e.Reason, Count: e.Count, Source: e.Source}
+	if e.Type == engine.EventBan || e.Type == engine.EventLock {
+		ev.Until = e.Until.UTC().Format(time.RFC3339)
+	}
+	n.Send(ev)
 }
