@@ -125,8 +125,8 @@ func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time
 				return a.fallback(ctx, err, user, token, now)
 			}
 			a.status(&res, st)
-			a.acc.Counted(res, now)
-			return res, nil
+			_, err = a.c.local.Commit(ctx, engine.AccountChange(res), now)
+			return res, err
 		}
 		res.Device = decide.DeviceResult{Failures: int(r[0]), Locked: true, Until: time.UnixMilli(r[2]).UTC()}
 	}
@@ -141,19 +141,19 @@ func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time
 		// (written there by hand): not in force here.
 		res.Locked, res.NewLock, res.Until = false, false, time.Time{}
 	}
-	a.acc.Counted(res, now)
-	if !res.Locked {
-		return res, nil
+	if res.Locked {
+		// In force here before the answer: a lock this failure made, or one
+		// Redis held that this doorman lacked.
+		if l, locked, _ := a.acc.Core().Status(user, now); !locked || !l.Until.Equal(res.Until) {
+			res.Evicted = a.acc.Core().Apply(res.Lock(), now)
+		}
 	}
-	// In force here before the answer: a lock this failure made, or one
-	// Redis held that this doorman lacked.
-	if l, locked, _ := a.acc.Core().Status(user, now); !locked || !l.Until.Equal(res.Until) {
-		res.Evicted = a.acc.Core().Apply(res.Lock(), now)
+	ch := engine.AccountChange(res)
+	if res.Locked {
+		ch.Users = append(ch.Users, user)
 	}
-	if res.NewLock {
-		a.acc.Locked(res.Lock(), now, engine.SourceFailures)
-	}
-	return res, a.acc.Persist([]string{user}, now)
+	_, err = a.c.local.Commit(ctx, ch, now)
+	return res, err
 }
 
 func (a *Accounts) status(res *decide.AccountResult, r []int64) {

@@ -21,7 +21,7 @@ func (a *Accounts) handle(m message) bool {
 		a.learn(l, now)
 	case opUnlock:
 		if l, ok := a.acc.Core().Unlock(m.Key, now); ok {
-			a.acc.Unlocked(l, now, engine.SourceCluster)
+			a.c.local.Learn(engine.Change{Unlock: &l}, now)
 		}
 	case opDLock:
 		if id, ok := deviceID(m.Key); ok {
@@ -41,9 +41,12 @@ func (a *Accounts) learn(l decide.Lock, now time.Time) {
 	if cur, locked, _ := a.acc.Core().Status(l.Username, now); locked && !cur.Until.Before(l.Until) {
 		return
 	}
-	a.acc.Core().Apply(l, now)
-	a.acc.Locked(l, now, engine.SourceCluster)
-	a.acc.Persist([]string{l.Username}, now) // an error is logged and counted
+	evicted := a.acc.Core().Apply(l, now)
+	ch := engine.Change{Lock: &l}
+	for _, e := range evicted {
+		ch.Users = append(ch.Users, e.Username)
+	}
+	a.c.local.Learn(ch, now) // an error is logged and counted
 }
 
 func deviceID(s string) (decide.DeviceID, bool) {
@@ -110,7 +113,7 @@ func (a *Accounts) pushLocks(ctx context.Context, now time.Time) error {
 			c.pushed.Inc()
 		case -1: // unlocked elsewhere while this doorman could not hear it
 			if l, ok := a.acc.Core().Unlock(l.Username, now); ok {
-				a.acc.Unlocked(l, now, engine.SourceCluster)
+				a.c.local.Learn(engine.Change{Unlock: &l}, now)
 			}
 		}
 	}

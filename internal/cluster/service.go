@@ -47,15 +47,24 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 		return c.localFail(ctx, a, now)
 	}
 	res := decide.FailResult{Addr: a, Key: key, Failures: int(r[0]), NeverBan: never}
-	c.local.Counted(res, now)
 	if v.Reason == decide.Banned && !never {
 		res.Ban, _ = c.local.Record(v.Key)
 	}
+	ch := c.failed(ctx, &res, r, now)
+	_, err = c.local.Commit(ctx, ch, now)
+	return res, err
+}
+
+// failed puts in force the ban the failure script reported in r, if any,
+// and returns the change the failure made here.
+func (c *Cluster) failed(ctx context.Context, res *decide.FailResult, r []int64, now time.Time) engine.Change {
+	ch := engine.Change{Source: engine.SourceFailures, IP: res.Addr.String(), Failure: true}
+	key := res.Key
 	if r[2] == 0 {
 		if res.InForce() {
-			return res, c.local.Saved(res.Ban) // on disk before the answer says banned
+			ch.Saved = &res.Ban // on disk before the answer says banned
 		}
-		return res, nil
+		return ch
 	}
 	b := decide.Ban{Key: key, Until: time.UnixMilli(r[2]).UTC(), Count: int(r[3]), Failures: int(r[0]),
 		Manual: r[4] == 1, Range: r[4] == 2}
@@ -66,33 +75,36 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 		m := message{Op: "ban", Key: key.String(), Until: r[2]}
 		m.setKind(strconv.FormatInt(r[4], 10))
 		if !c.admit(m, now) {
-			return res, nil
+			return ch
 		}
 		ev, err := c.local.Apply(b, now)
 		if err != nil {
-			return res, nil
+			return ch
 		}
 		res.Ban = b
-		return res, c.local.Banned(a.String(), b, ev, now, engine.SourceCluster)
+		ch.Source, ch.Ban, ch.Evicted = engine.SourceCluster, &res.Ban, ev
+		return ch
 	}
 	res.Banned, res.Ban, res.Unit = true, b, b
+	var err error
 	res.Evicted, err = c.local.Apply(b, now)
 	if err != nil {
 		res.Refused = true // full of manual bans here; Redis and the peers hold it
-		c.local.Counted(decide.FailResult{Refused: true, Key: key}, now)
-		return res, nil
+		ch.Refused = key
+		return ch
 	}
 	// Range escalation: this instance learns every unit ban, so it counts
 	// them per range; the range ban it makes is offered to Redis (the longer
 	// ban wins there) and so reaches the peers.
-	if er := c.local.Escalate(a, b, now); er.Range {
+	if er := c.local.Escalate(res.Addr, b, now); er.Range {
 		res.Range, res.Ban, res.Folded = true, er.Ban, er.Folded
 		res.Evicted = append(res.Evicted, er.Evicted...)
 		if err := c.push(ctx, []decide.Ban{er.Ban}, now); err != nil {
 			c.lost(err)
 		}
 	}
-	return res, c.local.Banned(a.String(), res.Ban, res.Evicted, now, engine.SourceFailures, res.Folded...)
+	ch.Ban, ch.Evicted, ch.Folded = &res.Ban, res.Evicted, res.Folded
+	return ch
 }
 
 // Explain implements engine.Service: the failure count is Redis's, which
@@ -166,7 +178,8 @@ func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note
 		c.unbanKeys(ctx, []netip.Prefix{key}, nil, ip, now)
 		return decide.Ban{}, err
 	}
-	return b, c.local.Banned(ip, b, evicted, now, engine.SourceManual)
+	_, err = c.local.Commit(ctx, engine.Change{Source: engine.SourceManual, IP: ip, Ban: &b, Evicted: evicted}, now)
+	return b, err
 }
 
 func (c *Cluster) localBan(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
@@ -192,7 +205,8 @@ func (c *Cluster) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]dec
 		}
 	}
 	lifted = append(lifted, c.unbanKeys(ctx, keys, here, a.String(), now)...)
-	return lifted, c.local.Lifted(a.String(), lifted, now, engine.SourceManual)
+	_, err := c.local.Commit(ctx, engine.Change{Source: engine.SourceManual, IP: a.String(), Lifted: lifted}, now)
+	return lifted, err
 }
 
 // Remove implements engine.Service: the ban under exactly p is lifted here,
@@ -211,7 +225,8 @@ func (c *Cluster) Remove(ctx context.Context, p netip.Prefix, now time.Time) (de
 	if !ok {
 		return b, false, nil
 	}
-	return b, true, c.local.Lifted(engine.IP(p), []decide.Ban{b}, now, engine.SourceManual)
+	_, err := c.local.Commit(ctx, engine.Change{Source: engine.SourceManual, IP: engine.IP(p), Lifted: []decide.Ban{b}}, now)
+	return b, true, err
 }
 
 // unbanKeys lifts the bans under keys in Redis; here holds those already

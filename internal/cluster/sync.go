@@ -151,7 +151,7 @@ func (c *Cluster) handle(payload string) {
 	case "unban":
 		defer c.keyLock.lock(key)()
 		if b, ok := c.local.Take(key); ok {
-			c.writer.enqueue(job{b: b, ip: m.IP})
+			c.writer.enqueue(unbanJob(m.IP, b))
 		}
 		if a, err := netip.ParseAddr(m.IP); err == nil {
 			c.local.Forget(a) // an unban clears the unit's failures
@@ -183,10 +183,10 @@ func (c *Cluster) learn(ip string, b decide.Ban) {
 		c.refuse(kind, message{Op: "ban", Key: b.Key.String(), Until: b.Until.UnixMilli()}, c.now())
 		return
 	}
-	c.writer.enqueue(job{ban: true, b: b, ip: ip, evicted: ev})
+	c.writer.enqueue(banJob(ip, b, ev))
 	// Peers' unit bans count toward their range here too.
 	if er := c.local.Escalate(b.Key.Addr(), b, c.now()); er.Range {
-		c.writer.enqueue(job{ban: true, b: er.Ban, ip: engine.IP(er.Ban.Key), evicted: append(er.Evicted, er.Folded...)})
+		c.writer.enqueue(banJob(engine.IP(er.Ban.Key), er.Ban, append(er.Evicted, er.Folded...)))
 		if err := c.push(context.Background(), []decide.Ban{er.Ban}, c.now()); err != nil {
 			c.lost(err)
 		}
@@ -329,7 +329,7 @@ func (c *Cluster) push(ctx context.Context, bans []decide.Ban, now time.Time) er
 				c.pushed.Inc()
 			case -1: // lifted elsewhere while this instance could not hear it
 				if b, ok := c.local.Take(batch[i].Key); ok {
-					c.writer.enqueue(job{b: b, ip: engine.IP(b.Key)})
+					c.writer.enqueue(unbanJob(engine.IP(b.Key), b))
 				}
 			}
 		}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -98,6 +97,7 @@ type AccountOptions struct {
 // metrics. It returns where the key came from, for the start line.
 func NewAccounts(o AccountOptions, local *Local) (*Accounts, string, error) {
 	a := &Accounts{acc: decide.NewAccounts(o.Policy, o.Max), ttl: o.TTL, store: o.Store, local: local}
+	local.accounts = a
 	a.register(local.m.Set(), o.Now)
 	if !a.acc.Enabled() {
 		return a, "", nil
@@ -161,11 +161,6 @@ func (a *Accounts) UseKey(raw []byte) error {
 	a.local.log.Warn("device key replaced by the cluster's; tokens this doorman issued before are no longer valid")
 	return nil
 }
-
-// Persist writes what memory holds for users (their locks, or their lock
-// counts still remembered) to the state file, fsynced; for a wrapper that
-// applied locks learned from other instances.
-func (a *Accounts) Persist(users []string, now time.Time) error { return a.persist(users, now) }
 
 // newDeviceKey is the state file's key, or a new one kept there.
 func newDeviceKey(st *store.Store) ([]byte, string, error) {
@@ -261,58 +256,26 @@ func (a *Accounts) CountAttempt(result string) {
 }
 
 // FailAccount implements AccountService.
-func (a *Accounts) FailAccount(_ context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
+func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
 	res := a.acc.Fail(user, a.Device(user, token, now), now)
-	a.Counted(res, now)
-	var write []string
+	_, err := a.local.Commit(ctx, AccountChange(res), now)
+	return res, err
+}
+
+// AccountChange is the change res, an account failure counted in memory,
+// made: the lock it put, and the records of the accounts it evicted.
+func AccountChange(res decide.AccountResult) Change {
+	ch := Change{Source: SourceFailures, Account: &res}
 	if res.NewLock {
-		write = append(write, user)
+		l := res.Lock()
+		ch.Lock = &l
 	}
 	for _, e := range res.Evicted {
 		if e.Table == "accounts" && e.Count > 0 {
-			write = append(write, e.Username)
+			ch.Users = append(ch.Users, e.Username)
 		}
 	}
-	if res.NewLock {
-		a.Locked(res.Lock(), now, SourceFailures)
-	}
-	return res, a.persist(write, now)
-}
-
-// Counted does the bookkeeping of one account failure counted in memory:
-// metrics, a device token that took it, evictions.
-func (a *Accounts) Counted(res decide.AccountResult, now time.Time) {
-	if res.Device.Counted {
-		a.m.deviceFailures.Inc()
-		if res.Device.Locked && res.Device.Failures == a.acc.Policy().DeviceMaxFailures {
-			a.local.log.Info("device token locked", "username", res.Username, "until", res.Device.Until.Format(time.RFC3339))
-		}
-	} else {
-		a.m.failures.Inc()
-	}
-	for _, e := range res.Evicted {
-		kind := "unlocked"
-		if e.Locked {
-			kind = "locked"
-		}
-		a.m.evicted[e.Table+"/"+kind].Inc()
-		a.local.evict.log(a.local, e.Table, kind, netip.Prefix{}, now)
-	}
-}
-
-// Locked does the bookkeeping of a lock in force in memory: its metric, the
-// warn line msg=lock and the observers. The caller writes the state file.
-func (a *Accounts) Locked(l decide.Lock, now time.Time, source string) {
-	if source != SourceCluster {
-		a.m.locks.Inc()
-	}
-	attrs := []any{"username", l.Username, "until", l.Until.Format(time.RFC3339), "failures", l.Failures,
-		"count", l.Count, "duration", l.Until.Sub(now).Round(time.Second).String()}
-	if source == SourceCluster {
-		attrs = append(attrs, "source", source)
-	}
-	a.local.log.Warn("lock", attrs...)
-	a.local.emit(Event{Time: now, Type: EventLock, Account: l.Username, Until: l.Until, Reason: "failures", Count: l.Count, Source: source})
+	return ch
 }
 
 // SucceedAccount implements AccountService.
@@ -335,26 +298,13 @@ func (a *Accounts) SucceedAccount(_ context.Context, user, token string, now tim
 func (a *Accounts) Locks(now time.Time) []decide.Lock { return a.acc.Locks(now) }
 
 // Unlock implements AccountService.
-func (a *Accounts) Unlock(_ context.Context, user string, now time.Time) (Unlocked, error) {
+func (a *Accounts) Unlock(ctx context.Context, user string, now time.Time) (Unlocked, error) {
 	l, ok := a.acc.Unlock(user, now)
 	if !ok {
 		return Unlocked{Lock: l}, nil
 	}
-	return Unlocked{Lock: l, Found: true}, a.Unlocked(l, now, SourceManual)
-}
-
-// Unlocked does the bookkeeping of an account forgotten in memory: its
-// metric, an info line, the observers and the state file.
-func (a *Accounts) Unlocked(l decide.Lock, now time.Time, source string) error {
-	a.m.unlocks.Inc()
-	attrs := []any{"username", l.Username, "active", l.Active(now)}
-	if source == SourceCluster {
-		attrs = append(attrs, "source", source)
-	}
-	a.local.log.Info("unlock", attrs...)
-	err := a.persist([]string{l.Username}, now)
-	a.local.emit(Event{Time: now, Type: EventUnlock, Account: l.Username, Until: l.Until, Count: l.Count, Source: source})
-	return err
+	r, err := a.local.Commit(ctx, Change{Source: SourceManual, Unlock: &l}, now)
+	return Unlocked{Lock: l, Found: true, Receipt: r}, err
 }
 
 // persist writes what memory holds now for users: a lock (or a lock count
@@ -363,16 +313,21 @@ func (a *Accounts) persist(users []string, now time.Time) error {
 	if a.store == nil || len(users) == 0 {
 		return nil
 	}
-	err := a.store.SyncLocks(users, func(u string) (decide.Lock, bool) {
-		l, _, found := a.acc.Status(u, now)
-		return l, found && l.Count > 0 && !l.Until.IsZero()
-	})
-	if err != nil {
+	if err := a.store.SyncLocks(users, a.current(now)); err != nil {
 		a.local.m.StoreErrors.Inc()
 		a.local.log.Error("state file write failed", "file", a.store.Path(), "err", err)
 		return fmt.Errorf("%w: %v", ErrNotSaved, err)
 	}
 	return nil
+}
+
+// current reports the record the state file keeps for an account at now: a
+// lock, or a lock count still remembered; false: none.
+func (a *Accounts) current(now time.Time) func(string) (decide.Lock, bool) {
+	return func(u string) (decide.Lock, bool) {
+		l, _, found := a.acc.Status(u, now)
+		return l, found && l.Count > 0 && !l.Until.IsZero()
+	}
 }
 
 // Subject is what an event is about, as logs, the history and

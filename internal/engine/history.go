@@ -61,22 +61,13 @@ func (h *History) entry(e Event) HistoryEntry {
 	return he
 }
 
-// record keeps one event. With a state file, bans and unbans were written
-// with their change, in its transaction (Local.persist); other events are
-// written here (fsync, batched with concurrent writes) before the change's
-// API call answers.
+// record keeps one event in memory; with a state file, every event was
+// written with its change, in its transaction (Local.Commit).
 func (h *History) record(e Event) {
-	he := h.entry(e)
 	if h.l.store != nil {
-		if e.Type == EventBan || e.Type == EventUnban {
-			return
-		}
-		if err := h.l.store.AddEvents(he); err != nil {
-			h.l.m.StoreErrors.Inc()
-			h.l.log.Error("state file write failed (event history)", "file", h.l.store.Path(), "err", err)
-		}
 		return
 	}
+	he := h.entry(e)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.ring) < h.max {

@@ -11,18 +11,21 @@ import (
 )
 
 // Local is the single-instance Service: the Core, plus the state file when
-// there is one. Its exported memory operations and bookkeeping (Apply, Take,
-// Lift, Banned, Lifted, …) are for a wrapper that shares state with other
-// instances (cluster mode); they are not Service methods.
+// there is one. Its exported memory operations (Apply, Take, Lift, …) are
+// for a wrapper that shares state with other instances (cluster mode),
+// which books what they did with Commit or Learn; they are not Service
+// methods.
 type Local struct {
-	core    *decide.Core
-	store   *store.Store // nil: memory only
-	log     *slog.Logger
-	m       *Metrics
-	evict   evictionLog
-	events  []func(Event)
-	history *History // nil: no event history
-	saved   savedBans
+	core     *decide.Core
+	store    *store.Store // nil: memory only
+	log      *slog.Logger
+	m        *Metrics
+	evict    evictionLog
+	events   []func(Event)
+	hooks    []Hook
+	history  *History  // nil: no event history
+	accounts *Accounts // nil until NewAccounts
+	saved    savedBans
 }
 
 // NewLocal returns the service over core; st may be nil (memory only).
@@ -37,18 +40,27 @@ func (l *Local) Metrics() *Metrics { return l.m }
 func (l *Local) Decide(a netip.Addr, now time.Time) decide.Verdict { return l.core.Decide(a, now) }
 
 // Fail implements Service.
-func (l *Local) Fail(_ context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
+func (l *Local) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
 	res := l.core.Fail(a, now)
-	l.Counted(res, now)
-	if !res.Banned {
-		if res.InForce() {
-			// Answered "banned" by a ban another call made: it must be on
-			// disk before this answer says so.
-			return res, l.Saved(res.Ban)
-		}
-		return res, nil
+	_, err := l.Commit(ctx, FailureChange(res), now)
+	return res, err
+}
+
+// FailureChange is the change res, a failure counted in memory, made: the
+// ban it put, or the ban in force it is answered with (made by another
+// call: it must be on disk before the answer says so).
+func FailureChange(res decide.FailResult) Change {
+	ch := Change{Source: SourceFailures, IP: res.Addr.String(), Failure: true, TrackerEvicted: res.TrackerEvicted}
+	if res.Refused {
+		ch.Refused = res.Key
 	}
-	return res, l.Banned(res.Addr.String(), res.Ban, res.Evicted, now, SourceFailures, res.Folded...)
+	switch {
+	case res.Banned:
+		ch.Ban, ch.Evicted, ch.Folded = &res.Ban, res.Evicted, res.Folded
+	case res.InForce():
+		ch.Saved = &res.Ban
+	}
+	return ch
 }
 
 // Succeed implements Service.
@@ -59,27 +71,30 @@ func (l *Local) Succeed(_ context.Context, a netip.Addr, _ time.Time) (netip.Add
 }
 
 // Ban implements Service.
-func (l *Local) Ban(_ context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
+func (l *Local) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
 	b, evicted, err := l.core.BanPrefix(p, d, note, now)
 	if err != nil {
 		return b, err
 	}
-	return b, l.Banned(IP(p), b, evicted, now, SourceManual)
+	_, err = l.Commit(ctx, Change{Source: SourceManual, IP: IP(p), Ban: &b, Evicted: evicted}, now)
+	return b, err
 }
 
 // Unban implements Service.
-func (l *Local) Unban(_ context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
+func (l *Local) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
 	a, lifted := l.Lift(a)
-	return lifted, l.Lifted(a.String(), lifted, now, SourceManual)
+	_, err := l.Commit(ctx, Change{Source: SourceManual, IP: a.String(), Lifted: lifted}, now)
+	return lifted, err
 }
 
 // Remove implements Service.
-func (l *Local) Remove(_ context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
+func (l *Local) Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
 	b, ok := l.core.Remove(p)
 	if !ok {
 		return b, false, nil
 	}
-	return b, true, l.Lifted(IP(p), []decide.Ban{b}, now, SourceManual)
+	_, err := l.Commit(ctx, Change{Source: SourceManual, IP: IP(p), Lifted: []decide.Ban{b}}, now)
+	return b, true, err
 }
 
 // Explain implements Service.
@@ -95,7 +110,8 @@ func (l *Local) Bans(now time.Time) []decide.Ban { return l.core.Bans(now) }
 func (l *Local) Stats(now time.Time) decide.Stats { return l.core.Stats(now) }
 
 // Memory operations for a wrapper. None of them logs or writes the state
-// file: the wrapper follows each with Banned or Lifted, possibly later.
+// file: the wrapper books what they did with Commit or Learn, possibly
+// later.
 
 // Policy is the Core's ban policy.
 func (l *Local) Policy() decide.Policy { return l.core.Policy() }
