@@ -141,9 +141,11 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		if err != nil {
 			return err
 		}
-		// 200 instead of 204: lifted, but an nginx cache was not refreshed.
+		// 200 instead of 204: lifted, but an nginx cache was not refreshed,
+		// or the other doormen learn it when Redis is back.
 		var out struct {
 			Refreshed *bool `json:"proxies_refreshed"`
+			Shared    *bool `json:"shared"`
 		}
 		if err := c.do(ctx, "DELETE", "/v1/bans/"+target, nil, &out, http.StatusNoContent, http.StatusOK); err != nil {
 			return err
@@ -151,6 +153,9 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		fmt.Fprintf(stdout, "unbanned %s\n", target)
 		if out.Refreshed != nil && !*out.Refreshed {
 			fmt.Fprintln(stdout, "warning: not every nginx cache was refreshed; a cached 403 may stay until DOORMAN_CACHE_TTL ends")
+		}
+		if out.Shared != nil && !*out.Shared {
+			fmt.Fprintln(stdout, "warning: Redis is unreachable; the other doormen learn the unban when it is back")
 		}
 		return nil
 	case "check":

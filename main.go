@@ -22,6 +22,7 @@ import (
 	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/nginxcache"
 	"github.com/doorman/doorman/internal/notify"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
@@ -187,7 +188,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		svc, redisUp, lastSync = cl, cl.Up, cl.LastSync
 		log.Info("cluster mode", "redis", cluster.Redact(cfg.RedisURL), "prefix", cfg.RedisPrefix)
 	}
-	svc, cache, reloaded, stopCache := cachedMode(cfg, core, local, svc, m, log)
+	cache, reloaded, stopCache := cachedMode(cfg, core, local, m, log)
 	defer stopCache()
 
 	decideLn, err := server.Listen(cfg.DecideListen.Network, cfg.DecideListen.Address, 0o666)
@@ -239,6 +240,32 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 			return nil
 		}
 	}
+}
+
+// cachedMode sets up nginx's cached mode when DOORMAN_NGINX_REFRESH_URLS is
+// set (docs/nginx.md): the refresher is a hook of local, so each change is
+// refreshed in nginx before its call answers and reported in its receipt
+// (proxies_refreshed). It returns the decision handler's Cache, what a list
+// reload must run after the swap, and what stops the refresher. In plain
+// mode: a nil Cache and no-ops.
+func cachedMode(cfg *config.Config, core *decide.Core, local *engine.Local, m *engine.Metrics, log *slog.Logger) (*server.Cache, func(), func()) {
+	if len(cfg.RefreshURLs) == 0 {
+		return nil, func() {}, func() {}
+	}
+	set := nginxcache.New(cfg.CacheTracked, cfg.CacheTTL+nginxcache.Margin)
+	r := nginxcache.NewRefresher(nginxcache.RefresherOptions{URLs: cfg.RefreshURLs, Set: set, TTL: cfg.CacheTTL,
+		Verdict: local.Decide, Metrics: m.Set(), Log: log, Now: time.Now})
+	local.AddHook(r)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }() // changes learned from the cluster
+	reloaded := func() {
+		c, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		r.Reloaded(c)
+	}
+	log.Info("cached mode", "refresh_urls", cfg.RefreshURLs, "ttl", cfg.CacheTTL, "tracked", cfg.CacheTracked)
+	return &server.Cache{Set: set, TTL: cfg.CacheTTL, Failures: core.Failures}, reloaded, func() { stop(); <-done }
 }
 
 func reload(cfg *config.Config, local *engine.Local, m *engine.Metrics, log *slog.Logger) {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/testproc"
 )
 
@@ -59,7 +60,7 @@ func exercise(t *testing.T, url, pfx string) []*node {
 	nb, b := startAccounts(t, url, pfx)
 	now := time.Now()
 	ip := netip.MustParseAddr("203.0.113.50")
-	var res decide.FailResult
+	var res engine.Failed
 	var err error
 	for range testPolicy.MaxFailures {
 		if res, err = na.c.Fail(ctx, ip, now); err != nil {

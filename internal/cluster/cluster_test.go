@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/store"
 	"github.com/doorman/doorman/internal/testproc"
 )
@@ -38,7 +39,7 @@ func TestThresholdAcrossInstances(t *testing.T) {
 	for i := range addrs {
 		ip := netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", i+1))
 		var wg sync.WaitGroup
-		results := make([]decide.FailResult, testPolicy.MaxFailures)
+		results := make([]engine.Failed, testPolicy.MaxFailures)
 		for j := range results {
 			wg.Go(func() {
 				res, err := nodes[j%len(nodes)].c.Fail(ctx, ip, now)
@@ -98,7 +99,7 @@ func TestEscalationShared(t *testing.T) {
 	now := time.Now().Truncate(time.Millisecond)
 	want := []time.Duration{time.Hour, 2 * time.Hour, 4 * time.Hour, 5 * time.Hour}
 	for round, d := range want {
-		var res decide.FailResult
+		var res engine.Failed
 		for i := range testPolicy.MaxFailures {
 			n := []*node{a, b}[i%2]
 			var err error
@@ -171,7 +172,7 @@ func TestManualBansPropagate(t *testing.T) {
 		t.Fatalf("b holds %+v, want %+v", r, ban)
 	}
 	lifted, err := b.c.Unban(ctx, netip.MustParseAddr("10.9.8.7"), now)
-	if err != nil || len(lifted) != 1 || lifted[0].Key.String() != "10.0.0.0/8" {
+	if err != nil || len(lifted.Bans) != 1 || lifted.Bans[0].Key.String() != "10.0.0.0/8" {
 		t.Fatalf("Unban: %v, %v", lifted, err)
 	}
 	waitFor(t, "unban on a", time.Second, func() bool { return !banned(a.core, "10.9.8.7", now) })
@@ -183,12 +184,12 @@ func TestManualBansPropagate(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "address ban on a", time.Second, func() bool { return banned(a.core, "198.51.100.7", now) })
-	got, ok, err := a.c.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now)
-	if err != nil || !ok || got.Key.String() != "198.51.100.7/32" {
-		t.Fatalf("Remove: %+v %v %v", got, ok, err)
+	got, err := a.c.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now)
+	if err != nil || len(got.Bans) != 1 || got.Bans[0].Key.String() != "198.51.100.7/32" {
+		t.Fatalf("Remove: %+v %v", got, err)
 	}
 	waitFor(t, "removal on b", time.Second, func() bool { return !banned(b.core, "198.51.100.7", now) })
-	if _, ok, _ := a.c.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now); ok {
+	if got, _ := a.c.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now); len(got.Bans) > 0 {
 		t.Error("a second Remove found a ban")
 	}
 	waitFor(t, "unban lines", time.Second, func() bool { return b.log.count("msg=unban", "source=cluster") == 1 })
@@ -246,16 +247,16 @@ func TestOutageAndRecovery(t *testing.T) {
 
 	r.Kill()
 	waitFor(t, "a sees the outage", 5*time.Second, func() bool { return !a.c.Up() })
-	var res decide.FailResult
+	var res engine.Failed
 	for range testPolicy.MaxFailures {
 		if res, err = a.c.Fail(ctx, netip.MustParseAddr("203.0.113.3"), now); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if !res.Banned || !banned(a.core, "203.0.113.3", now) {
+	if !res.Banned || !banned(a.core, "203.0.113.3", now) || !res.Failed() {
 		t.Fatalf("local fallback did not ban: %+v", res)
 	}
-	if lifted, err := a.c.Unban(ctx, netip.MustParseAddr("203.0.113.1"), now); err != nil || len(lifted) != 1 {
+	if lifted, err := a.c.Unban(ctx, netip.MustParseAddr("203.0.113.1"), now); err != nil || len(lifted.Bans) != 1 || !lifted.Failed() {
 		t.Fatalf("Unban during the outage: %v, %v", lifted, err)
 	}
 	if recs, _ := st.Load(now, time.Hour); len(recs) != 2 {
@@ -505,7 +506,7 @@ func TestRedisCluster(t *testing.T) {
 	const n = 50 // spread over the three masters
 	for i := range n {
 		ip := netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)})
-		var res decide.FailResult
+		var res engine.Failed
 		for j := range testPolicy.MaxFailures {
 			var err error
 			if res, err = []*node{a, b}[j%2].c.Fail(ctx, ip, now); err != nil {
@@ -535,7 +536,7 @@ func TestFailureFindsRedisBan(t *testing.T) {
 	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
 	now := time.Now()
 	ip := netip.MustParseAddr("203.0.113.77")
-	var res decide.FailResult
+	var res engine.Failed
 	for range testPolicy.MaxFailures {
 		res, _ = a.c.Fail(ctx, ip, now)
 	}
@@ -597,7 +598,7 @@ func TestJitterInRedis(t *testing.T) {
 	lengths := map[time.Duration]bool{}
 	for i := range 5 {
 		ip := netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", 100+i))
-		var res decide.FailResult
+		var res engine.Failed
 		for range p.MaxFailures {
 			res, _ = a.c.Fail(ctx, ip, now)
 		}

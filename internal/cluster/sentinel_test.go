@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/testproc"
 )
 
@@ -64,7 +64,7 @@ func TestRedisSentinel(t *testing.T) {
 	now := time.Now()
 	failUntilBanned := func(n *node, ip netip.Addr) {
 		t.Helper()
-		var res decide.FailResult
+		var res engine.Failed
 		for range testPolicy.MaxFailures {
 			if res, err = n.c.Fail(ctx, ip, now); err != nil {
 				t.Fatal(err)

@@ -25,7 +25,7 @@ func (c *Cluster) Stats(now time.Time) decide.Stats { return c.local.Stats(now) 
 
 // Fail implements engine.Service: the failure is counted in Redis; the
 // failure that reaches the threshold bans, there and here, before Fail returns.
-func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
+func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (engine.Failed, error) {
 	if !c.Up() {
 		return c.localFail(ctx, a, now)
 	}
@@ -51,8 +51,8 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 		res.Ban, _ = c.local.Record(v.Key)
 	}
 	ch := c.failed(ctx, &res, r, now)
-	_, err = c.local.Commit(ctx, ch, now)
-	return res, err
+	rc, err := c.local.Commit(ctx, ch, now)
+	return engine.Failed{FailResult: res, Receipt: rc}, err
 }
 
 // failed puts in force the ban the failure script reported in r, if any,
@@ -122,10 +122,11 @@ func (c *Cluster) Explain(ctx context.Context, a netip.Addr, now time.Time) engi
 	return e
 }
 
-func (c *Cluster) localFail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
+func (c *Cluster) localFail(ctx context.Context, a netip.Addr, now time.Time) (engine.Failed, error) {
 	res, err := c.local.Fail(ctx, a, now)
 	if res.Banned {
 		c.dirty.Store(true)
+		res.Report(engine.ReportShared, false) // pushed when Redis is back
 	}
 	return res, err
 }
@@ -152,7 +153,7 @@ func (c *Cluster) Succeed(ctx context.Context, a netip.Addr, now time.Time) (net
 
 // Ban implements engine.Service: a manual ban, stored in Redis with its
 // escalation count, then here.
-func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
+func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (engine.Banned, error) {
 	if !c.Up() {
 		return c.localBan(ctx, p, d, note, now)
 	}
@@ -176,23 +177,24 @@ func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note
 	if err != nil {
 		// The range table is full here: take the ban back from Redis too.
 		c.unbanKeys(ctx, []netip.Prefix{key}, nil, ip, now)
-		return decide.Ban{}, err
+		return engine.Banned{}, err
 	}
-	_, err = c.local.Commit(ctx, engine.Change{Source: engine.SourceManual, IP: ip, Ban: &b, Evicted: evicted}, now)
-	return b, err
+	rc, err := c.local.Commit(ctx, engine.Change{Source: engine.SourceManual, IP: ip, Ban: &b, Evicted: evicted}, now)
+	return engine.Banned{Ban: b, Receipt: rc}, err
 }
 
-func (c *Cluster) localBan(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
+func (c *Cluster) localBan(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (engine.Banned, error) {
 	b, err := c.local.Ban(ctx, p, d, note, now)
 	if err == nil || b.Key.IsValid() {
 		c.dirty.Store(true)
+		b.Report(engine.ReportShared, false) // pushed when Redis is back
 	}
 	return b, err
 }
 
 // Unban implements engine.Service: the bans covering a (its unit's, and the
 // ranges this instance knows to contain it) are lifted here, then in Redis.
-func (c *Cluster) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
+func (c *Cluster) Unban(ctx context.Context, a netip.Addr, now time.Time) (engine.Lifted, error) {
 	unit := c.local.Unit(a)
 	defer c.keyLock.lock(unit)() // ranges lifted here are not locked: they are rare and manual
 	a, lifted := c.local.Lift(a)
@@ -204,14 +206,16 @@ func (c *Cluster) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]dec
 			keys = append(keys, b.Key)
 		}
 	}
-	lifted = append(lifted, c.unbanKeys(ctx, keys, here, a.String(), now)...)
-	_, err := c.local.Commit(ctx, engine.Change{Source: engine.SourceManual, IP: a.String(), Lifted: lifted}, now)
-	return lifted, err
+	extra, shared := c.unbanKeys(ctx, keys, here, a.String(), now)
+	lifted = append(lifted, extra...)
+	rc, err := c.local.Commit(ctx, engine.Change{Source: engine.SourceManual, IP: a.String(), Lifted: lifted}, now)
+	reportShared(&rc, lifted, shared)
+	return engine.Lifted{Bans: lifted, Receipt: rc}, err
 }
 
 // Remove implements engine.Service: the ban under exactly p is lifted here,
 // then in Redis.
-func (c *Cluster) Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
+func (c *Cluster) Remove(ctx context.Context, p netip.Prefix, now time.Time) (engine.Lifted, error) {
 	key := c.local.Normalize(p)
 	defer c.keyLock.lock(key)()
 	here := map[netip.Prefix]decide.Ban{}
@@ -219,20 +223,32 @@ func (c *Cluster) Remove(ctx context.Context, p netip.Prefix, now time.Time) (de
 	if ok {
 		here[key] = b
 	}
-	if more := c.unbanKeys(ctx, []netip.Prefix{key}, here, engine.IP(p), now); len(more) > 0 && !ok {
+	more, shared := c.unbanKeys(ctx, []netip.Prefix{key}, here, engine.IP(p), now)
+	if len(more) > 0 && !ok {
 		b, ok = more[0], true
 	}
 	if !ok {
-		return b, false, nil
+		return engine.Lifted{}, nil
 	}
-	_, err := c.local.Commit(ctx, engine.Change{Source: engine.SourceManual, IP: engine.IP(p), Lifted: []decide.Ban{b}}, now)
-	return b, true, err
+	lifted := []decide.Ban{b}
+	rc, err := c.local.Commit(ctx, engine.Change{Source: engine.SourceManual, IP: engine.IP(p), Lifted: lifted}, now)
+	reportShared(&rc, lifted, shared)
+	return engine.Lifted{Bans: lifted, Receipt: rc}, err
+}
+
+// reportShared says in rc that the unbans of lifted are not shared yet,
+// when they were queued.
+func reportShared(rc *engine.Receipt, lifted []decide.Ban, shared bool) {
+	if !shared && len(lifted) > 0 {
+		rc.Report(engine.ReportShared, false)
+	}
 }
 
 // unbanKeys lifts the bans under keys in Redis; here holds those already
 // lifted in memory. It returns the bans Redis held that this instance did
-// not. While Redis is unreachable the keys lifted here are queued for later.
-func (c *Cluster) unbanKeys(ctx context.Context, keys []netip.Prefix, here map[netip.Prefix]decide.Ban, ip string, now time.Time) []decide.Ban {
+// not, and false when Redis was unreachable: the keys lifted here are then
+// queued for later.
+func (c *Cluster) unbanKeys(ctx context.Context, keys []netip.Prefix, here map[netip.Prefix]decide.Ban, ip string, now time.Time) ([]decide.Ban, bool) {
 	var extra []decide.Ban
 	for i, k := range keys {
 		if c.Up() {
@@ -258,7 +274,7 @@ func (c *Cluster) unbanKeys(ctx context.Context, keys []netip.Prefix, here map[n
 			}
 		}
 		c.dirty.Store(true)
-		break
+		return extra, false
 	}
-	return extra
+	return extra, true
 }

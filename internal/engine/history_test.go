@@ -44,7 +44,7 @@ func changes(t *testing.T, l *Local) {
 	if _, err := l.Unban(ctx, netip.MustParseAddr("192.0.2.7"), t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := l.Remove(ctx, netip.MustParsePrefix("198.51.100.0/24"), t0.Add(time.Minute)); err != nil {
+	if _, err := l.Remove(ctx, netip.MustParsePrefix("198.51.100.0/24"), t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 }

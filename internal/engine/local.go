@@ -40,10 +40,10 @@ func (l *Local) Metrics() *Metrics { return l.m }
 func (l *Local) Decide(a netip.Addr, now time.Time) decide.Verdict { return l.core.Decide(a, now) }
 
 // Fail implements Service.
-func (l *Local) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
+func (l *Local) Fail(ctx context.Context, a netip.Addr, now time.Time) (Failed, error) {
 	res := l.core.Fail(a, now)
-	_, err := l.Commit(ctx, FailureChange(res), now)
-	return res, err
+	r, err := l.Commit(ctx, FailureChange(res), now)
+	return Failed{res, r}, err
 }
 
 // FailureChange is the change res, a failure counted in memory, made: the
@@ -71,30 +71,31 @@ func (l *Local) Succeed(_ context.Context, a netip.Addr, _ time.Time) (netip.Add
 }
 
 // Ban implements Service.
-func (l *Local) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
+func (l *Local) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (Banned, error) {
 	b, evicted, err := l.core.BanPrefix(p, d, note, now)
 	if err != nil {
-		return b, err
+		return Banned{Ban: b}, err
 	}
-	_, err = l.Commit(ctx, Change{Source: SourceManual, IP: IP(p), Ban: &b, Evicted: evicted}, now)
-	return b, err
+	r, err := l.Commit(ctx, Change{Source: SourceManual, IP: IP(p), Ban: &b, Evicted: evicted}, now)
+	return Banned{b, r}, err
 }
 
 // Unban implements Service.
-func (l *Local) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
+func (l *Local) Unban(ctx context.Context, a netip.Addr, now time.Time) (Lifted, error) {
 	a, lifted := l.Lift(a)
-	_, err := l.Commit(ctx, Change{Source: SourceManual, IP: a.String(), Lifted: lifted}, now)
-	return lifted, err
+	r, err := l.Commit(ctx, Change{Source: SourceManual, IP: a.String(), Lifted: lifted}, now)
+	return Lifted{lifted, r}, err
 }
 
 // Remove implements Service.
-func (l *Local) Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
+func (l *Local) Remove(ctx context.Context, p netip.Prefix, now time.Time) (Lifted, error) {
 	b, ok := l.core.Remove(p)
 	if !ok {
-		return b, false, nil
+		return Lifted{}, nil
 	}
-	_, err := l.Commit(ctx, Change{Source: SourceManual, IP: IP(p), Lifted: []decide.Ban{b}}, now)
-	return b, true, err
+	lifted := []decide.Ban{b}
+	r, err := l.Commit(ctx, Change{Source: SourceManual, IP: IP(p), Lifted: lifted}, now)
+	return Lifted{lifted, r}, err
 }
 
 // Explain implements Service.

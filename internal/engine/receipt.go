@@ -53,6 +53,25 @@ const (
 	ReportShared = "shared"
 )
 
+// Failed is what Service.Fail did: the failure's result and its receipt.
+type Failed struct {
+	decide.FailResult
+	Receipt
+}
+
+// Banned is what Service.Ban did: the ban in force and its receipt.
+type Banned struct {
+	decide.Ban
+	Receipt
+}
+
+// Lifted is what Service.Unban and Service.Remove did: the records lifted,
+// active or expired (none: nothing was held), and the receipt.
+type Lifted struct {
+	Bans []decide.Ban
+	Receipt
+}
+
 // Unlocked is what AccountService.Unlock did.
 type Unlocked struct {
 	Lock  decide.Lock // the lock forgotten (possibly ended)

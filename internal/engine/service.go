@@ -17,19 +17,20 @@ const MaxManualBan = 10 * 365 * 24 * time.Hour
 
 // Service is what the listeners use: decisions, the webhook's failures and
 // successes, and the operator's bans. Local is the single-instance
-// implementation; cluster.Cluster shares the same state through Redis.
+// implementation; cluster.Cluster shares the same state through Redis. The
+// changes return their receipt (what the hooks and the backend report).
 type Service interface {
 	// Decide is the verdict for a at now; it does not allocate.
 	Decide(a netip.Addr, now time.Time) decide.Verdict
-	Fail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error)
+	Fail(ctx context.Context, a netip.Addr, now time.Time) (Failed, error)
 	// Succeed forgets the failures of a's unit; it returns the cleaned
 	// address and its unit.
 	Succeed(ctx context.Context, a netip.Addr, now time.Time) (netip.Addr, netip.Prefix, error)
-	Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error)
+	Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (Banned, error)
 	// Unban lifts every ban covering a; Remove lifts exactly the ban held
 	// under p. Both return the records lifted, active or expired.
-	Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error)
-	Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error)
+	Unban(ctx context.Context, a netip.Addr, now time.Time) (Lifted, error)
+	Remove(ctx context.Context, p netip.Prefix, now time.Time) (Lifted, error)
 	// Explain is the verdict for a with its failure count, counting nothing.
 	Explain(ctx context.Context, a netip.Addr, now time.Time) Explanation
 	// Bans are the bans in force at now, oldest first.

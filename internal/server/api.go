@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -132,7 +133,6 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	c = engine.WithProxiesReport(c) // cached mode: were nginx's caches refreshed?
 	switch {
 	case path == "/v1/failures":
 		if a.method(ctx, "POST") {
@@ -241,7 +241,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err) // the lock holds in memory; say it was not saved
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, withProxies(c, out))
+	writeReceipt(ctx, fasthttp.StatusOK, out, res.Receipt)
 }
 
 func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
@@ -310,12 +310,12 @@ func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, withProxies(c, banJSON(b)))
+	writeReceipt(ctx, fasthttp.StatusCreated, banJSON(b.Ban), b.Receipt)
 }
 
 func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
 	now := a.Now()
-	var lifted []decide.Ban
+	var lifted engine.Lifted
 	var err error
 	if strings.Contains(arg, "/") {
 		p, perr := decide.ParsePrefix(arg)
@@ -323,11 +323,7 @@ func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
 			apiError(ctx, fasthttp.StatusBadRequest, "%v", perr)
 			return
 		}
-		var b decide.Ban
-		var ok bool
-		if b, ok, err = a.Service.Remove(c, p, now); ok {
-			lifted = append(lifted, b)
-		}
+		lifted, err = a.Service.Remove(c, p, now)
 	} else {
 		ip, ok := parseIP(ctx, arg)
 		if !ok {
@@ -340,7 +336,7 @@ func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
 		return
 	}
 	active := 0
-	for _, b := range lifted {
+	for _, b := range lifted.Bans {
 		if b.Active(now) {
 			active++
 		}
@@ -349,10 +345,7 @@ func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
 		apiError(ctx, fasthttp.StatusNotFound, "no ban covers %s", arg)
 		return
 	}
-	if proxiesNotRefreshed(c, ctx) {
-		return
-	}
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	noContent(ctx, lifted.Receipt)
 }
 
 func (a *API) explain(c context.Context, ctx *fasthttp.RequestCtx) {
@@ -435,6 +428,28 @@ func noContent(ctx *fasthttp.RequestCtx, r engine.Receipt) {
 		out[x.Name] = x.OK
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+// writeReceipt answers v, a JSON object, with the receipt's reports added as
+// its last fields: {"key":…,"proxies_refreshed":true}. A hook's report shows
+// with no change here.
+func writeReceipt(ctx *fasthttp.RequestCtx, status int, v any, r engine.Receipt) {
+	b, _ := json.Marshal(v)
+	if len(r.Reports) > 0 && len(b) >= 2 && b[len(b)-1] == '}' {
+		b = b[:len(b)-1]
+		for _, x := range r.Reports {
+			if b[len(b)-1] != '{' {
+				b = append(b, ',')
+			}
+			name, _ := json.Marshal(x.Name)
+			b = append(append(b, name...), ':')
+			b = strconv.AppendBool(b, x.OK)
+		}
+		b = append(b, '}')
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {

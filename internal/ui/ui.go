@@ -298,18 +298,14 @@ func (u *UI) unban(ctx *fasthttp.RequestCtx) string {
 	c, cancel := callCtx()
 	defer cancel()
 	now := u.o.Now()
-	var lifted []decide.Ban
+	var lifted engine.Lifted
 	var err error
 	if strings.Contains(arg, "/") {
 		p, perr := decide.ParsePrefix(arg)
 		if perr != nil {
 			return "Not unbanned: " + perr.Error()
 		}
-		var b decide.Ban
-		var ok bool
-		if b, ok, err = u.o.Service.Remove(c, p, now); ok {
-			lifted = append(lifted, b)
-		}
+		lifted, err = u.o.Service.Remove(c, p, now)
 	} else {
 		a, perr := netip.ParseAddr(arg)
 		if perr != nil {
@@ -317,12 +313,12 @@ func (u *UI) unban(ctx *fasthttp.RequestCtx) string {
 		}
 		lifted, err = u.o.Service.Unban(c, a, now)
 	}
-	u.o.Log.Info("ui unban", "ip", trunc(arg), "lifted", len(lifted), "peer", peer(ctx).String())
+	u.o.Log.Info("ui unban", "ip", trunc(arg), "lifted", len(lifted.Bans), "peer", peer(ctx).String())
 	if err != nil {
 		return "Unbanned in memory, but: " + err.Error()
 	}
 	var keys []string
-	for _, b := range lifted {
+	for _, b := range lifted.Bans {
 		if b.Active(now) {
 			keys = append(keys, b.Key.String())
 		}
