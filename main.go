@@ -182,10 +182,11 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		}
 		syncCtx, stopSync := context.WithCancel(context.Background())
 		synced := make(chan struct{})
-		acct = cl.Accounts(accounts) // before Run: the first sync shares the device key
+		cl.Accounts(accounts) // before Run: the first sync shares the device key
+		local.UseBackend(cl)
 		go func() { cl.Run(syncCtx); close(synced) }()
 		defer func() { stopSync(); <-synced }() // before the state file closes
-		svc, redisUp, lastSync = cl, cl.Up, cl.LastSync
+		redisUp, lastSync = cl.Up, cl.LastSync
 		log.Info("cluster mode", "redis", cluster.Redact(cfg.RedisURL), "prefix", cfg.RedisPrefix)
 	}
 	cache, reloaded, stopCache := cachedMode(cfg, core, local, m, log)

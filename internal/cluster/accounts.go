@@ -14,28 +14,31 @@ import (
 	"github.com/doorman/doorman/internal/engine"
 )
 
-// Accounts is the engine.AccountService of cluster mode: failures of an
+// Accounts is the account side of the cluster backend: failures of an
 // account and of a device token are counted, and locks made, by one Lua
 // script in Redis, so 2 failures through one doorman and 2 through another
 // lock an account at 4; locks travel on the channel like bans and are
 // reloaded at every resync; every doorman signs and verifies device tokens
 // with the key Redis holds. Attempts are answered from memory. While Redis is
-// unreachable it falls back to the wrapped engine.Accounts.
+// unreachable the backend falls back to engine.Memory.
 //
-// Keys (the tag is a hash of the name, so no username can break the slot):
+// Keys (the tag is a hash of the name, so no username can break the slot;
+// accountscripts.go has the layout):
 //
-//	PREFIX afail:{H}  sorted set of the account's failure times; PX = find time
-//	PREFIX alock:{H}  hash: until, count, failures, name; PX = lock + max lock time
-//	PREFIX dfail:{H}  sorted set of a device token's failure times (H of its DeviceID)
-//	PREFIX dlock:{H}  hash: until, count, failures, name (the DeviceID in hex)
-//	PREFIX devicekey  the shared device key (hex), set once (SET NX)
+//	PREFIX afail:{H}    sorted set of the account's failure times; PX = find time
+//	PREFIX alock:{H}    hash: until, at, count, failures, name; PX = lock + max lock time
+//	PREFIX aunlock:{H}  tombstone of the last lock lifted
+//	PREFIX dfail:{H}    sorted set of a device token's failure times (H of its DeviceID)
+//	PREFIX dlock:{H}    hash: until, count, failures, name (the DeviceID in hex)
+//	PREFIX devicekey    the shared device key (hex), set once (SET NX)
 type Accounts struct {
 	c      *Cluster
 	acc    *engine.Accounts
 	outbox *outbox[string] // unlocks made while Redis was unreachable
 }
 
-// Accounts returns the cluster's account service over acc; call it before Run.
+// Accounts makes the backend count acc's accounts in Redis and share its
+// device key; call it before Run.
 func (c *Cluster) Accounts(acc *engine.Accounts) *Accounts {
 	a := &Accounts{c: c, acc: acc, outbox: newOutbox(maxOutbox, func(user string) {
 		c.log.Warn("unlock queue full; oldest queued unlock dropped", "username", user, "max", maxOutbox)
@@ -64,7 +67,7 @@ func (a *Accounts) akeys(kind, name string) []string {
 
 // count runs accountScript for an account ("a") or a device token ("d").
 func (a *Accounts) count(ctx context.Context, kind, name string, add bool, now time.Time) ([]int64, error) {
-	p := a.acc.Core().Policy()
+	p := a.mem().Policy()
 	limit, lock, factor, maxLock, op := p.MaxFailures, p.LockTime, p.LockFactor, p.MaxLockTime, opLock
 	if kind == "d" {
 		limit, factor, maxLock, op = max(p.DeviceMaxFailures, 1), 1, p.LockTime, opDLock
@@ -79,60 +82,69 @@ func (a *Accounts) count(ctx context.Context, kind, name string, add bool, now t
 	return r, err
 }
 
-// Enabled implements engine.AccountService.
+// Enabled reports whether accounts are counted.
 func (a *Accounts) Enabled() bool { return a.acc.Enabled() }
 
-// Attempt implements engine.AccountService: from memory, which holds every
-// lock the cluster made.
-func (a *Accounts) Attempt(user, token string, now time.Time) decide.Attempt {
-	return a.acc.Attempt(user, token, now)
+// FailAccount implements engine.Backend: see Accounts.fail; the memory's
+// while Redis is unreachable or accounts are off.
+func (c *Cluster) FailAccount(ctx context.Context, user string, dev decide.Device, now time.Time) (decide.AccountResult, engine.Change) {
+	if a := c.accounts.Load(); a != nil && c.Up() && a.Enabled() {
+		return a.fail(ctx, user, dev, now)
+	}
+	return c.mem.FailAccount(ctx, user, dev, now)
 }
 
-// CountAttempt implements engine.AccountService.
-func (a *Accounts) CountAttempt(result string) { a.acc.CountAttempt(result) }
-
-// Locks implements engine.AccountService.
-func (a *Accounts) Locks(now time.Time) []decide.Lock { return a.acc.Locks(now) }
-
-// FailAccount implements engine.AccountService: the failure is counted in
-// Redis, against a valid token that is not locked, else against the account;
-// a lock it makes is in force here, and written, before the answer.
-func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
-	if !a.c.Up() || !a.Enabled() {
-		return a.acc.FailAccount(ctx, user, token, now)
+// SucceedAccount implements engine.Backend: see Accounts.succeed.
+func (c *Cluster) SucceedAccount(ctx context.Context, user string, dev decide.Device, now time.Time) {
+	c.mem.SucceedAccount(ctx, user, dev, now)
+	if a := c.accounts.Load(); a != nil && c.Up() && a.Enabled() {
+		a.succeed(ctx, dev)
 	}
-	dev := a.acc.Device(user, token, now)
+}
+
+// Unlock implements engine.Backend: see Accounts.unlock.
+func (c *Cluster) Unlock(ctx context.Context, user string, now time.Time) (decide.Lock, bool, engine.Change) {
+	l, ok, ch := c.mem.Unlock(ctx, user, now)
+	if a := c.accounts.Load(); a != nil && a.Enabled() {
+		ok = a.unlock(ctx, user, l, ok, &ch, now)
+	}
+	return l, ok, ch
+}
+
+// fail counts a failure in Redis, against a valid token that is not locked,
+// else against the account; a lock it makes is in force here before the
+// answer.
+func (a *Accounts) fail(ctx context.Context, user string, dev decide.Device, now time.Time) (decide.AccountResult, engine.Change) {
 	res := decide.AccountResult{Username: user}
 	if dev.Valid {
 		id := hex.EncodeToString(dev.ID[:])
 		r, err := a.count(ctx, "d", id, false, now)
 		if err != nil {
-			return a.fallback(ctx, err, user, token, now)
+			return a.fallback(ctx, err, user, dev, now)
 		}
 		if r[1] == 0 { // the token is not locked: it takes the failure
 			if r, err = a.count(ctx, "d", id, true, now); err != nil {
-				return a.fallback(ctx, err, user, token, now)
+				return a.fallback(ctx, err, user, dev, now)
 			}
 			res.Device = decide.DeviceResult{Counted: true, Failures: int(r[0]), Locked: r[1] == 1}
 			if r[1] == 1 && a.c.admit(message{Op: opDLock, Key: id, Until: r[2]}, now) {
 				res.Device.Until = time.UnixMilli(r[2]).UTC()
-				a.acc.Core().ApplyDevice(dev.ID, res.Device.Until, now)
+				a.mem().ApplyDevice(dev.ID, res.Device.Until, now)
 			} else {
 				res.Device.Locked = false
 			}
 			st, err := a.count(ctx, "a", user, false, now)
 			if err != nil {
-				return a.fallback(ctx, err, user, token, now)
+				return a.fallback(ctx, err, user, dev, now)
 			}
 			a.status(&res, st)
-			_, err = a.c.local.Commit(ctx, engine.AccountChange(res), now)
-			return res, err
+			return res, engine.AccountChange(res)
 		}
 		res.Device = decide.DeviceResult{Failures: int(r[0]), Locked: true, Until: time.UnixMilli(r[2]).UTC()}
 	}
 	r, err := a.count(ctx, "a", user, true, now)
 	if err != nil {
-		return a.fallback(ctx, err, user, token, now)
+		return a.fallback(ctx, err, user, dev, now)
 	}
 	a.status(&res, r)
 	res.NewLock = r[4] == 1
@@ -144,17 +156,19 @@ func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time
 	if res.Locked {
 		// In force here before the answer: a lock this failure made, or one
 		// Redis held that this doorman lacked.
-		if l, locked, _ := a.acc.Core().Status(user, now); !locked || !l.Until.Equal(res.Until) {
-			res.Evicted = a.acc.Core().Apply(res.Lock(), now)
+		if l, locked, _ := a.mem().Status(user, now); !locked || !l.Until.Equal(res.Until) {
+			res.Evicted = a.mem().Apply(res.Lock(), now)
 		}
 	}
 	ch := engine.AccountChange(res)
 	if res.Locked {
 		ch.Users = append(ch.Users, user)
 	}
-	_, err = a.c.local.Commit(ctx, ch, now)
-	return res, err
+	return res, ch
 }
+
+// mem is this doorman's account memory.
+func (a *Accounts) mem() *decide.Accounts { return a.c.mem.Accounts() }
 
 func (a *Accounts) status(res *decide.AccountResult, r []int64) {
 	res.Failures, res.Locked, res.Count = int(r[0]), r[1] == 1, int(r[3])
@@ -163,58 +177,50 @@ func (a *Accounts) status(res *decide.AccountResult, r []int64) {
 	}
 }
 
-func (a *Accounts) fallback(ctx context.Context, err error, user, token string, now time.Time) (decide.AccountResult, error) {
+func (a *Accounts) fallback(ctx context.Context, err error, user string, dev decide.Device, now time.Time) (decide.AccountResult, engine.Change) {
 	a.c.lost(fmt.Errorf("account script: %w", err))
-	return a.acc.FailAccount(ctx, user, token, now)
+	return a.c.mem.FailAccount(ctx, user, dev, now)
 }
 
-// SucceedAccount implements engine.AccountService: the token's failures are
-// forgotten here and in Redis, and a new token is signed with the shared key.
-func (a *Accounts) SucceedAccount(ctx context.Context, user, token string, now time.Time) (engine.DeviceToken, error) {
-	t, err := a.acc.SucceedAccount(ctx, user, token, now)
-	if err != nil || !a.c.Up() || !a.Enabled() {
-		return t, err
+// succeed forgets the failures of the device token dev in Redis (and tells
+// the peers); the new token is signed with the shared key.
+func (a *Accounts) succeed(ctx context.Context, dev decide.Device) {
+	if !dev.Valid {
+		return
 	}
-	if dev := a.acc.Device(user, token, now); dev.Valid {
-		id := hex.EncodeToString(dev.ID[:])
-		msg, _ := jsonMessage(message{Op: opDReset, Key: id, Origin: a.c.id})
-		_, err := a.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, a.akeys("d", id)...)
-			p.Publish(ctx, a.c.keys.channel(), msg)
-			return nil
-		})
-		if err != nil {
-			a.c.lost(fmt.Errorf("device reset: %w", err))
-		}
+	id := hex.EncodeToString(dev.ID[:])
+	msg, _ := jsonMessage(message{Op: opDReset, Key: id, Origin: a.c.id})
+	_, err := a.c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, a.akeys("d", id)...)
+		p.Publish(ctx, a.c.keys.channel(), msg)
+		return nil
+	})
+	if err != nil {
+		a.c.lost(fmt.Errorf("device reset: %w", err))
 	}
-	return t, nil
 }
 
-// Unlock implements engine.AccountService: forgotten here, then in Redis,
-// leaving a tombstone. While Redis is unreachable the unlock is queued and
-// replayed before the next resync loads locks; the receipt says it is not
-// shared yet.
-func (a *Accounts) Unlock(ctx context.Context, user string, now time.Time) (engine.Unlocked, error) {
-	u, err := a.acc.Unlock(ctx, user, now)
-	if !a.Enabled() {
-		return u, err
-	}
+// unlock forgets user in Redis too, leaving a tombstone, once memory has
+// (l, found: what it forgot). While Redis is unreachable the unlock is
+// queued and replayed before the next resync loads locks, and ch says it is
+// not shared yet. It reports whether the account was tracked here or in
+// Redis.
+func (a *Accounts) unlock(ctx context.Context, user string, l decide.Lock, found bool, ch *engine.Change, now time.Time) bool {
 	c := a.c
 	if c.Up() {
-		held, rerr := unlockScript.Run(ctx, c.rdb, a.akeys("a", user), now.UnixMilli(), -1, u.Lock.Until.UnixMilli(),
+		held, err := unlockScript.Run(ctx, c.rdb, a.akeys("a", user), now.UnixMilli(), -1, l.Until.UnixMilli(),
 			c.keys.channel(), user, c.id).Int64()
-		if rerr == nil {
-			u.Found = u.Found || held == 1 // locked in Redis, not (or no longer) here
-			return u, err
+		if err == nil {
+			return found || held == 1 // locked in Redis, not (or no longer) here
 		}
-		c.lost(fmt.Errorf("unlock: %w", rerr))
+		c.lost(fmt.Errorf("unlock: %w", err))
 	}
-	if u.Found {
-		a.outbox.put(user, pendingUnban{until: u.Lock.Until, at: now})
-		u.Report(engine.ReportShared, false)
+	if found {
+		a.outbox.put(user, pendingUnban{until: l.Until, at: now})
+		c.notShared(ch)
 	}
 	c.dirty.Store(true)
-	return u, err
+	return found
 }
 
 // replayUnlocks runs the unlocks queued while Redis was unreachable. A lock

@@ -20,12 +20,12 @@ func (a *Accounts) handle(m message) bool {
 		l := decide.Lock{Username: m.Key, Until: time.UnixMilli(m.Until).UTC(), Count: m.Count, Failures: m.Failures}
 		a.learn(l, now)
 	case opUnlock:
-		if l, ok := a.acc.Core().Unlock(m.Key, now); ok {
+		if l, ok := a.mem().Unlock(m.Key, now); ok {
 			a.c.local.Learn(engine.Change{Unlock: &l}, now)
 		}
 	case opDLock:
 		if id, ok := deviceID(m.Key); ok {
-			a.acc.Core().ApplyDevice(id, time.UnixMilli(m.Until).UTC(), now)
+			a.mem().ApplyDevice(id, time.UnixMilli(m.Until).UTC(), now)
 		}
 	case opDReset:
 		// Only the doorman that saw the success holds the token's state in
@@ -38,10 +38,10 @@ func (a *Accounts) handle(m message) bool {
 
 // learn applies a lock made elsewhere, unless this doorman holds it already.
 func (a *Accounts) learn(l decide.Lock, now time.Time) {
-	if cur, locked, _ := a.acc.Core().Status(l.Username, now); locked && !cur.Until.Before(l.Until) {
+	if cur, locked, _ := a.mem().Status(l.Username, now); locked && !cur.Until.Before(l.Until) {
 		return
 	}
-	evicted := a.acc.Core().Apply(l, now)
+	evicted := a.mem().Apply(l, now)
 	ch := engine.Change{Lock: &l}
 	for _, e := range evicted {
 		ch.Users = append(ch.Users, e.Username)
@@ -87,7 +87,7 @@ func (a *Accounts) reconcile(ctx context.Context, now time.Time) error {
 	err = a.c.scanHashes(ctx, p+"dlock:{*", func(_ string, h banHash) {
 		until, _ := strconv.ParseInt(h.get("until"), 10, 64)
 		if id, ok := deviceID(h.get("name")); ok && until > now.UnixMilli() && a.c.admit(message{Op: opDLock, Key: h.get("name"), Until: until}, now) {
-			a.acc.Core().ApplyDevice(id, time.UnixMilli(until).UTC(), now)
+			a.mem().ApplyDevice(id, time.UnixMilli(until).UTC(), now)
 		}
 	})
 	if err != nil {
@@ -101,8 +101,8 @@ func (a *Accounts) reconcile(ctx context.Context, now time.Time) error {
 // a lock unlocked meanwhile (tombstone) is dropped here.
 func (a *Accounts) pushLocks(ctx context.Context, now time.Time) error {
 	c := a.c
-	maxLock := ms(a.acc.Core().Policy().MaxLockTime)
-	for _, l := range a.acc.Locks(now) {
+	maxLock := ms(a.mem().Policy().MaxLockTime)
+	for _, l := range a.mem().Locks(now) {
 		n, err := pushLockScript.Run(ctx, c.rdb, a.akeys("a", l.Username), now.UnixMilli(), l.Until.UnixMilli(),
 			max(l.Count, 1), l.Failures, maxLock, c.keys.channel(), l.Username, c.id).Int64()
 		if err != nil {
@@ -112,7 +112,7 @@ func (a *Accounts) pushLocks(ctx context.Context, now time.Time) error {
 		case 1:
 			c.pushed.Inc()
 		case -1: // unlocked elsewhere while this doorman could not hear it
-			if l, ok := a.acc.Core().Unlock(l.Username, now); ok {
+			if l, ok := a.mem().Unlock(l.Username, now); ok {
 				a.c.local.Learn(engine.Change{Unlock: &l}, now)
 			}
 		}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -24,6 +25,26 @@ func startAccounts(t *testing.T, url, pfx string) (*node, *Accounts) {
 	waitFor(t, "redis up", 5*time.Second, n.c.Up)
 	return n, a
 }
+
+// The account service of a node, as the listeners use it (engine.Accounts
+// over the cluster backend), for the tests.
+func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
+	return a.acc.FailAccount(ctx, user, token, now)
+}
+
+func (a *Accounts) SucceedAccount(ctx context.Context, user, token string, now time.Time) (engine.DeviceToken, error) {
+	return a.acc.SucceedAccount(ctx, user, token, now)
+}
+
+func (a *Accounts) Unlock(ctx context.Context, user string, now time.Time) (engine.Unlocked, error) {
+	return a.acc.Unlock(ctx, user, now)
+}
+
+func (a *Accounts) Attempt(user, token string, now time.Time) decide.Attempt {
+	return a.acc.Attempt(user, token, now)
+}
+
+func (a *Accounts) Locks(now time.Time) []decide.Lock { return a.acc.Locks(now) }
 
 // Failures of one account through two doormen add up in Redis; the lock,
 // the shared device key and an unlock hold on both.

@@ -168,7 +168,7 @@ func (c *Cluster) vet(m message, now time.Time) string {
 		if m.Op != "ban" {
 			return ""
 		}
-		key = c.local.Normalize(key)
+		key = c.core.Normalize(key)
 		p := c.policy
 		unit, widest := p.IPv6Prefix, decide.WidestIPv6
 		if key.Addr().Is4() {
@@ -193,7 +193,7 @@ func (c *Cluster) vet(m message, now time.Time) string {
 		if a == nil {
 			return ""
 		}
-		p := a.acc.Core().Policy()
+		p := a.mem().Policy()
 		if m.Op == opDLock {
 			if _, ok := deviceID(m.Key); !ok {
 				return refuseMalformed

@@ -97,7 +97,7 @@ type AccountOptions struct {
 // metrics. It returns where the key came from, for the start line.
 func NewAccounts(o AccountOptions, local *Local) (*Accounts, string, error) {
 	a := &Accounts{acc: decide.NewAccounts(o.Policy, o.Max), ttl: o.TTL, store: o.Store, local: local}
-	local.accounts = a
+	local.accounts, local.mem.acc = a, a.acc
 	a.register(local.m.Set(), o.Now)
 	if !a.acc.Enabled() {
 		return a, "", nil
@@ -229,9 +229,6 @@ func (a *Accounts) restore(now time.Time) error {
 // Enabled reports whether accounts are counted (DOORMAN_ACCOUNT_MAX_FAILURES > 0).
 func (a *Accounts) Enabled() bool { return a.acc.Enabled() }
 
-// Core returns the accounts' memory, for a wrapper that shares it (cluster mode).
-func (a *Accounts) Core() *decide.Accounts { return a.acc }
-
 // Device verifies token for user at now. An empty or bad token proves
 // nothing; it is never an error.
 func (a *Accounts) Device(user, token string, now time.Time) decide.Device {
@@ -257,33 +254,17 @@ func (a *Accounts) CountAttempt(result string) {
 
 // FailAccount implements AccountService.
 func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
-	res := a.acc.Fail(user, a.Device(user, token, now), now)
-	_, err := a.local.Commit(ctx, AccountChange(res), now)
+	res, ch := a.local.backend.FailAccount(ctx, user, a.Device(user, token, now), now)
+	_, err := a.local.commit(ctx, ch, now)
 	return res, err
 }
 
-// AccountChange is the change res, an account failure counted in memory,
-// made: the lock it put, and the records of the accounts it evicted.
-func AccountChange(res decide.AccountResult) Change {
-	ch := Change{Source: SourceFailures, Account: &res}
-	if res.NewLock {
-		l := res.Lock()
-		ch.Lock = &l
-	}
-	for _, e := range res.Evicted {
-		if e.Table == "accounts" && e.Count > 0 {
-			ch.Users = append(ch.Users, e.Username)
-		}
-	}
-	return ch
-}
-
 // SucceedAccount implements AccountService.
-func (a *Accounts) SucceedAccount(_ context.Context, user, token string, now time.Time) (DeviceToken, error) {
+func (a *Accounts) SucceedAccount(ctx context.Context, user, token string, now time.Time) (DeviceToken, error) {
 	if !a.acc.Enabled() {
 		return DeviceToken{}, nil
 	}
-	a.acc.Succeed(user, a.Device(user, token, now))
+	a.local.backend.SucceedAccount(ctx, user, a.Device(user, token, now), now)
 	var nonce [8]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return DeviceToken{}, err
@@ -299,11 +280,11 @@ func (a *Accounts) Locks(now time.Time) []decide.Lock { return a.acc.Locks(now) 
 
 // Unlock implements AccountService.
 func (a *Accounts) Unlock(ctx context.Context, user string, now time.Time) (Unlocked, error) {
-	l, ok := a.acc.Unlock(user, now)
+	l, ok, ch := a.local.backend.Unlock(ctx, user, now)
 	if !ok {
 		return Unlocked{Lock: l}, nil
 	}
-	r, err := a.local.Commit(ctx, Change{Source: SourceManual, Unlock: &l}, now)
+	r, err := a.local.commit(ctx, ch, now)
 	return Unlocked{Lock: l, Found: true, Receipt: r}, err
 }
 

@@ -46,16 +46,20 @@ type Change struct {
 	// Users are accounts whose records are written as memory holds them,
 	// besides those of Lock and Unlock.
 	Users []string
+
+	// Reports are what the backend says of the change (ReportShared), the
+	// first reports of its receipt.
+	Reports Receipt
 }
 
-// Commit books ch, a change already in force in memory: metrics, the ban,
+// commit books ch, a change already in force in memory: metrics, the ban,
 // unban, lock and unlock lines, the state file (the ban and account records
 // memory holds now and the history entries, in one transaction fsynced
 // before it returns), the events with their kind, and the hooks, whose
 // reports make the receipt. It is the only
 // place that does any of these. An error wraps ErrNotSaved: the change holds
 // but was not written.
-func (l *Local) Commit(ctx context.Context, ch Change, now time.Time) (Receipt, error) {
+func (l *Local) commit(ctx context.Context, ch Change, now time.Time) (Receipt, error) {
 	var evs []Event
 	var keys []netip.Prefix
 	l.countFailure(ch, now)
@@ -94,7 +98,8 @@ func (l *Local) Commit(ctx context.Context, ch Change, now time.Time) (Receipt, 
 		l.emit(e)
 	}
 	var r Receipt
-	if len(evs) > 0 || ch.Ban != nil {
+	r.Merge(ch.Reports)
+	if len(evs) > 0 {
 		for _, h := range l.hooks {
 			r.Merge(h.Committed(ctx, ch, now))
 		}
@@ -103,11 +108,11 @@ func (l *Local) Commit(ctx context.Context, ch Change, now time.Time) (Receipt, 
 }
 
 // Learn books a change learned from another instance, already in force in
-// memory: Commit with the source cluster and no caller waiting. An error is
+// memory: commit with the source cluster and no caller waiting. An error is
 // logged and counted; the next write of the key stores it.
 func (l *Local) Learn(ch Change, now time.Time) {
 	ch.Source = SourceCluster
-	l.Commit(context.Background(), ch, now)
+	l.commit(context.Background(), ch, now)
 }
 
 // ip is how ch names the ban under key in its lines and events.

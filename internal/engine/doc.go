@@ -1,11 +1,12 @@
 // Package engine is doorman's ban service: the decision core (package decide)
 // plus what a ban means outside memory — the state file, the log lines, the
 // metrics, the change events and the hooks. The HTTP listeners use it through
-// Service; cluster mode wraps a Local.
+// Service (Local). Where counts and bans are decided is a Backend: Memory
+// (one doorman) or a shared store (cluster mode).
 //
-// One write path: every operation makes its change in memory and describes
-// it as a Change; Local.Commit (Local.Learn for a change learned from the
-// cluster) is the only code that books it: metrics, log lines, the state
+// One write path: the backend makes each change in memory and describes it
+// as a Change; Local.commit (Local.Learn for a change learned from another
+// doorman) is the only code that books it: metrics, log lines, the state
 // file, events, hooks. TestCommitIsTheOnlyWriter holds it so.
 //
 // Invariants:

@@ -62,7 +62,7 @@ func (h *History) entry(e Event) HistoryEntry {
 }
 
 // record keeps one event in memory; with a state file, every event was
-// written with its change, in its transaction (Local.Commit).
+// written with its change, in its transaction (Local.commit).
 func (h *History) record(e Event) {
 	if h.l.store != nil {
 		return

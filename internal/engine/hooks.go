@@ -6,7 +6,7 @@ import (
 )
 
 // A Hook acts on each committed change (refreshing proxy caches, kernel
-// bans …) and says what it did: Commit merges the reports it returns into
+// bans …) and says what it did: commit merges the reports it returns into
 // the change's receipt, which the API shows beside its answer. It runs after
 // the change is in force, written and sent to the observers, in the
 // goroutine that made it, before the call that made it answers; ctx is that

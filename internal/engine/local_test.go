@@ -93,7 +93,7 @@ func TestStoreFollowsMemory(t *testing.T) {
 		wg.Go(func() { l.Ban(ctx, p("10.0.0.2/32"), time.Hour, "", now) })
 		wg.Wait()
 		disk := stored(t, st)
-		mem := l.Records(now)
+		mem := l.core.Records(now)
 		if len(disk) != len(mem) {
 			t.Fatalf("round %d: disk %v, memory %v", round, disk, mem)
 		}
@@ -144,7 +144,7 @@ func TestCoveredAnswerIsSaved(t *testing.T) {
 	defer st.Close()
 	l := newLocal(t, 100, st)
 	r := decide.Ban{Key: netip.MustParsePrefix("198.51.100.0/24"), Until: t0.Add(time.Hour), Range: true, Count: 1}
-	if _, err := l.Apply(r, t0); err != nil { // in memory, as a concurrent call leaves it before its write
+	if _, err := l.core.Apply(r, t0); err != nil { // in memory, as a concurrent call leaves it before its write
 		t.Fatal(err)
 	}
 	res, err := l.Fail(context.Background(), netip.MustParseAddr("198.51.100.7"), t0)
@@ -156,25 +156,26 @@ func TestCoveredAnswerIsSaved(t *testing.T) {
 	}
 }
 
-// A NAT64 address is its embedded IPv4 address for every question a wrapper
-// asks (cluster mode counts, logs and exempts by it).
+// A NAT64 address is its embedded IPv4 address for every question a backend
+// asks of the memory (cluster mode counts, logs and exempts by it).
 func TestNAT64AddressesAsJudged(t *testing.T) {
 	p := decide.Policy{MaxFailures: 3, FindTime: time.Minute, BanTime: time.Hour, BanFactor: 2, MaxBanTime: 2 * time.Hour,
 		IPv4Prefix: 32, IPv6Prefix: 64, NAT64: []netip.Prefix{netip.MustParsePrefix("64:ff9b::/96")}}
 	never := []netip.Prefix{netip.MustParsePrefix("198.51.100.9/32")}
 	core := decide.New(p, decide.NewLists(nil, nil, never), 10, 10)
 	l := NewLocal(core, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(core.Stats, false, time.Now))
+	mem := l.Memory()
 	a := netip.MustParseAddr("64:ff9b::c633:6409")
-	if got := l.Addr(a).String(); got != "198.51.100.9" {
+	if got := mem.Core().Addr(a).String(); got != "198.51.100.9" {
 		t.Errorf("Addr = %s, want 198.51.100.9", got)
 	}
-	if got := l.Unit(a).String(); got != "198.51.100.9/32" {
+	if got := mem.Core().Unit(a).String(); got != "198.51.100.9/32" {
 		t.Errorf("Unit = %s, want 198.51.100.9/32", got)
 	}
-	if !l.NeverBan(a) {
+	if !mem.Core().Lists().NeverBan(mem.Core().Addr(a)) {
 		t.Error("NeverBan of the translated address: false, want true")
 	}
-	if got, _ := l.Lift(a); got.String() != "198.51.100.9" {
-		t.Errorf("Lift = %s, want 198.51.100.9", got)
+	if got := mem.Unban(context.Background(), a, t0).IP; got != "198.51.100.9" {
+		t.Errorf("Unban names %s, want 198.51.100.9", got)
 	}
 }
