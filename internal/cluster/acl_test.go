@@ -63,7 +63,7 @@ func exercise(t *testing.T, url, pfx string) []*node {
 	var res engine.Failed
 	var err error
 	for range testPolicy.MaxFailures {
-		if res, err = na.local.Fail(ctx, ip, now); err != nil {
+		if res, err = na.local.Fail(ctx, ip, "", now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -72,7 +72,7 @@ func exercise(t *testing.T, url, pfx string) []*node {
 	}
 	waitFor(t, "ban on b", 3*time.Second, func() bool { return banned(nb.core, ip.String(), now) })
 	other := netip.MustParseAddr("203.0.113.51")
-	na.local.Fail(ctx, other, now)
+	na.local.Fail(ctx, other, "", now)
 	if got := nb.local.Explain(ctx, other, now).Failures; got != 1 {
 		t.Errorf("failures seen from b: %d, want 1", got)
 	}

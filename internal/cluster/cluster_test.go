@@ -42,7 +42,7 @@ func TestThresholdAcrossInstances(t *testing.T) {
 		results := make([]engine.Failed, testPolicy.MaxFailures)
 		for j := range results {
 			wg.Go(func() {
-				res, err := nodes[j%len(nodes)].local.Fail(ctx, ip, now)
+				res, err := nodes[j%len(nodes)].local.Fail(ctx, ip, "", now)
 				if err != nil {
 					t.Error(err)
 				}
@@ -103,7 +103,7 @@ func TestEscalationShared(t *testing.T) {
 		for i := range testPolicy.MaxFailures {
 			n := []*node{a, b}[i%2]
 			var err error
-			if res, err = n.local.Fail(ctx, ip, now); err != nil {
+			if res, err = n.local.Fail(ctx, ip, "", now); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -127,14 +127,14 @@ func TestNeverBanAndSuccess(t *testing.T) {
 	now := time.Now()
 	never := netip.MustParseAddr("192.0.2.1")
 	for range 2 * testPolicy.MaxFailures {
-		res, err := a.local.Fail(ctx, never, now)
+		res, err := a.local.Fail(ctx, never, "", now)
 		if err != nil || res.Banned || !res.NeverBan {
 			t.Fatalf("never-ban address: %+v, %v", res, err)
 		}
 	}
 	ip := netip.MustParseAddr("198.51.100.1")
 	for range testPolicy.MaxFailures - 1 {
-		if _, err := a.local.Fail(ctx, ip, now); err != nil {
+		if _, err := a.local.Fail(ctx, ip, "", now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -148,7 +148,7 @@ func TestNeverBanAndSuccess(t *testing.T) {
 	if got := a.local.Explain(ctx, ip, now).Failures; got != 0 {
 		t.Fatalf("failures after a success on another instance: %d, want 0", got)
 	}
-	res, err := a.local.Fail(ctx, ip, now)
+	res, err := a.local.Fail(ctx, ip, "", now)
 	if err != nil || res.Failures != 1 || res.Banned {
 		t.Fatalf("after a success on another instance: %+v, %v; want failures 1", res, err)
 	}
@@ -249,7 +249,7 @@ func TestOutageAndRecovery(t *testing.T) {
 	waitFor(t, "a sees the outage", 5*time.Second, func() bool { return !a.c.Up() })
 	var res engine.Failed
 	for range testPolicy.MaxFailures {
-		if res, err = a.local.Fail(ctx, netip.MustParseAddr("203.0.113.3"), now); err != nil {
+		if res, err = a.local.Fail(ctx, netip.MustParseAddr("203.0.113.3"), "", now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -317,7 +317,7 @@ func TestStartWhileRedisDown(t *testing.T) {
 	core.Apply(decide.Ban{Key: netip.MustParsePrefix("203.0.113.9/32"), Until: now.Add(time.Hour).Truncate(time.Millisecond), Count: 1}, now)
 	a := startNode(t, nodeOpt{url: url, prefix: prefix(t), core: core})
 	waitFor(t, "outage logged", 5*time.Second, func() bool { return a.log.count("redis unreachable at start") == 1 })
-	res, err := a.local.Fail(ctx, netip.MustParseAddr("203.0.113.10"), now)
+	res, err := a.local.Fail(ctx, netip.MustParseAddr("203.0.113.10"), "", now)
 	if err != nil || res.Failures != 1 {
 		t.Fatalf("Fail while down: %+v, %v", res, err)
 	}
@@ -509,7 +509,7 @@ func TestRedisCluster(t *testing.T) {
 		var res engine.Failed
 		for j := range testPolicy.MaxFailures {
 			var err error
-			if res, err = []*node{a, b}[j%2].local.Fail(ctx, ip, now); err != nil {
+			if res, err = []*node{a, b}[j%2].local.Fail(ctx, ip, "", now); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -538,7 +538,7 @@ func TestFailureFindsRedisBan(t *testing.T) {
 	ip := netip.MustParseAddr("203.0.113.77")
 	var res engine.Failed
 	for range testPolicy.MaxFailures {
-		res, _ = a.local.Fail(ctx, ip, now)
+		res, _ = a.local.Fail(ctx, ip, "", now)
 	}
 	if !res.Banned {
 		t.Fatalf("threshold: %+v", res)
@@ -547,7 +547,7 @@ func TestFailureFindsRedisBan(t *testing.T) {
 	if banned(a.core, ip.String(), now) {
 		t.Fatal("still banned after the local removal")
 	}
-	res, err := a.local.Fail(ctx, ip, now.Add(time.Second))
+	res, err := a.local.Fail(ctx, ip, "", now.Add(time.Second))
 	if err != nil || !res.InForce() || !res.Ban.Until.Equal(res.Ban.Until.Truncate(time.Millisecond)) {
 		t.Fatalf("failure with the ban in Redis: %+v %v, want in force", res, err)
 	}
@@ -568,7 +568,7 @@ func TestRangeBanAcrossInstances(t *testing.T) {
 	for i, n := range []*node{a, b, a} {
 		ip := netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", 10+i))
 		for range p.MaxFailures {
-			if _, err := n.local.Fail(ctx, ip, now); err != nil {
+			if _, err := n.local.Fail(ctx, ip, "", now); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -600,7 +600,7 @@ func TestJitterInRedis(t *testing.T) {
 		ip := netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", 100+i))
 		var res engine.Failed
 		for range p.MaxFailures {
-			res, _ = a.local.Fail(ctx, ip, now)
+			res, _ = a.local.Fail(ctx, ip, "", now)
 		}
 		d := res.Ban.Until.Sub(now)
 		if !res.Banned || d < p.BanTime || d > p.BanTime*3/2 {

@@ -48,7 +48,7 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 // failed puts in force the ban the failure script reported in r, if any,
 // and returns the change the failure made here.
 func (c *Cluster) failed(ctx context.Context, res *decide.FailResult, r []int64, now time.Time) engine.Change {
-	ch := engine.Change{Source: engine.SourceFailures, IP: res.Addr.String(), Failure: true}
+	ch := engine.Change{Source: engine.SourceFailures, IP: res.Addr.String(), Failure: true, Key: res.Key, Failures: res.Failures}
 	key := res.Key
 	if r[2] == 0 {
 		if res.InForce() {

@@ -202,7 +202,7 @@ func TestForgedHashesRefused(t *testing.T) {
 		inForce: func(_ *node, a *Accounts, now time.Time) bool { return !a.Attempt("mallory", "", now).Allow }})
 
 	n, b := startAccounts(t, url, pfx) // its first resync has run
-	if _, err := n.local.Fail(ctx, failKey, now); err != nil {
+	if _, err := n.local.Fail(ctx, failKey, "", now); err != nil {
 		t.Fatal(err)
 	}
 	if res, err := b.FailAccount(ctx, "mallory", "", now); err != nil || res.Locked {

@@ -58,7 +58,8 @@ func (m *Memory) Fail(_ context.Context, a netip.Addr, now time.Time) (decide.Fa
 // ban it put, or the ban in force it is answered with (made by another
 // call: it must be on disk before the answer says so).
 func FailureChange(res decide.FailResult) Change {
-	ch := Change{Source: SourceFailures, IP: res.Addr.String(), Failure: true, TrackerEvicted: res.TrackerEvicted}
+	ch := Change{Source: SourceFailures, IP: res.Addr.String(), Failure: true, Key: res.Key, Failures: res.Failures,
+		TrackerEvicted: res.TrackerEvicted}
 	if res.Refused {
 		ch.Refused = res.Key
 	}

@@ -25,9 +25,13 @@ type Change struct {
 	// key of the ban when empty.
 	IP string
 
-	// Failure: one failure was counted (its metric), with what counting it
-	// did to the tables.
+	// Failure: one failure was counted (its metric and its failure line),
+	// with what counting it did to the tables; Key, Failures and User are
+	// the line's fields.
 	Failure        bool
+	Key            netip.Prefix // the failure's ban unit
+	Failures       int          // the unit's failures within the window
+	User           string       // the username given, if any
 	TrackerEvicted bool         // the failure tracker dropped an entry for it
 	Refused        netip.Prefix // a ban the full table refused (zero: none)
 
@@ -52,8 +56,8 @@ type Change struct {
 	Reports Receipt
 }
 
-// commit books ch, a change already in force in memory: metrics, the ban,
-// unban, lock and unlock lines, the state file (the ban and account records
+// commit books ch, a change already in force in memory: metrics, the
+// failure, ban, unban, lock and unlock lines, the state file (the ban and account records
 // memory holds now and the history entries, in one transaction fsynced
 // before it returns), the events with their kind, and the hooks, whose
 // reports make the receipt. It is the only
@@ -128,6 +132,7 @@ func (ch Change) ip(key netip.Prefix) string {
 func (l *Local) countFailure(ch Change, now time.Time) {
 	if ch.Failure {
 		l.m.Failures.Inc()
+		l.failLog.Log(l.log, now, ch.Key, "ip", ch.IP, "key", ch.Key.String(), "username", ch.User, "failures", ch.Failures)
 	}
 	if ch.TrackerEvicted {
 		l.m.EvictedTrack.Inc()

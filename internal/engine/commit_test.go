@@ -9,13 +9,13 @@ import (
 	"testing"
 )
 
-// Commit is the one write path: in the engine's own code, the state file's
-// writers, the event emitter and the ban and lock counters are called from
-// commit.go only (and the state file from the start's restore, which loads
+// commit is the one write path: in the engine's own code, the state file's
+// writers, the event emitter, the failure lines and the ban and lock
+// counters are called from commit.go only (and the state file from the start's restore, which loads
 // what is already there). A new mutation path cannot skip a step.
 func TestCommitIsTheOnlyWriter(t *testing.T) {
 	guarded := map[string]bool{
-		"persist": true, "emit": true, // the engine's writer and emitter
+		"persist": true, "emit": true, "failLog": true, // the engine's writer, emitter and failure lines
 		"Write": true, "Sync": true, "SyncLocks": true, "AddEvents": true, "Put": true, "Delete": true, // the state file
 		"BansFailures": true, "BansManual": true, "BansRange": true, "Unbans": true, "locks": true, "unlocks": true, // counters
 	}

@@ -31,7 +31,7 @@ func changes(t *testing.T, l *Local) {
 	t.Helper()
 	ctx := context.Background()
 	for i := range 3 {
-		if _, err := l.Fail(ctx, netip.MustParseAddr("192.0.2.7"), t0.Add(time.Duration(i)*time.Second)); err != nil {
+		if _, err := l.Fail(ctx, netip.MustParseAddr("192.0.2.7"), "", t0.Add(time.Duration(i)*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 	}

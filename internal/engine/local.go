@@ -27,6 +27,10 @@ type Local struct {
 	history  *History  // nil: no event history
 	accounts *Accounts // nil until NewAccounts
 	saved    savedBans
+	// failLog writes the failure lines: at most FailureLinesPerSecond a
+	// second at info, the rest at debug, summed up at info every
+	// FailureSummaryEvery.
+	failLog FailureLog
 }
 
 // NewLocal returns the service over core, with the Memory backend; st may
@@ -51,8 +55,9 @@ func (l *Local) Metrics() *Metrics { return l.m }
 func (l *Local) Decide(a netip.Addr, now time.Time) decide.Verdict { return l.core.Decide(a, now) }
 
 // Fail implements Service.
-func (l *Local) Fail(ctx context.Context, a netip.Addr, now time.Time) (Failed, error) {
+func (l *Local) Fail(ctx context.Context, a netip.Addr, user string, now time.Time) (Failed, error) {
 	res, ch := l.backend.Fail(ctx, a, now)
+	ch.User = user
 	r, err := l.commit(ctx, ch, now)
 	return Failed{res, r}, err
 }

@@ -53,7 +53,7 @@ func TestBansPersistBeforeAck(t *testing.T) {
 	ctx := context.Background()
 	ip := netip.MustParseAddr("203.0.113.7")
 	for range 3 {
-		if _, err := l.Fail(ctx, ip, t0); err != nil {
+		if _, err := l.Fail(ctx, ip, "", t0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -128,7 +128,7 @@ func TestEventsObserved(t *testing.T) {
 	ctx := context.Background()
 	ip := netip.MustParseAddr("192.0.2.9")
 	for range 3 {
-		l.Fail(ctx, ip, t0)
+		l.Fail(ctx, ip, "", t0)
 	}
 	l.Unban(ctx, ip, t0)
 	if len(got) != 2 || got[0].Type != EventBan || got[0].Source != SourceFailures || got[1].Type != EventUnban ||
@@ -147,7 +147,7 @@ func TestCoveredAnswerIsSaved(t *testing.T) {
 	if _, err := l.core.Apply(r, t0); err != nil { // in memory, as a concurrent call leaves it before its write
 		t.Fatal(err)
 	}
-	res, err := l.Fail(context.Background(), netip.MustParseAddr("198.51.100.7"), t0)
+	res, err := l.Fail(context.Background(), netip.MustParseAddr("198.51.100.7"), "", t0)
 	if err != nil || !res.InForce() || res.Ban.Key != r.Key {
 		t.Fatalf("covered failure: %+v %v", res, err)
 	}

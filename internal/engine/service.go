@@ -22,7 +22,9 @@ const MaxManualBan = 10 * 365 * 24 * time.Hour
 type Service interface {
 	// Decide is the verdict for a at now; it does not allocate.
 	Decide(a netip.Addr, now time.Time) decide.Verdict
-	Fail(ctx context.Context, a netip.Addr, now time.Time) (Failed, error)
+	// Fail counts a failed login from a; user is the normalised username
+	// the failure line names ("" when none was given).
+	Fail(ctx context.Context, a netip.Addr, user string, now time.Time) (Failed, error)
 	// Succeed forgets the failures of a's unit; it returns the cleaned
 	// address and its unit.
 	Succeed(ctx context.Context, a netip.Addr, now time.Time) (netip.Addr, netip.Prefix, error)

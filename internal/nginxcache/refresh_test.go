@@ -197,7 +197,7 @@ func TestHookRefreshesBeforeAnswering(t *testing.T) {
 		{"failures up to a ban", func() engine.Receipt {
 			var r engine.Failed
 			for range 3 {
-				r, _ = s.Fail(ctx, netip.MustParseAddr("192.0.2.1"), f.now)
+				r, _ = s.Fail(ctx, netip.MustParseAddr("192.0.2.1"), "", f.now)
 			}
 			return r.Receipt
 		}, []string{"192.0.2.1"}},

@@ -42,11 +42,6 @@ type API struct {
 	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
 	Accounts engine.AccountService
 	DryRun   bool
-
-	// failLog writes the failure lines: at most
-	// engine.FailureLinesPerSecond a second at info, the rest at debug,
-	// summed up at info every engine.FailureSummaryEvery.
-	failLog engine.FailureLog
 }
 
 type failureIn struct {
@@ -223,12 +218,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	user := in.Username
 	now := a.Now()
-	res, err := a.Service.Fail(c, ip, now)
-	if err != nil && !res.Banned {
-		a.serviceError(ctx, err)
-		return
-	}
-	a.failLog.Log(a.Log, now, res.Key, "ip", res.Addr.String(), "key", res.Key.String(), "username", user, "failures", res.Failures)
+	res, err := a.Service.Fail(c, ip, user, now)
 	if err != nil {
 		a.serviceError(ctx, err) // the ban holds in memory; say it was not saved
 		return
