@@ -171,8 +171,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		go func() { n.Run(notifyCtx); close(notified) }()
 		defer func() { stopNotify(); <-notified }() // one last attempt, before the state file closes
 	}
-	var svc engine.Service = local
-	var acct engine.AccountService = accounts
+	svc, acct := local, accounts
 	var redisUp func() bool // the status page's cluster status
 	var lastSync func() time.Time
 	if cfg.RedisURL != "" {

@@ -16,38 +16,17 @@ import (
 	"github.com/doorman/doorman/internal/store"
 )
 
-// AccountService is the account side of the service: failed logins counted
-// per account (normalised username) across every address, locks, and the
-// device tokens that keep an account's own users out of its lock. The
-// listeners use it beside Service. Usernames given to it are normalised
-// (decide.NormalizeUsername) and not empty; tokens may be empty.
-type AccountService interface {
-	// Enabled reports whether accounts are counted at all.
-	Enabled() bool
-	// Attempt is the pre-authentication verdict for user with token, counting nothing.
-	Attempt(user, token string, now time.Time) decide.Attempt
-	// FailAccount counts a failed login of user; the token presented, when
-	// valid for user, takes the failure instead.
-	FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error)
-	// SucceedAccount records a successful login of user and issues a device
-	// token for it. A success does not unlock the account.
-	SucceedAccount(ctx context.Context, user, token string, now time.Time) (DeviceToken, error)
-	// Locks are the locks in force at now, the soonest to end first.
-	Locks(now time.Time) []decide.Lock
-	// Unlock forgets user: failures, lock and escalation.
-	Unlock(ctx context.Context, user string, now time.Time) (Unlocked, error)
-	// CountAttempt counts one /v1/attempts answer: "allow" or the reason
-	// of the refusal (the address's or the account's).
-	CountAttempt(result string)
-}
-
 // DeviceToken is a token issued at a successful login.
 type DeviceToken struct {
 	Token   string
 	Expires time.Time
 }
 
-// Accounts is the single-instance AccountService: decide.Accounts, the
+// Accounts is the account side of the service, beside Local: failed logins
+// counted per account (normalised username) across every address, locks, and
+// the device tokens that keep an account's own users out of its lock.
+// Usernames given to it are normalised (decide.NormalizeUsername) and not
+// empty; tokens may be empty. It holds decide.Accounts, the
 // device key, and the state file when there is one. A lock is written and
 // fsynced before the failure that made it is answered, as bans are; token
 // failures are kept in memory only (a crash gives a token at most
@@ -226,7 +205,8 @@ func (a *Accounts) restore(now time.Time) error {
 	return nil
 }
 
-// Enabled reports whether accounts are counted (DOORMAN_ACCOUNT_MAX_FAILURES > 0).
+// Enabled reports whether accounts are counted at all
+// (DOORMAN_ACCOUNT_MAX_FAILURES > 0).
 func (a *Accounts) Enabled() bool { return a.acc.Enabled() }
 
 // Device verifies token for user at now. An empty or bad token proves
@@ -240,26 +220,30 @@ func (a *Accounts) Device(user, token string, now time.Time) decide.Device {
 	return decide.Device{ID: id, Valid: err == nil}
 }
 
-// Attempt implements AccountService. It counts nothing.
+// Attempt is the pre-authentication verdict for user with token, counting
+// nothing.
 func (a *Accounts) Attempt(user, token string, now time.Time) decide.Attempt {
 	return a.acc.Check(user, a.Device(user, token, now), now)
 }
 
-// CountAttempt implements AccountService.
+// CountAttempt counts one /v1/attempts answer: "allow" or the reason of the
+// refusal (the address's or the account's).
 func (a *Accounts) CountAttempt(result string) {
 	if c := a.m.attempts[result]; c != nil {
 		c.Inc()
 	}
 }
 
-// FailAccount implements AccountService.
+// FailAccount counts a failed login of user; the token presented, when valid
+// for user, takes the failure instead.
 func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
 	res, ch := a.local.backend.FailAccount(ctx, user, a.Device(user, token, now), now)
 	_, err := a.local.commit(ctx, ch, now)
 	return res, err
 }
 
-// SucceedAccount implements AccountService.
+// SucceedAccount records a successful login of user and issues a device
+// token for it. A success does not unlock the account.
 func (a *Accounts) SucceedAccount(ctx context.Context, user, token string, now time.Time) (DeviceToken, error) {
 	if !a.acc.Enabled() {
 		return DeviceToken{}, nil
@@ -275,10 +259,10 @@ func (a *Accounts) SucceedAccount(ctx context.Context, user, token string, now t
 	return DeviceToken{Token: a.key.Load().k.Issue(user, exp, nonce), Expires: exp.UTC()}, nil
 }
 
-// Locks implements AccountService.
+// Locks are the locks in force at now, the soonest to end first.
 func (a *Accounts) Locks(now time.Time) []decide.Lock { return a.acc.Locks(now) }
 
-// Unlock implements AccountService.
+// Unlock forgets user: failures, lock and escalation.
 func (a *Accounts) Unlock(ctx context.Context, user string, now time.Time) (Unlocked, error) {
 	l, ok, ch := a.local.backend.Unlock(ctx, user, now)
 	if !ok {

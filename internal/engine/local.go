@@ -10,7 +10,7 @@ import (
 	"github.com/doorman/doorman/internal/store"
 )
 
-// Local is the Service: memory (decide.Core and decide.Accounts), a Backend
+// Local is the ban service the listeners use: memory (decide.Core and decide.Accounts), a Backend
 // that decides counts and bans (Memory, or a shared one set with
 // UseBackend), and the state file when there is one. Every change a backend
 // makes is booked by commit, the one write path.
@@ -51,10 +51,12 @@ func (l *Local) Memory() *Memory { return l.mem }
 // Metrics returns the service's metrics, for the listeners' own series.
 func (l *Local) Metrics() *Metrics { return l.m }
 
-// Decide implements Service: from memory, whatever the backend.
+// Decide is the verdict for a at now, from memory whatever the backend; it
+// does not allocate.
 func (l *Local) Decide(a netip.Addr, now time.Time) decide.Verdict { return l.core.Decide(a, now) }
 
-// Fail implements Service.
+// Fail counts a failed login from a; user is the normalised username the
+// failure line names ("" when none was given).
 func (l *Local) Fail(ctx context.Context, a netip.Addr, user string, now time.Time) (Failed, error) {
 	res, ch := l.backend.Fail(ctx, a, now)
 	ch.User = user
@@ -62,14 +64,16 @@ func (l *Local) Fail(ctx context.Context, a netip.Addr, user string, now time.Ti
 	return Failed{res, r}, err
 }
 
-// Succeed implements Service.
+// Succeed forgets the failures of a's unit; it returns the cleaned address
+// and its unit.
 func (l *Local) Succeed(ctx context.Context, a netip.Addr, now time.Time) (netip.Addr, netip.Prefix, error) {
 	a, key := l.backend.Succeed(ctx, a, now)
 	l.m.Successes.Inc()
 	return a, key, nil
 }
 
-// Ban implements Service.
+// Ban makes a manual ban of p: an address bans its unit, a range exactly
+// that range; d 0 escalates.
 func (l *Local) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (Banned, error) {
 	b, ch, err := l.backend.Ban(ctx, p, d, note, now)
 	if err != nil {
@@ -79,14 +83,15 @@ func (l *Local) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note s
 	return Banned{b, r}, err
 }
 
-// Unban implements Service.
+// Unban lifts every ban covering a, and returns the records lifted, active
+// or expired.
 func (l *Local) Unban(ctx context.Context, a netip.Addr, now time.Time) (Lifted, error) {
 	ch := l.backend.Unban(ctx, a, now)
 	r, err := l.commit(ctx, ch, now)
 	return Lifted{ch.Lifted, r}, err
 }
 
-// Remove implements Service.
+// Remove lifts exactly the ban held under p.
 func (l *Local) Remove(ctx context.Context, p netip.Prefix, now time.Time) (Lifted, error) {
 	ch := l.backend.Remove(ctx, p, now)
 	if len(ch.Lifted) == 0 {
@@ -96,17 +101,17 @@ func (l *Local) Remove(ctx context.Context, p netip.Prefix, now time.Time) (Lift
 	return Lifted{ch.Lifted, r}, err
 }
 
-// Explain implements Service: the failure count is the backend's
-// (cluster-wide in cluster mode).
+// Explain is the verdict for a with its failure count, counting nothing;
+// the count is the backend's (cluster-wide in cluster mode).
 func (l *Local) Explain(ctx context.Context, a netip.Addr, now time.Time) Explanation {
 	v := l.core.Decide(a, now)
 	return Explanation{Addr: l.core.Addr(a), Verdict: v, Failures: l.backend.Failures(ctx, a, now)}
 }
 
-// Bans implements Service.
+// Bans are the bans in force at now, oldest first.
 func (l *Local) Bans(now time.Time) []decide.Ban { return l.core.Bans(now) }
 
-// Stats implements Service.
+// Stats sums up the tables at now.
 func (l *Local) Stats(now time.Time) decide.Stats { return l.core.Stats(now) }
 
 // SetLists swaps in reloaded lists.

@@ -53,26 +53,26 @@ const (
 	ReportShared = "shared"
 )
 
-// Failed is what Service.Fail did: the failure's result and its receipt.
+// Failed is what Local.Fail did: the failure's result and its receipt.
 type Failed struct {
 	decide.FailResult
 	Receipt
 }
 
-// Banned is what Service.Ban did: the ban in force and its receipt.
+// Banned is what Local.Ban did: the ban in force and its receipt.
 type Banned struct {
 	decide.Ban
 	Receipt
 }
 
-// Lifted is what Service.Unban and Service.Remove did: the records lifted,
+// Lifted is what Local.Unban and Local.Remove did: the records lifted,
 // active or expired (none: nothing was held), and the receipt.
 type Lifted struct {
 	Bans []decide.Ban
 	Receipt
 }
 
-// Unlocked is what AccountService.Unlock did.
+// Unlocked is what Accounts.Unlock did.
 type Unlocked struct {
 	Lock  decide.Lock // the lock forgotten (possibly ended)
 	Found bool        // the account was tracked

@@ -9,7 +9,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
-	"github.com/doorman/doorman/internal/engine"
 )
 
 // The account side of the API: POST /v1/attempts (the pre-authentication
@@ -181,5 +180,3 @@ func (a *API) unlock(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	noContent(ctx, r.Receipt)
 }
-
-var _ engine.AccountService = (*engine.Accounts)(nil)

@@ -261,7 +261,7 @@ func TestAccountBadInput(t *testing.T) {
 	if s := f.core.Stats(f.now); s.Tracked != 0 {
 		t.Errorf("%d addresses tracked after bad requests", s.Tracked)
 	}
-	if s := f.api.Service.(*engine.Local).Memory().Accounts().Stats(f.now); s.Tracked != 0 {
+	if s := f.api.Service.Memory().Accounts().Stats(f.now); s.Tracked != 0 {
 		t.Errorf("%d accounts tracked after bad requests", s.Tracked)
 	}
 	// A username with a slash is one path segment when escaped.

@@ -31,7 +31,7 @@ const apiTimeout = 5 * time.Second
 
 // API is the JSON API handler.
 type API struct {
-	Service engine.Service
+	Service *engine.Local
 	Token   string // empty: no token required
 	Now     func() time.Time
 	Metrics *engine.Metrics // served on /metrics
@@ -40,7 +40,7 @@ type API struct {
 	UI      fasthttp.RequestHandler // /ui/, the status page, with its own login; nil: 404
 	// Accounts serves /v1/attempts and /v1/accounts and the account side of
 	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
-	Accounts engine.AccountService
+	Accounts *engine.Accounts
 	DryRun   bool
 }
 

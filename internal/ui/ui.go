@@ -56,10 +56,10 @@ const maxBan = engine.MaxManualBan
 
 // Options configure New. Service, Counts and Now are required.
 type Options struct {
-	Service engine.Service
+	Service *engine.Local
 	History *engine.History // nil: no events shown
 	// Accounts lists and unlocks locked accounts; nil or disabled: not shown.
-	Accounts engine.AccountService
+	Accounts *engine.Accounts
 	// Counts returns the decisions so far by reason and the failures
 	// (engine.Metrics.Counts); Run samples it for the charts.
 	Counts  func() ([decide.NumReasons]uint64, uint64)
