@@ -137,27 +137,7 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		fmt.Fprintf(stdout, "banned %s until %s\n", b.Key, b.Until)
 		return nil
 	case "unban":
-		target, err := oneArg(flag.NewFlagSet("unban", flag.ContinueOnError), args, "unban IP|CIDR")
-		if err != nil {
-			return err
-		}
-		// 200 instead of 204: lifted, but an nginx cache was not refreshed,
-		// or the other doormen learn it when Redis is back.
-		var out struct {
-			Refreshed *bool `json:"proxies_refreshed"`
-			Shared    *bool `json:"shared"`
-		}
-		if err := c.do(ctx, "DELETE", "/v1/bans/"+target, nil, &out, http.StatusNoContent, http.StatusOK); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "unbanned %s\n", target)
-		if out.Refreshed != nil && !*out.Refreshed {
-			fmt.Fprintln(stdout, "warning: not every nginx cache was refreshed; a cached 403 may stay until DOORMAN_CACHE_TTL ends")
-		}
-		if out.Shared != nil && !*out.Shared {
-			fmt.Fprintln(stdout, "warning: Redis is unreachable; the other doormen learn the unban when it is back")
-		}
-		return nil
+		return unban(ctx, c, args, stdout)
 	case "check":
 		target, err := oneArg(flag.NewFlagSet("check", flag.ContinueOnError), args, "check IP")
 		if err != nil {
@@ -196,4 +176,29 @@ func oneArg(fs *flag.FlagSet, args []string, use string) (string, error) {
 		return "", usageError{fmt.Errorf("usage: doorman %s", use)}
 	}
 	return pos[0], nil
+}
+
+// unban lifts the ban covering an address (or exactly a CIDR ban) and says
+// what the answer reports: a 200 instead of 204 means lifted, but an nginx
+// cache was not refreshed, or the other doormen learn it when Redis is back.
+func unban(ctx context.Context, c *apiClient, args []string, stdout io.Writer) error {
+	target, err := oneArg(flag.NewFlagSet("unban", flag.ContinueOnError), args, "unban IP|CIDR")
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Refreshed *bool `json:"proxies_refreshed"`
+		Shared    *bool `json:"shared"`
+	}
+	if err := c.do(ctx, "DELETE", "/v1/bans/"+target, nil, &out, http.StatusNoContent, http.StatusOK); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "unbanned %s\n", target)
+	if out.Refreshed != nil && !*out.Refreshed {
+		fmt.Fprintln(stdout, "warning: not every nginx cache was refreshed; a cached 403 may stay until DOORMAN_CACHE_TTL ends")
+	}
+	if out.Shared != nil && !*out.Shared {
+		fmt.Fprintln(stdout, "warning: Redis is unreachable; the other doormen learn the unban when it is back")
+	}
+	return nil
 }
