@@ -189,7 +189,8 @@ func cmdUnban(ctx context.Context, c *apiClient, args []string, stdout io.Writer
 	if target.Prefix.IsValid() {
 		key = target.Prefix.String()
 	}
-	// 200 instead of 204: lifted, but an nginx cache was not refreshed.
+	// 200 instead of 204: lifted, but an nginx cache was not refreshed, or
+	// the other doormen learn it later.
 	var out api.UnbanJSON
 	if err := c.do(ctx, "DELETE", "/v1/bans/"+key, nil, &out, http.StatusNoContent, http.StatusOK); err != nil {
 		return err
@@ -197,6 +198,9 @@ func cmdUnban(ctx context.Context, c *apiClient, args []string, stdout io.Writer
 	fmt.Fprintf(stdout, "unbanned %s\n", key)
 	if out.ProxiesRefreshed != nil && !*out.ProxiesRefreshed {
 		fmt.Fprintln(stdout, "warning: not every nginx cache was refreshed; a cached 403 may stay until DOORMAN_CACHE_TTL ends")
+	}
+	if out.Shared != nil && !*out.Shared {
+		fmt.Fprintln(stdout, "warning: Redis is unreachable; the other doormen learn the unban when it is back")
 	}
 	return nil
 }
@@ -263,10 +267,14 @@ func cmdUnlock(ctx context.Context, c *apiClient, args []string, stdout io.Write
 	if err != nil {
 		return usageError{err}
 	}
-	if err := c.do(ctx, "DELETE", "/v1/accounts/"+url.PathEscape(user), nil, nil, http.StatusNoContent); err != nil {
+	var out api.UnlockJSON // 200 instead of 204: not yet on the other doormen
+	if err := c.do(ctx, "DELETE", "/v1/accounts/"+url.PathEscape(user), nil, &out, http.StatusNoContent, http.StatusOK); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "unlocked %s\n", v(user))
+	if out.Shared != nil && !*out.Shared {
+		fmt.Fprintln(stdout, "warning: Redis is unreachable; the other doormen learn the unlock when it is back")
+	}
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -13,9 +12,8 @@ import (
 
 // The input rules of the API, the status page and the CLI, written once.
 
-// MaxManualBan is the longest manual ban; engine.MaxManualBan, which the
-// cluster applies to bans learned from Redis, is the same (a test keeps
-// them equal).
+// MaxManualBan is the longest manual ban (engine.MaxManualBan, which the
+// cluster also applies to bans learned from Redis).
 const MaxManualBan = 10 * 365 * 24 * time.Hour
 
 // MinManualBan is the shortest: a shorter ban would be answered 201 and be
@@ -102,36 +100,6 @@ func ParseUnban(target string) (Unban, error) {
 		return Unban{}, fmt.Errorf("%q is not an IP address or a ban's CIDR", cut(target, 64))
 	}
 	return Unban{Addr: a}, nil
-}
-
-// Lifter lifts bans: engine.Service.
-type Lifter interface {
-	Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error)
-	Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error)
-}
-
-// Lift lifts what u names and returns the bans that were in force (an
-// unban also forgets expired records, which are not returned). The bans
-// are returned with an error when they were lifted in memory only.
-func (u Unban) Lift(ctx context.Context, s Lifter, now time.Time) ([]decide.Ban, error) {
-	var lifted []decide.Ban
-	var err error
-	if u.Prefix.IsValid() {
-		var b decide.Ban
-		var ok bool
-		if b, ok, err = s.Remove(ctx, u.Prefix, now); ok {
-			lifted = append(lifted, b)
-		}
-	} else {
-		lifted, err = s.Unban(ctx, u.Addr, now)
-	}
-	active := lifted[:0]
-	for _, b := range lifted {
-		if b.Active(now) {
-			active = append(active, b)
-		}
-	}
-	return active, err
 }
 
 // Username normalises a username as typed (decide.NormalizeUsername): ""

@@ -1,25 +1,14 @@
 package api_test
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/api"
-	"github.com/doorman/doorman/internal/engine"
 )
-
-// The cluster bounds bans learned from Redis by engine.MaxManualBan; a
-// listener may make no longer one.
-func TestMaxManualBanIsTheEngines(t *testing.T) {
-	if api.MaxManualBan != engine.MaxManualBan {
-		t.Errorf("api.MaxManualBan %v, engine.MaxManualBan %v", api.MaxManualBan, engine.MaxManualBan)
-	}
-}
 
 func TestParseBan(t *testing.T) {
 	for _, tc := range []struct {
@@ -90,37 +79,6 @@ func TestUsername(t *testing.T) {
 		var fe *api.FieldError
 		if _, err := api.Username(in); !errors.As(err, &fe) || fe.Field != "username" {
 			t.Errorf("Username(%q): %v, want a username error", in, err)
-		}
-	}
-}
-
-// fakeLifter holds one unit ban and one CIDR ban, and an expired record.
-type fakeLifter struct{ now time.Time }
-
-func (f fakeLifter) Unban(_ context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
-	return []decide.Ban{{Key: netip.PrefixFrom(a, 32), Until: now.Add(time.Hour)}, {Key: netip.MustParsePrefix("192.0.2.0/24"), Until: now.Add(-time.Hour)}}, nil
-}
-
-func (f fakeLifter) Remove(_ context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
-	if p.String() != "198.51.100.0/24" {
-		return decide.Ban{}, false, nil
-	}
-	return decide.Ban{Key: p, Until: now.Add(time.Hour)}, true, nil
-}
-
-func TestLift(t *testing.T) {
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	for _, tc := range []struct {
-		in   string
-		want int
-	}{{"192.0.2.7", 1}, {"198.51.100.0/24", 1}, {"203.0.113.0/24", 0}} {
-		u, err := api.ParseUnban(tc.in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lifted, err := u.Lift(context.Background(), fakeLifter{}, now)
-		if err != nil || len(lifted) != tc.want {
-			t.Errorf("Lift %s: %v, %v; want %d in force", tc.in, lifted, err, tc.want)
 		}
 	}
 }

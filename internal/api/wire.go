@@ -71,9 +71,17 @@ type BansJSON struct {
 }
 
 // UnbanJSON is the body of a 200 to DELETE /v1/bans/…: the bans are lifted
-// but an nginx cache was not refreshed (cached mode); a 204 has none.
+// but an nginx cache was not refreshed (cached mode), or the other doormen
+// learn it when Redis is reachable again (cluster mode); a 204 has none.
 type UnbanJSON struct {
 	ProxiesRefreshed *bool `json:"proxies_refreshed,omitempty"`
+	Shared           *bool `json:"shared,omitempty"`
+}
+
+// UnlockJSON is the body of a 200 to DELETE /v1/accounts/…: unlocked here,
+// not yet on the other doormen (Redis unreachable); a 204 has none.
+type UnlockJSON struct {
+	Shared *bool `json:"shared,omitempty"`
 }
 
 // DecideJSON is the answer of GET /v1/decide: a decision explained.

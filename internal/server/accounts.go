@@ -10,7 +10,6 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/api"
-	"github.com/doorman/doorman/internal/engine"
 )
 
 // The account side of the API: POST /v1/attempts (the pre-authentication
@@ -134,7 +133,8 @@ func (a *API) listAccounts(ctx *fasthttp.RequestCtx) {
 
 // unlock answers DELETE /v1/accounts/{username} (path-escaped): 204 when the
 // account was tracked (its failures, lock and escalation are forgotten),
-// else 404.
+// 200 with {"shared":false} when it was but the other doormen learn it only
+// once Redis is reachable again, else 404.
 func (a *API) unlock(c context.Context, ctx *fasthttp.RequestCtx) {
 	// The original path: fasthttp's decoded one has "/../" and "//" folded.
 	raw, _ := strings.CutPrefix(string(ctx.URI().PathOriginal()), "/v1/accounts/")
@@ -155,16 +155,14 @@ func (a *API) unlock(c context.Context, ctx *fasthttp.RequestCtx) {
 		apiError(ctx, fasthttp.StatusNotFound, "accounts are off (DOORMAN_ACCOUNT_MAX_FAILURES=0)")
 		return
 	}
-	_, found, err := a.Accounts.Unlock(c, user, a.Now())
+	r, err := a.Accounts.Unlock(c, user, a.Now())
 	if err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
-	if !found {
+	if !r.Found {
 		apiError(ctx, fasthttp.StatusNotFound, "no account %q is tracked", user)
 		return
 	}
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	noContent(ctx, r.Receipt)
 }
-
-var _ engine.AccountService = (*engine.Accounts)(nil)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,7 +29,7 @@ const apiTimeout = 5 * time.Second
 
 // API is the JSON API handler.
 type API struct {
-	Service engine.Service
+	Service *engine.Local
 	Token   string // empty: no token required
 	Now     func() time.Time
 	Metrics *engine.Metrics // served on /metrics
@@ -37,25 +38,14 @@ type API struct {
 	UI      fasthttp.RequestHandler // /ui/, the status page, with its own login; nil: 404
 	// Accounts serves /v1/attempts and /v1/accounts and the account side of
 	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
-	Accounts engine.AccountService
+	Accounts *engine.Accounts
 	DryRun   bool
 	// Locate says where an address is (country, network), for the explain
 	// answer; nil: no address database.
 	Locate func(netip.Addr) Place
 	// Feed serves GET /v1/feed; nil: 404.
 	Feed *Feed
-
-	// failLog writes the failure lines: at most
-	// engine.FailureLinesPerSecond a second at info, the rest at debug,
-	// summed up at info every engine.FailureSummaryEvery.
-	failLog engine.FailureLog
 }
-
-// The wire types live in internal/api; these names keep cached.go's.
-type (
-	failureOut = api.FailureJSON
-	BanJSON    = api.BanJSON
-)
 
 // Place is what the address databases say of an address. Zero fields are
 // unknown.
@@ -105,7 +95,6 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	c = engine.WithProxiesReport(c) // cached mode: were nginx's caches refreshed?
 	switch {
 	case path == "/v1/failures":
 		if a.method(ctx, "POST") {
@@ -200,12 +189,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	user := in.Username
 	now := a.Now()
-	res, err := a.Service.Fail(c, ip, now)
-	if err != nil && !res.Banned {
-		a.serviceError(ctx, err)
-		return
-	}
-	a.failLog.Log(a.Log, now, res.Key, "ip", res.Addr.String(), "key", res.Key.String(), "username", user, "failures", res.Failures)
+	res, err := a.Service.Fail(c, ip, user, now)
 	if err != nil {
 		a.serviceError(ctx, err) // the ban holds in memory; say it was not saved
 		return
@@ -218,7 +202,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err) // the lock holds in memory; say it was not saved
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, withProxies(c, out))
+	writeReceipt(ctx, fasthttp.StatusOK, out, res.Receipt)
 }
 
 func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
@@ -271,7 +255,7 @@ func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, withProxies(c, api.BanOf(b)))
+	writeReceipt(ctx, fasthttp.StatusCreated, api.BanOf(b.Ban), b.Receipt)
 }
 
 // unban answers DELETE /v1/bans/{ip or CIDR} (api.ParseUnban): 204, 404
@@ -282,19 +266,18 @@ func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
 		apiError(ctx, fasthttp.StatusBadRequest, "%v", err)
 		return
 	}
-	lifted, err := target.Lift(c, a.Service, a.Now())
+	now := a.Now()
+	lifted, err := a.Service.Lift(c, target.Addr, target.Prefix, now)
 	if err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
-	if len(lifted) == 0 {
+	active := lifted.Active(now)
+	if len(active) == 0 {
 		apiError(ctx, fasthttp.StatusNotFound, "no ban covers %s", truncate(arg, 64))
 		return
 	}
-	if proxiesNotRefreshed(c, ctx) {
-		return
-	}
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	noContent(ctx, lifted.Receipt)
 }
 
 func (a *API) explain(c context.Context, ctx *fasthttp.RequestCtx) {
@@ -376,6 +359,42 @@ func truncate(s string, n int) string {
 		return s[:n] + "…"
 	}
 	return s
+}
+
+// noContent answers a change that has nothing to show: 204, or 200 with the
+// receipt's reports when one of them is false (a 204 has no body to say it).
+func noContent(ctx *fasthttp.RequestCtx, r engine.Receipt) {
+	if !r.Failed() {
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		return
+	}
+	out := make(map[string]bool, len(r.Reports))
+	for _, x := range r.Reports {
+		out[x.Name] = x.OK
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+// writeReceipt answers v, a JSON object, with the receipt's reports added as
+// its last fields: {"key":…,"proxies_refreshed":true}. A hook's report shows
+// with no change here.
+func writeReceipt(ctx *fasthttp.RequestCtx, status int, v any, r engine.Receipt) {
+	b, _ := json.Marshal(v)
+	if len(r.Reports) > 0 && len(b) >= 2 && b[len(b)-1] == '}' {
+		b = b[:len(b)-1]
+		for _, x := range r.Reports {
+			if b[len(b)-1] != '{' {
+				b = append(b, ',')
+			}
+			name, _ := json.Marshal(x.Name)
+			b = append(append(b, name...), ':')
+			b = strconv.AppendBool(b, x.OK)
+		}
+		b = append(b, '}')
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"net/netip"
 	"strconv"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
-	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/nginxcache"
 )
 
@@ -89,40 +87,4 @@ func (c *Cache) expires(ctx *fasthttp.RequestCtx, dryRun bool, a netip.Addr, raw
 		return
 	}
 	h.SetCanonical(hdrAccelExpires, valNotKept)
-}
-
-// withProxies adds "proxies_refreshed" to the answer v of an API call that
-// refreshed nginx's caches (cached mode): false when a refresh failed, so
-// the change may reach that nginx only when its copy expires.
-func withProxies(c context.Context, v any) any {
-	r := engine.ProxiesRefreshed(c)
-	if r == nil {
-		return v
-	}
-	type refreshed struct {
-		ProxiesRefreshed bool `json:"proxies_refreshed"`
-	}
-	switch x := v.(type) {
-	case failureOut:
-		return struct {
-			failureOut
-			refreshed
-		}{x, refreshed{*r}}
-	case BanJSON:
-		return struct {
-			BanJSON
-			refreshed
-		}{x, refreshed{*r}}
-	}
-	return v
-}
-
-// proxiesNotRefreshed answers an unban whose refresh failed: 200 with
-// {"proxies_refreshed":false} instead of 204, which has no body to say it.
-func proxiesNotRefreshed(c context.Context, ctx *fasthttp.RequestCtx) bool {
-	if r := engine.ProxiesRefreshed(c); r == nil || *r {
-		return false
-	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]bool{"proxies_refreshed": false})
-	return true
 }

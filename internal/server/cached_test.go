@@ -197,7 +197,7 @@ func TestAPIProxiesRefreshed(t *testing.T) {
 			ms := metrics.NewSet()
 			r := nginxcache.NewRefresher(nginxcache.RefresherOptions{URLs: []string{nginx.URL}, Set: f.dec.Cache.Set, TTL: 10 * time.Second,
 				Verdict: f.core.Decide, Metrics: ms, Log: f.api.Log, Now: func() time.Time { return f.now.Add(-time.Hour) }})
-			f.api.Service = nginxcache.Service{Service: f.api.Service, R: r}
+			f.api.Service.AddHook(r)
 			f.decideReq(tcp("127.0.0.1"), "X-Real-IP", "192.0.2.1") // kept: remembered
 			want := works
 			var body map[string]any

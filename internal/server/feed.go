@@ -32,7 +32,7 @@ type Feed struct {
 }
 
 // NewFeed serves svc's bans.
-func NewFeed(svc engine.Service) *Feed { return &Feed{bans: svc.Bans} }
+func NewFeed(svc *engine.Local) *Feed { return &Feed{bans: svc.Bans} }
 
 type feedJSON struct {
 	Bans []feedBanJSON `json:"bans"`

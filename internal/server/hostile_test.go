@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/doorman/doorman/internal/api"
 )
 
 // hostile are attacker-chosen strings: each would forge a line, move the
@@ -25,7 +27,7 @@ var hostile = []struct{ name, s string }{
 // with a control or format character with 400, counts nothing, and does not
 // echo it.
 func TestHostileUsernames(t *testing.T) {
-	f, acc := accountFixture(t, "", io.Discard)
+	f, _ := accountFixture(t, "", io.Discard)
 	for _, h := range hostile {
 		for _, tc := range []struct{ name, method, uri, body string }{
 			{"attempt", "POST", "/v1/attempts", body("ip", "192.0.2.1", "username", h.s)},
@@ -51,7 +53,7 @@ func TestHostileUsernames(t *testing.T) {
 	if s := f.core.Stats(f.now); s.Tracked != 0 {
 		t.Errorf("%d addresses tracked after refused requests", s.Tracked)
 	}
-	if s := acc.Core().Stats(f.now); s.Tracked != 0 {
+	if s := f.api.Service.Memory().Accounts().Stats(f.now); s.Tracked != 0 {
 		t.Errorf("%d accounts tracked after refused requests", s.Tracked)
 	}
 }
@@ -66,7 +68,7 @@ func TestHostileNoteJSON(t *testing.T) {
 		if code != 201 {
 			t.Fatalf("%s: ban: %d %s", h.name, code, raw)
 		}
-		var b BanJSON
+		var b api.BanJSON
 		if err := json.Unmarshal(raw, &b); err != nil || b.Note != h.s {
 			t.Errorf("%s: note %q (%v), want %q", h.name, b.Note, err, h.s)
 		}

@@ -56,10 +56,10 @@ var files embed.FS
 
 // Options configure New. Service, Counts and Now are required.
 type Options struct {
-	Service engine.Service
+	Service *engine.Local
 	History *engine.History // nil: no events shown
 	// Accounts lists and unlocks locked accounts; nil or disabled: not shown.
-	Accounts engine.AccountService
+	Accounts *engine.Accounts
 	// Counts returns the decisions so far by reason and the failures
 	// (engine.Metrics.Counts); Run samples it for the charts.
 	Counts func() ([decide.NumReasons]uint64, uint64)
@@ -325,10 +325,12 @@ func (u *UI) unban(ctx *fasthttp.RequestCtx) string {
 	}
 	c, cancel := callCtx()
 	defer cancel()
-	lifted, err := target.Lift(c, u.o.Service, u.o.Now())
-	u.o.Log.Info("ui unban", "ip", cut(arg), "lifted", len(lifted), "peer", peer(ctx).String())
+	now := u.o.Now()
+	lifted, err := u.o.Service.Lift(c, target.Addr, target.Prefix, now)
+	active := lifted.Active(now)
+	u.o.Log.Info("ui unban", "ip", cut(arg), "lifted", len(active), "peer", peer(ctx).String())
 	var keys []string
-	for _, b := range lifted {
+	for _, b := range active {
 		keys = append(keys, b.Key.String())
 	}
 	switch {
@@ -393,15 +395,17 @@ func (u *UI) unlock(ctx *fasthttp.RequestCtx) string {
 	}
 	c, cancel := callCtx()
 	defer cancel()
-	l, ok, err := u.o.Accounts.Unlock(c, user, u.o.Now())
-	u.o.Log.Info("ui unlock", "user", user, "ok", ok, "peer", peer(ctx).String())
+	r, err := u.o.Accounts.Unlock(c, user, u.o.Now())
+	u.o.Log.Info("ui unlock", "user", user, "ok", r.Found, "peer", peer(ctx).String())
 	switch {
 	case err != nil:
 		return "Unlocked, but: " + err.Error()
-	case !ok:
+	case !r.Found:
 		return "No account " + api.Visible(user) + " is tracked."
+	case r.Failed():
+		return "Unlocked " + api.Visible(r.Lock.Username) + " here; other doormen learn it when Redis is reachable again."
 	}
-	return "Unlocked " + api.Visible(l.Username) + "."
+	return "Unlocked " + api.Visible(r.Lock.Username) + "."
 }
 
 func (u *UI) accountsOn() bool { return u.o.Accounts != nil && u.o.Accounts.Enabled() }

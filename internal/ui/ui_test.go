@@ -309,7 +309,7 @@ func TestPage(t *testing.T) {
 		}
 	}
 	for range 3 {
-		f.local.Fail(ctx, netip.MustParseAddr("203.0.113.5"), f.now)
+		f.local.Fail(ctx, netip.MustParseAddr("203.0.113.5"), "", f.now)
 	}
 	// The chart: decisions sampled in two minutes.
 	f.dec[decide.Allowed], f.dec[decide.Banned], f.fails = 40, 10, 3
