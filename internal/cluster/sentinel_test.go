@@ -101,10 +101,13 @@ func TestRedisSentinel(t *testing.T) {
 	if !banned(a.core, before.String(), now) || !banned(b.core, before.String(), now) {
 		t.Fatal("a ban acknowledged before the failover is not in force after it")
 	}
-	for _, msg := range []string{"redis unreachable", "redis reachable again"} {
-		if got := a.log.count(msg); got != 1 {
-			t.Errorf("%q logged %d times during the failover, want once:\n%s", msg, got, a.log)
-		}
+	// Each outage is logged once and each recovery once. On a loaded
+	// machine a doorman may reconnect before the promotion has settled and
+	// see the failover as two outages: then two of each, never an outage
+	// without its recovery.
+	down, up := a.log.count("redis unreachable"), a.log.count("redis reachable again")
+	if down < 1 || down > 2 || up != down {
+		t.Errorf("failover logged %d outages and %d recoveries, want one or two of each, paired:\n%s", down, up, a.log)
 	}
 
 	c := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
