@@ -39,6 +39,11 @@ func TestImportRules(t *testing.T) {
 		// Observers of the engine's events: they may not reach under it.
 		{"internal/notify", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/valyala/fasthttp"}},
 		{"internal/nginxcache", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/redis/"}},
+		// The learning listener reaches state through the engine only; its
+		// parser does no I/O.
+		{"internal/learn", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server",
+			"github.com/redis/", "net/http", "github.com/valyala/fasthttp"}},
+		{"internal/accesslog", []string{"net", "os", "net/http", "github.com/valyala/fasthttp", "log", "log/slog", mod + "internal/"}},
 		{"internal/minutes", []string{mod}},
 		{"internal/throttle", []string{mod}},
 	}
