@@ -202,7 +202,7 @@ func TestMatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := Record{Method: []byte(tc.method), Host: []byte(tc.host), URI: []byte(tc.uri), Status: tc.status}
 			var got Outcome
-			got, scratch = rs.Match(&r, scratch)
+			got, _, scratch = rs.Match(&r, scratch)
 			if got != tc.want {
 				t.Errorf("Match = %d, want %d", got, tc.want)
 			}
@@ -275,7 +275,7 @@ func TestParseAllocs(t *testing.T) {
 	p.Parse(d, &r)
 	allocs := testing.AllocsPerRun(100, func() {
 		p.Parse(d, &r)
-		_, scratch = rs.Match(&r, scratch)
+		_, _, scratch = rs.Match(&r, scratch)
 	})
 	if allocs > 8 {
 		t.Errorf("Parse and Match: %v allocs, want at most 8", allocs)
@@ -298,7 +298,7 @@ func BenchmarkParseMatch(b *testing.B) {
 				if p.Parse(d, &r) != OK {
 					b.Fatal("not parsed")
 				}
-				_, scratch = rs.Match(&r, scratch)
+				_, _, scratch = rs.Match(&r, scratch)
 			}
 		})
 	}

@@ -113,15 +113,16 @@ func (rs *Rules) Len() int { return len(rs.rules) }
 // decoded, dot segments and repeated slashes resolved), so that no
 // spelling of a rule's path that the app would still route to it escapes
 // the rule; what the app answers then decides. The host is compared
-// without case and without a port. The first rule that matches decides.
-// scratch is reused for the cleaned path.
-func (rs *Rules) Match(r *Record, scratch []byte) (Outcome, []byte) {
+// without case and without a port. The first rule that matches decides;
+// it is returned (nil when none did). scratch is reused for the cleaned
+// path and returned.
+func (rs *Rules) Match(r *Record, scratch []byte) (Outcome, *Rule, []byte) {
 	if string(r.Method) != "POST" || len(rs.rules) == 0 {
-		return Ignore, scratch
+		return Ignore, nil, scratch
 	}
 	path, ok := CleanPath(r.URI, scratch[:0])
 	if !ok {
-		return Ignore, path
+		return Ignore, nil, path
 	}
 	host := hostOnly(r.Host)
 	for i := range rs.rules {
@@ -129,9 +130,9 @@ func (rs *Rules) Match(r *Record, scratch []byte) (Outcome, []byte) {
 		if string(path) != ru.Path || ru.Host != "" && !strings.EqualFold(string(host), ru.Host) {
 			continue
 		}
-		return outcome(ru.Preset, r.Status), path
+		return outcome(ru.Preset, r.Status), ru, path
 	}
-	return Ignore, path
+	return Ignore, nil, path
 }
 
 func outcome(p Preset, status int) Outcome {

@@ -9,11 +9,15 @@
 // decision listener believes the proxy's client-IP header (Caddy's records
 // are judged as /forward-auth judges, accesslog.Parser).
 //
-// One goroutine reads and books, in arrival order, so a failure and the
-// success after it are booked in that order. Its memory is one buffer of
-// accesslog.MaxRecord bytes; under a flood the kernel's socket buffer fills
-// and drops datagrams, and the proxy, which writes them without waiting,
-// does not slow down. A Listener's methods are safe for concurrent use.
+// One goroutine reads and parses; Workers goroutines book, each the records
+// of its share of the ban units, in arrival order: a failure and the
+// success after it from one address are booked in that order, and a ban
+// being written to the state file (an fsync) holds up only the records of
+// its worker's units. Memory is one read buffer of accesslog.MaxRecord bytes
+// and a queue of QueueLen small values per worker; when the queues are full
+// the reader waits, the kernel's socket buffer fills and drops datagrams,
+// and the proxy, which writes them without waiting, does not slow down.
+// A Listener's methods are safe for concurrent use.
 package learn
 
 import (
@@ -23,7 +27,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -43,6 +49,12 @@ const readBuffer = 4 << 20
 
 // warnEvery is how often each kind of warning is logged at most.
 const warnEvery = time.Minute
+
+// Workers book records; QueueLen records wait for each.
+const (
+	Workers  = 8
+	QueueLen = 256
+)
 
 // Options configure a Listener.
 type Options struct {
@@ -68,7 +80,7 @@ type Listener struct {
 
 type counters struct {
 	read, parsed, failures, successes, ignored, errors *metrics.Counter
-	dropped                                           map[string]*metrics.Counter
+	dropped                                            map[string]*metrics.Counter
 }
 
 // notLoopback is the drop reason of a UDP datagram from another host.
@@ -144,10 +156,31 @@ func (l *Listener) Close() error {
 	return err
 }
 
-// Run reads and books records until the socket is closed.
+// Run reads and books records until the socket is closed, and returns once
+// the records read are booked.
 func (l *Listener) Run() {
+	var queues [Workers]chan learned
+	var wg sync.WaitGroup
+	for i := range queues {
+		queues[i] = make(chan learned, QueueLen)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range queues[i] {
+				l.bookOne(r)
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer func() {
+		for _, q := range queues {
+			close(q)
+		}
+	}()
 	buf := make([]byte, accesslog.MaxRecord+1) // one more: a longer datagram shows as oversized
-	b := booker{l: l, p: accesslog.Parser{Trusted: l.o.Trusted}}
+	p := accesslog.Parser{Trusted: l.o.Trusted}
+	var rec accesslog.Record
+	var scratch []byte
 	for {
 		n, from, err := l.conn.ReadFrom(buf)
 		if err != nil {
@@ -162,8 +195,49 @@ func (l *Listener) Run() {
 			l.drop(notLoopback, nil)
 			continue
 		}
-		b.book(buf[:n])
+		var r learned
+		if r, scratch = l.read(&p, &rec, buf[:n], scratch); r.rule != nil {
+			queues[shard(r.client)] <- r
+		}
 	}
+}
+
+// learned is a record that says something: what to book.
+type learned struct {
+	client  netip.Addr
+	outcome accesslog.Outcome
+	rule    *accesslog.Rule // nil: nothing to book
+	status  int
+}
+
+// read parses one datagram and counts what it is.
+func (l *Listener) read(p *accesslog.Parser, rec *accesslog.Record, d, scratch []byte) (learned, []byte) {
+	if why := p.Parse(d, rec); why != accesslog.OK {
+		l.drop(why.String(), d)
+		return learned{}, scratch
+	}
+	l.c.parsed.Inc()
+	out, rule, scratch := l.o.Rules.Match(rec, scratch)
+	if out == accesslog.Ignore {
+		l.c.ignored.Inc()
+		return learned{}, scratch
+	}
+	return learned{client: rec.Client, outcome: out, rule: rule, status: rec.Status}, scratch
+}
+
+// shard is the worker of a's records: by the /64 of an IPv6 address (a ban
+// unit at the default prefix), by the whole IPv4 address.
+func shard(a netip.Addr) int {
+	var h uint64 = 14695981039346656037 // FNV-1a
+	b := a.As16()
+	from := 0
+	if a.Is4() {
+		from = 12
+	}
+	for _, c := range b[from : from+min(8, 16-from)] {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return int(h % Workers)
 }
 
 func loopback(a net.Addr) bool {
@@ -196,59 +270,42 @@ func (l *Listener) warnf(key, msg string, attrs ...any) {
 	l.o.Log.Warn(msg, attrs...)
 }
 
-// booker is the reading goroutine's state.
-type booker struct {
-	l       *Listener
-	p       accesslog.Parser
-	r       accesslog.Record
-	scratch []byte
-}
-
-// book parses one datagram and books what it says.
-func (b *booker) book(d []byte) {
-	l := b.l
-	if why := b.p.Parse(d, &b.r); why != accesslog.OK {
-		l.drop(why.String(), d)
-		return
-	}
-	l.c.parsed.Inc()
-	var out accesslog.Outcome
-	out, b.scratch = l.o.Rules.Match(&b.r, b.scratch)
-	switch out {
+// bookOne books one learned record.
+func (l *Listener) bookOne(r learned) {
+	// Counted once booked, so that a count says the change is in force.
+	switch r.outcome {
 	case accesslog.Failure:
+		l.fail(r)
 		l.c.failures.Inc()
-		l.fail(&b.r, b.scratch)
 	case accesslog.Success:
+		l.succeed(r)
 		l.c.successes.Inc()
-		l.succeed(&b.r)
-	default:
-		l.c.ignored.Inc()
 	}
 }
 
-func (l *Listener) fail(r *accesslog.Record, path []byte) {
+func (l *Listener) fail(r learned) {
 	ctx, cancel := context.WithTimeout(context.Background(), serviceTimeout)
 	defer cancel()
 	now := l.o.Now()
-	res, err := l.o.Service.Fail(ctx, r.Client, now)
+	res, err := l.o.Service.Fail(ctx, r.client, now)
 	if err != nil && !res.Banned {
 		l.c.errors.Inc()
-		l.warnf("service", "learn: failure not booked", "ip", r.Client.String(), "err", err)
+		l.warnf("service", "learn: failure not booked", "ip", r.client.String(), "err", err)
 		return
 	}
 	l.failed.Log(l.o.Log, now, res.Key, "ip", res.Addr.String(), "key", res.Key.String(), "failures", res.Failures,
-		"source", "learn", "path", string(path), "status", r.Status)
+		"source", "learn", "path", r.rule.Path, "status", r.status)
 	if err != nil {
 		l.c.errors.Inc()
-		l.warnf("service", "learn: ban in force but not saved", "ip", r.Client.String(), "err", err)
+		l.warnf("service", "learn: ban in force but not saved", "ip", r.client.String(), "err", err)
 	}
 }
 
-func (l *Listener) succeed(r *accesslog.Record) {
+func (l *Listener) succeed(r learned) {
 	ctx, cancel := context.WithTimeout(context.Background(), serviceTimeout)
 	defer cancel()
-	if _, _, err := l.o.Service.Succeed(ctx, r.Client, l.o.Now()); err != nil {
+	if _, _, err := l.o.Service.Succeed(ctx, r.client, l.o.Now()); err != nil {
 		l.c.errors.Inc()
-		l.warnf("service", "learn: success not booked", "ip", r.Client.String(), "err", err)
+		l.warnf("service", "learn: success not booked", "ip", r.client.String(), "err", err)
 	}
 }

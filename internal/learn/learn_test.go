@@ -83,11 +83,20 @@ func (r *rig) counter(name string) int {
 	return -1
 }
 
-// waitRead waits until the listener has read n datagrams.
+// handled is how many datagrams were dropped, ignored or booked.
+func (r *rig) handled() int {
+	n := r.counter("doorman_learn_ignored_total") + r.counter("doorman_learn_failures_total") + r.counter("doorman_learn_successes_total")
+	for _, why := range []string{"oversized", "malformed", "unknown", "no_client", "not_loopback"} {
+		n += r.counter(`doorman_learn_dropped_total{why="` + why + `"}`)
+	}
+	return n
+}
+
+// waitRead waits until the listener has read and handled n datagrams.
 func (r *rig) waitRead(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for r.counter("doorman_learn_records_total") < n {
+	for r.counter("doorman_learn_records_total") < n || r.handled() < n {
 		if time.Now().After(deadline) {
 			t.Fatalf("read %d records, want %d", r.counter("doorman_learn_records_total"), n)
 		}

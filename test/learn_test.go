@@ -1,0 +1,208 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// learnSocketLine is the shipped access_log line of nginx/doorman-learn.conf;
+// tests point it at a socket of their own.
+const learnSocketLine = "syslog:server=unix:/run/doorman/learn.sock,nohostname"
+
+// learnConf writes nginx/doorman-learn.conf into dir with its socket moved to
+// sock and returns the copy's path and the access_log line to repeat in a
+// server that has its own access_log.
+func learnConf(t *testing.T, dir, sock string) (path, accessLog string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "nginx", "doorman-learn.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(b)
+	if strings.Count(conf, learnSocketLine) != 1 {
+		t.Fatalf("nginx/doorman-learn.conf no longer contains %q once", learnSocketLine)
+	}
+	moved := "syslog:server=unix:" + sock + ",nohostname"
+	conf = strings.ReplaceAll(conf, learnSocketLine, moved)
+	path = filepath.Join(dir, "doorman-learn.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(conf, "\n") {
+		if strings.HasPrefix(line, "access_log ") {
+			accessLog = line
+		}
+	}
+	if accessLog == "" {
+		t.Fatal("no access_log line in nginx/doorman-learn.conf")
+	}
+	return path, accessLog
+}
+
+// learnMetric reads one doorman_learn_* series from /metrics.
+func learnMetric(t *testing.T, d *Doorman, name string) int {
+	t.Helper()
+	_, b, err := d.Get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return -1
+}
+
+// learnHandled is how many well-formed records doorman has booked or ignored.
+func learnHandled(t *testing.T, d *Doorman) int {
+	return learnMetric(t, d, "doorman_learn_failures_total") + learnMetric(t, d, "doorman_learn_successes_total") +
+		learnMetric(t, d, "doorman_learn_ignored_total")
+}
+
+// waitLearned waits until doorman has booked or ignored n learned records.
+func waitLearned(t *testing.T, d *Doorman, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for learnHandled(t, d) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("doorman read %d learned records, want %d", learnMetric(t, d, "doorman_learn_records_total"), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// failuresOf is the failure count doorman holds for ip.
+func failuresOf(t *testing.T, d *Doorman, ip string) int {
+	t.Helper()
+	status, b := d.API(t, "GET", "/v1/decide?ip="+ip, nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /v1/decide?ip=%s: %d %s", ip, status, b)
+	}
+	var out struct{ Failures int }
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Failures
+}
+
+// TestLearnDjangoAdminBehindNginx: the Django admin as Django ships it (no
+// doorman app), behind the shipped nginx site with doorman-learn.conf:
+// nginx's records alone ban the address that fails, before its next
+// request; a right password resets the count; a CSRF refusal counts nothing.
+func TestLearnDjangoAdminBehindNginx(t *testing.T) {
+	requireDjango(t)
+	requireTool(t, "nginx", "nginx")
+	lockFixedPorts(t)
+	sockDir := t.TempDir()
+	sock := filepath.Join(sockDir, "learn.sock")
+	d := startDoorman(t, map[string]string{
+		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180", // the shipped upstream
+		"DOORMAN_MAX_FAILURES": "5",
+		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
+		"DOORMAN_LEARN_RULES":  "django /admin/login/",
+	})
+	demo := startDjangoDemo(t, map[string]string{"DEMO_DOORMAN_APP": "0"})
+	example, err := os.ReadFile(filepath.Join(repoRoot(t), "nginx", "site.conf.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNginxHTTP(t, func(dir string, port int) string {
+		learn, accessLog := learnConf(t, dir, sock)
+		conf := string(example)
+		for _, r := range [][2]string{
+			{"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port)},
+			{"server 127.0.0.1:8000;", "server " + demo.Addr + ";"},
+			{"/etc/nginx/doorman/", dir + "/doorman/"},
+			// The site's own access_log: the learning line is repeated next to it (docs/learn.md).
+			{"access_log /var/log/nginx/app.access.log doorman;", "access_log " + dir + "/site.access.log doorman;\n    " + accessLog},
+		} {
+			if !strings.Contains(conf, r[0]) {
+				t.Fatalf("site.conf.example no longer contains %q", r[0])
+			}
+			conf = strings.ReplaceAll(conf, r[0], r[1])
+		}
+		return "include " + learn + ";\n" + conf
+	})
+	base := n.URL("")
+	records := 0 // POSTs sent, each a record
+
+	attacker := newBrowser(t, "127.0.0.10", base)
+	fail := func(b *browser, who string) {
+		t.Helper()
+		status, body := b.login("admin", "wrong")
+		records++
+		if status != http.StatusOK || !strings.Contains(body, loginFailed) {
+			t.Fatalf("%s failure: %d %.300q, want 200 with the login error", who, status, body)
+		}
+	}
+	for range 4 {
+		fail(attacker, "attacker")
+	}
+	if status, body := attacker.login("admin", demoPassword); status != http.StatusFound {
+		t.Fatalf("right password: %d %.300q, want 302", status, body)
+	}
+	records++
+	waitLearned(t, d, records)
+	if got := failuresOf(t, d, "127.0.0.10"); got != 0 {
+		t.Fatalf("failures after a success = %d, want 0 (reset)", got)
+	}
+	attacker = newBrowser(t, "127.0.0.10", base) // signed out: a new session
+	for range 4 {
+		fail(attacker, "attacker")
+	}
+	waitLearned(t, d, records)
+	if got := failuresOf(t, d, "127.0.0.10"); got != 4 {
+		t.Fatalf("failures = %d, want 4", got)
+	}
+	// The fifth failure bans. The record leaves nginx after the answer, so
+	// a client on this host could be faster than it (TestLearnFarClient);
+	// wait until it is booked.
+	fail(attacker, "attacker")
+	waitLearned(t, d, records)
+	status, body := attacker.do("GET", "/admin/", nil)
+	if status != http.StatusForbidden || !strings.Contains(body, "<h1>Access denied</h1>") {
+		t.Fatalf("the request after the fifth failure: %d %.200q, want nginx's 403", status, body)
+	}
+	if !strings.Contains(d.Log(t), "msg=ban ip=127.0.0.10 key=127.0.0.10/32") {
+		t.Errorf("no ban line for 127.0.0.10:\n%s", d.Log(t))
+	}
+
+	// CSRF: a POST without the token is Django's 403, ten times: nothing.
+	csrf := newBrowser(t, "127.0.0.20", base)
+	for range 10 {
+		status, _ := csrf.do("POST", "/admin/login/", url.Values{"username": {"admin"}, "password": {"wrong"}})
+		records++
+		if status != http.StatusForbidden {
+			t.Fatalf("POST without a CSRF token: %d, want 403", status)
+		}
+	}
+	// A bystander is unaffected.
+	bystander := newBrowser(t, "127.0.0.11", base)
+	if status, _ := bystander.login("admin", demoPassword); status != http.StatusFound {
+		t.Errorf("bystander login: %d, want 302", status)
+	}
+	records++
+	waitLearned(t, d, records)
+	if got := failuresOf(t, d, "127.0.0.20"); got != 0 {
+		t.Errorf("CSRF refusals counted %d failures, want 0", got)
+	}
+	if status, _ := csrf.do("GET", "/admin/login/", nil); status != http.StatusOK {
+		t.Errorf("after CSRF refusals: %d, want 200", status)
+	}
+	for name, want := range map[string]int{"doorman_learn_failures_total": 9, "doorman_learn_successes_total": 2,
+		"doorman_learn_ignored_total": 10, "doorman_learn_parsed_total": records} {
+		if got := learnMetric(t, d, name); got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+}
