@@ -47,26 +47,37 @@ func learnConf(t *testing.T, dir, sock string) (path, accessLog string) {
 	return path, accessLog
 }
 
-// learnMetric reads one doorman_learn_* series from /metrics.
-func learnMetric(t *testing.T, d *Doorman, name string) int {
+// learnMetrics reads the doorman_learn_* series from one /metrics scrape.
+func learnMetrics(t *testing.T, d *Doorman) map[string]int {
 	t.Helper()
 	_, b, err := d.Get("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := map[string]int{}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			n, _ := strconv.Atoi(v)
-			return n
+		if name, v, ok := strings.Cut(line, " "); ok && strings.HasPrefix(name, "doorman_learn_") {
+			out[name], _ = strconv.Atoi(v)
 		}
+	}
+	return out
+}
+
+// learnMetric reads one doorman_learn_* series from /metrics.
+func learnMetric(t *testing.T, d *Doorman, name string) int {
+	t.Helper()
+	if v, ok := learnMetrics(t, d)[name]; ok {
+		return v
 	}
 	return -1
 }
 
-// learnHandled is how many well-formed records doorman has booked or ignored.
+// learnHandled is how many well-formed records doorman has booked or
+// ignored, from one scrape.
 func learnHandled(t *testing.T, d *Doorman) int {
-	return learnMetric(t, d, "doorman_learn_failures_total") + learnMetric(t, d, "doorman_learn_successes_total") +
-		learnMetric(t, d, "doorman_learn_ignored_total")
+	t.Helper()
+	m := learnMetrics(t, d)
+	return m["doorman_learn_failures_total"] + m["doorman_learn_successes_total"] + m["doorman_learn_ignored_total"]
 }
 
 // waitLearned waits until doorman has booked or ignored n learned records.
@@ -75,7 +86,7 @@ func waitLearned(t *testing.T, d *Doorman, n int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for learnHandled(t, d) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("doorman read %d learned records, want %d", learnMetric(t, d, "doorman_learn_records_total"), n)
+			t.Fatalf("doorman handled %d learned records, want %d: %v", learnHandled(t, d), n, learnMetrics(t, d))
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

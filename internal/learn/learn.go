@@ -220,6 +220,10 @@ func (l *Listener) read(p *accesslog.Parser, rec *accesslog.Record, d, scratch [
 	out, rule, scratch := l.o.Rules.Match(rec, scratch)
 	if out == accesslog.Ignore {
 		l.c.ignored.Inc()
+		if l.o.Log.Enabled(context.Background(), slog.LevelDebug) {
+			l.o.Log.Debug("learn: ignored", "ip", rec.Client.String(), "method", string(rec.Method), "host", string(rec.Host),
+				"path", string(scratch), "status", rec.Status)
+		}
 		return learned{}, scratch
 	}
 	return learned{client: rec.Client, outcome: out, rule: rule, status: rec.Status}, scratch
