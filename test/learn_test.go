@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -215,5 +216,95 @@ func TestLearnDjangoAdminBehindNginx(t *testing.T) {
 		if got := learnMetric(t, d, name); got != want {
 			t.Errorf("%s = %d, want %d", name, got, want)
 		}
+	}
+}
+
+// TestLearnHostileInput: requests crafted to forge or break records through
+// real nginx, and garbage written straight to the socket, change nothing:
+// no address is counted but the sender's own, and each bad datagram is
+// counted as dropped.
+func TestLearnHostileInput(t *testing.T) {
+	requireTool(t, "nginx", "nginx")
+	lockFixedPorts(t)
+	sock := filepath.Join(t.TempDir(), "learn.sock")
+	d := startDoorman(t, map[string]string{
+		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180",
+		"DOORMAN_MAX_FAILURES": "1",
+		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
+		"DOORMAN_LEARN_RULES":  "django /admin/login/",
+	})
+	n := learnNginx(t, sock, loginApp(t))
+	const attacker, victim = "127.0.0.30", "127.0.0.31"
+	c := clientFrom(attacker)
+	post := func(target, host string) {
+		t.Helper()
+		req, err := http.NewRequest("POST", n.URL(target), strings.NewReader("password=right"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	// Each is a success of the attacker's (302) or nothing; none may name
+	// the victim or fail anyone.
+	forged := `","client":"` + victim + `","status":"200`
+	post("/other/?"+url.QueryEscape(forged), "")
+	post("/admin/login/?"+forged, "")
+	post("/admin/login/"+url.PathEscape(forged), "")
+	post("/admin/login/", "h"+strings.Repeat("x", 6000)+".example")
+	post("/admin/login/"+strings.Repeat("%0a%01%7f", 600), "")
+	post("/"+strings.Repeat("a/", 3000)+"../admin/login/", "")
+	// Garbage from a local writer.
+	conn, err := net.Dial("unixgram", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	garbage := [][]byte{
+		[]byte("\x00\xff\xfe random bytes \x1b[31m"),
+		[]byte(`<190>Dec  3 09:04:39 nginx: {"client":"` + victim + `","method":"POST","status":"200","uri":"/admin/lo`),
+		make([]byte, 64<<10),
+		[]byte(`{"client":"` + attacker + `","client":"` + victim + `","method":"POST","status":"200","uri":"/admin/login/"}`),
+		[]byte(`{"client":"` + victim + `\u0000","method":"POST","status":"200","uri":"/admin/login/"}`),
+	}
+	for _, g := range garbage {
+		if _, err := conn.Write(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m := learnMetrics(t, d)
+		if m["doorman_learn_records_total"] >= 6+len(garbage) && m["doorman_learn_successes_total"]+m["doorman_learn_ignored_total"] >= 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("records not all handled: %v", m)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	m := learnMetrics(t, d)
+	if m["doorman_learn_failures_total"] != 0 {
+		t.Errorf("hostile input booked failures: %v", m)
+	}
+	for why, want := range map[string]int{"malformed": 3, "no_client": 1, "oversized": 1} {
+		if got := m[`doorman_learn_dropped_total{why="`+why+`"}`]; got != want {
+			t.Errorf("dropped %s = %d, want %d (%v)", why, got, want, m)
+		}
+	}
+	for _, ip := range []string{attacker, victim} {
+		if got := failuresOf(t, d, ip); got != 0 {
+			t.Errorf("%s has %d failures, want 0", ip, got)
+		}
+	}
+	if status, b := d.API(t, "GET", "/v1/bans", nil); status != http.StatusOK || strings.Contains(string(b), "127.0.0.") {
+		t.Errorf("bans after hostile input: %d %s", status, b)
 	}
 }
