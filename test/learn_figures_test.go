@@ -236,7 +236,7 @@ func fail2banFigures(t *testing.T, records int) {
 	logf := filepath.Join(dir, "access.log")
 	os.WriteFile(logf, []byte(b.String()), 0o644)
 	filter := filepath.Join(dir, "learn.conf")
-	os.WriteFile(filter, []byte("[Definition]\nfailregex = ^<HOST> \\S+ \\S+ \\[[^]]+\\] \"POST /admin/login/\\S* HTTP/[0-9.]+\" 200 \n"+
+	os.WriteFile(filter, []byte("[Definition]\nfailregex = ^<HOST> \\S+ \\S+ \\[[^]]*\\] \"POST /admin/login/\\S* HTTP/[0-9.]+\" 200 \n"+
 		"datepattern = ^[^[]*\\[({DATE})\n    {^LN-BEG}\n"), 0o644)
 	start := time.Now()
 	out, err := exec.Command("fail2ban-regex", logf, filter).CombinedOutput()
