@@ -44,6 +44,7 @@ func TestImportRules(t *testing.T) {
 		{"internal/learn", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server",
 			"github.com/redis/", "net/http", "github.com/valyala/fasthttp"}},
 		{"internal/accesslog", []string{"net", "os", "net/http", "github.com/valyala/fasthttp", "log", "log/slog", mod + "internal/"}},
+		{"internal/requestid", []string{mod}},
 		{"internal/minutes", []string{mod}},
 		{"internal/throttle", []string{mod}},
 	}

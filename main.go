@@ -24,6 +24,7 @@ import (
 	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/learn"
 	"github.com/doorman/doorman/internal/notify"
+	"github.com/doorman/doorman/internal/requestid"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
 	"github.com/doorman/doorman/internal/ui"
@@ -203,9 +204,11 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log}
 	d.Cache = cache
+	var seen *requestid.Seen // one login reported by the app and learned from the proxy counts once
 	if cfg.LearnRuleSet != nil {
+		seen = requestid.New(learn.SeenMax, learn.SeenWindow)
 		ln, err := learn.Listen(learn.Options{Network: cfg.LearnListen.Network, Address: cfg.LearnListen.Address, Rules: cfg.LearnRuleSet,
-			Trusted: d.Trusted, Service: svc, Metrics: m.Set(), Log: log, Now: time.Now})
+			Trusted: d.Trusted, Service: svc, Seen: seen, Metrics: m.Set(), Log: log, Now: time.Now})
 		if err != nil {
 			decideLn.Close()
 			apiLn.Close()
@@ -225,7 +228,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	defer stopPage()
 	go page.Run(pageCtx)
 	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
-	api.Accounts, api.DryRun = acct, cfg.DryRun
+	api.Accounts, api.DryRun, api.Seen = acct, cfg.DryRun, seen
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{decideLn, apiLn} {

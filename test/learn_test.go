@@ -78,7 +78,8 @@ func learnMetric(t *testing.T, d *Doorman, name string) int {
 func learnHandled(t *testing.T, d *Doorman) int {
 	t.Helper()
 	m := learnMetrics(t, d)
-	return m["doorman_learn_failures_total"] + m["doorman_learn_successes_total"] + m["doorman_learn_ignored_total"]
+	return m["doorman_learn_failures_total"] + m["doorman_learn_successes_total"] + m["doorman_learn_ignored_total"] +
+		m["doorman_learn_duplicates_total"]
 }
 
 // waitLearned waits until doorman has booked or ignored n learned records.
@@ -107,6 +108,77 @@ func failuresOf(t *testing.T, d *Doorman, ip string) int {
 	return out.Failures
 }
 
+// learnDjangoSite is nginx/site.conf.example in front of demo, with
+// doorman-learn.conf included and its access_log line repeated next to the
+// site's own, as docs/learn.md says.
+func learnDjangoSite(t *testing.T, sock string, demo *djangoDemo) *Nginx {
+	t.Helper()
+	example, err := os.ReadFile(filepath.Join(repoRoot(t), "nginx", "site.conf.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startNginxHTTP(t, func(dir string, port int) string {
+		learn, accessLog := learnConf(t, dir, sock)
+		conf := string(example)
+		for _, r := range [][2]string{
+			{"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port)},
+			{"server 127.0.0.1:8000;", "server " + demo.Addr + ";"},
+			{"/etc/nginx/doorman/", dir + "/doorman/"},
+			{"access_log /var/log/nginx/app.access.log doorman;", "access_log " + dir + "/site.access.log doorman;\n    " + accessLog},
+		} {
+			if !strings.Contains(conf, r[0]) {
+				t.Fatalf("site.conf.example no longer contains %q", r[0])
+			}
+			conf = strings.ReplaceAll(conf, r[0], r[1])
+		}
+		return "include " + learn + ";\n" + conf
+	})
+}
+
+// TestLearnAndWebhookCountOnce: the demo with doorman_django reporting to
+// the webhook and nginx's records learned too; nginx passes $request_id to
+// the app as X-Request-Id and in its record, so five failed logins count
+// five, not ten.
+func TestLearnAndWebhookCountOnce(t *testing.T) {
+	requireDjango(t)
+	requireTool(t, "nginx", "nginx")
+	lockFixedPorts(t)
+	const token = "learn-e2e-token"
+	sock := filepath.Join(t.TempDir(), "learn.sock")
+	d := startDoorman(t, map[string]string{
+		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180",
+		"DOORMAN_MAX_FAILURES": "10",
+		"DOORMAN_API_TOKEN":    token,
+		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
+		"DOORMAN_LEARN_RULES":  "django /admin/login/",
+	})
+	demo := startDjangoDemo(t, map[string]string{
+		"DOORMAN_API_URL":         "http://" + d.APIAddr,
+		"DOORMAN_API_TOKEN":       token,
+		"DOORMAN_TRUSTED_PROXIES": "127.0.0.1/32",
+	})
+	n := learnDjangoSite(t, sock, demo)
+	b := newBrowser(t, "127.0.0.40", n.URL(""))
+	for i := range 5 {
+		if status, body := b.login("admin", "wrong"); status != http.StatusOK || !strings.Contains(body, loginFailed) {
+			t.Fatalf("failure %d: %d %.200q", i+1, status, body)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for learnMetric(t, d, "doorman_learn_duplicates_total") < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("learned records not all seen as duplicates: %v", learnMetrics(t, d))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if got := failuresOf(t, d, "127.0.0.40"); got != 5 {
+		t.Errorf("failures = %d, want 5 (each login once)", got)
+	}
+	if got := learnMetric(t, d, "doorman_learn_failures_total"); got != 0 {
+		t.Errorf("doorman_learn_failures_total = %d, want 0: the webhook counted each first", got)
+	}
+}
+
 // TestLearnDjangoAdminBehindNginx: the Django admin as Django ships it (no
 // doorman app), behind the shipped nginx site with doorman-learn.conf:
 // nginx's records alone ban the address that fails, before its next
@@ -124,27 +196,7 @@ func TestLearnDjangoAdminBehindNginx(t *testing.T) {
 		"DOORMAN_LEARN_RULES":  "django /admin/login/",
 	})
 	demo := startDjangoDemo(t, map[string]string{"DEMO_DOORMAN_APP": "0"})
-	example, err := os.ReadFile(filepath.Join(repoRoot(t), "nginx", "site.conf.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := startNginxHTTP(t, func(dir string, port int) string {
-		learn, accessLog := learnConf(t, dir, sock)
-		conf := string(example)
-		for _, r := range [][2]string{
-			{"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", port)},
-			{"server 127.0.0.1:8000;", "server " + demo.Addr + ";"},
-			{"/etc/nginx/doorman/", dir + "/doorman/"},
-			// The site's own access_log: the learning line is repeated next to it (docs/learn.md).
-			{"access_log /var/log/nginx/app.access.log doorman;", "access_log " + dir + "/site.access.log doorman;\n    " + accessLog},
-		} {
-			if !strings.Contains(conf, r[0]) {
-				t.Fatalf("site.conf.example no longer contains %q", r[0])
-			}
-			conf = strings.ReplaceAll(conf, r[0], r[1])
-		}
-		return "include " + learn + ";\n" + conf
-	})
+	n := learnDjangoSite(t, sock, demo)
 	base := n.URL("")
 	records := 0 // POSTs sent, each a record
 

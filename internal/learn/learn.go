@@ -37,6 +37,7 @@ import (
 
 	"github.com/doorman/doorman/internal/accesslog"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/requestid"
 	"github.com/doorman/doorman/internal/throttle"
 )
 
@@ -49,6 +50,14 @@ const readBuffer = 4 << 20
 
 // warnEvery is how often each kind of warning is logged at most.
 const warnEvery = time.Minute
+
+// The request ids remembered to count a login reported twice once: the
+// webhook's report comes before the answer, the record just after it, so a
+// minute is ample; 100 000 ids are about 5 MB.
+const (
+	SeenMax    = 100_000
+	SeenWindow = time.Minute
+)
 
 // Workers book records; QueueLen records wait for each.
 const (
@@ -63,6 +72,9 @@ type Options struct {
 	Rules   *accesslog.Rules
 	Trusted *bart.Lite // DOORMAN_TRUSTED_PROXIES, for Caddy's X-Forwarded-For
 	Service engine.Service
+	// Seen is shared with the webhook: a failure whose request id was
+	// already counted (the app reported it) is not counted again. nil: off.
+	Seen    *requestid.Seen
 	Metrics *metrics.Set
 	Log     *slog.Logger
 	Now     func() time.Time
@@ -79,8 +91,8 @@ type Listener struct {
 }
 
 type counters struct {
-	read, parsed, failures, successes, ignored, errors *metrics.Counter
-	dropped                                            map[string]*metrics.Counter
+	read, parsed, failures, successes, ignored, errors, duplicates *metrics.Counter
+	dropped                                                        map[string]*metrics.Counter
 }
 
 // notLoopback is the drop reason of a UDP datagram from another host.
@@ -104,13 +116,14 @@ func Listen(o Options) (*Listener, error) {
 	}
 	s := o.Metrics
 	l.c = counters{
-		read:      s.NewCounter("doorman_learn_records_total"),
-		parsed:    s.NewCounter("doorman_learn_parsed_total"),
-		failures:  s.NewCounter("doorman_learn_failures_total"),
-		successes: s.NewCounter("doorman_learn_successes_total"),
-		ignored:   s.NewCounter("doorman_learn_ignored_total"),
-		errors:    s.NewCounter("doorman_learn_errors_total"),
-		dropped:   map[string]*metrics.Counter{},
+		read:       s.NewCounter("doorman_learn_records_total"),
+		parsed:     s.NewCounter("doorman_learn_parsed_total"),
+		failures:   s.NewCounter("doorman_learn_failures_total"),
+		successes:  s.NewCounter("doorman_learn_successes_total"),
+		ignored:    s.NewCounter("doorman_learn_ignored_total"),
+		errors:     s.NewCounter("doorman_learn_errors_total"),
+		duplicates: s.NewCounter("doorman_learn_duplicates_total"),
+		dropped:    map[string]*metrics.Counter{},
 	}
 	for _, w := range accesslog.Whys() {
 		l.c.dropped[w.String()] = s.NewCounter(`doorman_learn_dropped_total{why="` + w.String() + `"}`)
@@ -224,6 +237,10 @@ func (l *Listener) read(p *accesslog.Parser, rec *accesslog.Record, d, scratch [
 			l.o.Log.Debug("learn: ignored", "ip", rec.Client.String(), "method", string(rec.Method), "host", string(rec.Host),
 				"path", string(scratch), "status", rec.Status)
 		}
+		return learned{}, scratch
+	}
+	if out == accesslog.Failure && !l.o.Seen.First(rec.RequestID, l.o.Now()) {
+		l.c.duplicates.Inc() // the app's webhook counted this login
 		return learned{}, scratch
 	}
 	return learned{client: rec.Client, outcome: out, rule: rule, status: rec.Status}, scratch

@@ -2,6 +2,7 @@ package learn
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/accesslog"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/requestid"
 )
 
 type rig struct {
@@ -26,6 +28,7 @@ type rig struct {
 	set   *metrics.Set
 	log   *bytes.Buffer
 	send  func(t *testing.T, d string)
+	seen  *requestid.Seen
 	now   time.Time
 }
 
@@ -47,8 +50,9 @@ func newRig(t *testing.T, network string) *rig {
 	}
 	trusted := new(bart.Lite)
 	trusted.Insert(netip.MustParsePrefix("127.0.0.0/8"))
+	r.seen = requestid.New(100, time.Minute)
 	r.l, err = Listen(Options{Network: network, Address: addr, Rules: rules, Trusted: trusted, Service: r.local,
-		Metrics: r.set, Log: log, Now: time.Now})
+		Seen: r.seen, Metrics: r.set, Log: log, Now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +109,38 @@ func (r *rig) waitRead(t *testing.T, n int) {
 }
 
 func record(client, uri string, status int) string {
-	return fmt.Sprintf(`<190>Dec  3 09:04:39 nginx: {"client":"%s","method":"POST","host":"example.com","uri":"%s","status":"%d","request_id":"x"}`,
-		client, uri, status)
+	return recordID(client, uri, status, "")
+}
+
+func recordID(client, uri string, status int, id string) string {
+	return fmt.Sprintf(`<190>Dec  3 09:04:39 nginx: {"client":"%s","method":"POST","host":"example.com","uri":"%s","status":"%d","request_id":"%s"}`,
+		client, uri, status, id)
+}
+
+// TestDuplicates: a failure whose request id the webhook counted is not
+// counted again; one the listener counted first is remembered for the
+// webhook.
+func TestDuplicates(t *testing.T) {
+	r := newRig(t, "unixgram")
+	ip := netip.MustParseAddr("192.0.2.8")
+	const reported, learnedFirst = "0f3a9c1d2b4e5f60718293a4b5c6d7e8", "1f3a9c1d2b4e5f60718293a4b5c6d7e8"
+	r.seen.First([]byte(reported), time.Now()) // the app's report
+	r.send(t, recordID(ip.String(), "/admin/login/", 200, reported))
+	r.send(t, recordID(ip.String(), "/admin/login/", 200, learnedFirst))
+	r.waitRead(t, 1) // the duplicate is neither booked nor ignored
+	deadline := time.Now().Add(5 * time.Second)
+	for r.counter("doorman_learn_failures_total") < 1 || r.counter("doorman_learn_duplicates_total") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("failures %d, duplicates %d", r.counter("doorman_learn_failures_total"), r.counter("doorman_learn_duplicates_total"))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := r.local.Explain(context.Background(), ip, time.Now()).Failures; got != 1 {
+		t.Errorf("failures = %d, want 1", got)
+	}
+	if r.seen.First([]byte(learnedFirst), time.Now()) {
+		t.Error("the learned record's id was not remembered for the webhook")
+	}
 }
 
 func TestFailuresBan(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/requestid"
 )
 
 // MaxBody is the largest request body the API reads.
@@ -41,6 +42,10 @@ type API struct {
 	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
 	Accounts engine.AccountService
 	DryRun   bool
+	// Seen holds the request ids of failures counted lately, shared with
+	// the learning listener: a failure reported with a request id already
+	// counted is answered but not counted again. nil: every report counts.
+	Seen *requestid.Seen
 
 	// failLog writes the failure lines: at most
 	// engine.FailureLinesPerSecond a second at info, the rest at debug,
@@ -49,9 +54,10 @@ type API struct {
 }
 
 type failureIn struct {
-	IP       string `json:"ip"`
-	Username string `json:"username"`
-	Device   string `json:"device"` // the client's device token, if any
+	IP        string `json:"ip"`
+	Username  string `json:"username"`
+	Device    string `json:"device"`     // the client's device token, if any
+	RequestID string `json:"request_id"` // the proxy's id of the request (nginx's $request_id), if any
 }
 
 type failureOut struct {
@@ -62,6 +68,9 @@ type failureOut struct {
 	Until    string       `json:"until,omitempty"`
 	NeverBan bool         `json:"never_ban,omitempty"`
 	Account  *AccountJSON `json:"account,omitempty"`
+	// Duplicate: the request id was counted already (a learned record);
+	// the address's state is shown, nothing was counted for it.
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 type banIn struct {
@@ -223,6 +232,14 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	user := in.Username
 	now := a.Now()
+	if len(in.RequestID) > requestid.MaxLen {
+		apiError(ctx, fasthttp.StatusBadRequest, `"request_id": longer than %d bytes`, requestid.MaxLen)
+		return
+	}
+	if !a.Seen.First([]byte(in.RequestID), now) {
+		a.duplicateFailure(c, ctx, ip, user, in.Device, now)
+		return
+	}
 	res, err := a.Service.Fail(c, ip, now)
 	if err != nil && !res.Banned {
 		a.serviceError(ctx, err)
@@ -242,6 +259,23 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	writeJSON(ctx, fasthttp.StatusOK, withProxies(c, out))
+}
+
+// duplicateFailure answers a failure whose request id was counted already:
+// the address's state as it is, and the account's failure, which only the
+// webhook knows of, counted.
+func (a *API) duplicateFailure(c context.Context, ctx *fasthttp.RequestCtx, ip netip.Addr, user, device string, now time.Time) {
+	ex := a.Service.Explain(c, ip, now)
+	out := failureOut{IP: ex.Addr.String(), Key: ex.Verdict.Key.String(), Failures: ex.Failures, Duplicate: true}
+	if ex.Verdict.Reason == decide.Banned {
+		out.Banned, out.Until = true, ex.Verdict.Until.Format(time.RFC3339)
+	}
+	var err error
+	if out.Account, err = a.accountFailure(c, user, device, now); err != nil {
+		a.serviceError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
