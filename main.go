@@ -22,9 +22,7 @@ import (
 	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/engine"
-	"github.com/doorman/doorman/internal/learn"
 	"github.com/doorman/doorman/internal/notify"
-	"github.com/doorman/doorman/internal/requestid"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
 	"github.com/doorman/doorman/internal/ui"
@@ -204,21 +202,13 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log}
 	d.Cache = cache
-	var seen *requestid.Seen // one login reported by the app and learned from the proxy counts once
-	if cfg.LearnRuleSet != nil {
-		seen = requestid.New(learn.SeenMax, learn.SeenWindow)
-		ln, err := learn.Listen(learn.Options{Network: cfg.LearnListen.Network, Address: cfg.LearnListen.Address, Rules: cfg.LearnRuleSet,
-			Trusted: d.Trusted, Service: svc, Seen: seen, Metrics: m.Set(), Log: log, Now: time.Now})
-		if err != nil {
-			decideLn.Close()
-			apiLn.Close()
-			return fmt.Errorf("DOORMAN_LEARN_ADDR: %w", err)
-		}
-		learned := make(chan struct{})
-		go func() { ln.Run(); close(learned) }()
-		defer func() { ln.Close(); <-learned }() // the last booking ends before the state file closes
-		log.Info("learning", "addr", cfg.LearnAddr, "rules", cfg.LearnRules)
+	seen, stopLearning, err := startLearning(cfg, d.Trusted, svc, m, log)
+	if err != nil {
+		decideLn.Close()
+		apiLn.Close()
+		return err
 	}
+	defer stopLearning() // the last booking ends before the state file closes
 	page, err := ui.New(ui.Options{Service: svc, History: history, Accounts: acct, Counts: m.Counts, Token: cfg.APIToken,
 		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now})
 	if err != nil {
