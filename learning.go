@@ -17,13 +17,13 @@ import (
 // until stop, which returns once the records read are booked. seen is the
 // request ids it shares with the webhook, so that a login both reported and
 // learned counts once; learning off: nil, and stop does nothing.
-func startLearning(cfg *config.Config, trusted *bart.Lite, svc engine.Service, m *engine.Metrics, log *slog.Logger) (seen *requestid.Seen, stop func(), err error) {
+func startLearning(cfg *config.Config, trusted *bart.Lite, local *engine.Local, log *slog.Logger) (seen *requestid.Seen, stop func(), err error) {
 	if cfg.LearnRuleSet == nil {
 		return nil, func() {}, nil
 	}
 	seen = requestid.New(learn.SeenMax, learn.SeenWindow)
 	ln, err := learn.Listen(learn.Options{Network: cfg.LearnListen.Network, Address: cfg.LearnListen.Address, Rules: cfg.LearnRuleSet,
-		Trusted: trusted, Service: svc, Seen: seen, Metrics: m.Set(), Log: log, Now: time.Now})
+		Trusted: trusted, Local: local, Seen: seen, Metrics: local.Metrics().Set(), Log: log, Now: time.Now})
 	if err != nil {
 		return nil, nil, fmt.Errorf("DOORMAN_LEARN_ADDR: %w", err)
 	}

@@ -1,7 +1,8 @@
 // Package learn is the learning listener (DOORMAN_LEARN_ADDR): it reads the
 // proxy's access-log records from a unix datagram socket or a loopback UDP
 // socket, and books each login the rules (DOORMAN_LEARN_RULES) recognise as
-// a failure or a success through the same Service calls as the webhook.
+// a failure or a success through the same engine.Local calls as the webhook
+// (Local.Fail, whose commit writes the failure line, and Local.Succeed).
 //
 // Only the proxy can write a record: the unix socket lives in a directory
 // only it and doorman can enter, and UDP datagrams from any address but
@@ -36,6 +37,7 @@ import (
 	"github.com/gaissmai/bart"
 
 	"github.com/doorman/doorman/internal/accesslog"
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/requestid"
 	"github.com/doorman/doorman/internal/throttle"
@@ -71,7 +73,7 @@ type Options struct {
 	Address string // a socket path, or a loopback host:port
 	Rules   *accesslog.Rules
 	Trusted *bart.Lite // DOORMAN_TRUSTED_PROXIES, for Caddy's X-Forwarded-For
-	Service engine.Service
+	Local   *engine.Local
 	// Seen is shared with the webhook: a failure whose request id was
 	// already counted (the app reported it) is not counted again. nil: off.
 	Seen    *requestid.Seen
@@ -82,12 +84,11 @@ type Options struct {
 
 // Listener reads and books records until Close.
 type Listener struct {
-	o      Options
-	conn   net.PacketConn
-	unix   bool
-	warn   *throttle.Throttle
-	c      counters
-	failed engine.FailureLog
+	o    Options
+	conn net.PacketConn
+	unix bool
+	warn *throttle.Throttle
+	c    counters
 }
 
 type counters struct {
@@ -95,8 +96,12 @@ type counters struct {
 	dropped                                                        map[string]*metrics.Counter
 }
 
-// notLoopback is the drop reason of a UDP datagram from another host.
-const notLoopback = "not_loopback"
+// Drop reasons of the listener's own, besides accesslog's: a UDP datagram
+// from another host, and a request id no proxy makes (api.RequestID).
+const (
+	notLoopback = "not_loopback"
+	badID       = "request_id"
+)
 
 // Listen opens the socket. A stale unix socket left by an earlier run is
 // replaced; a path that is not a socket is refused.
@@ -128,7 +133,9 @@ func Listen(o Options) (*Listener, error) {
 	for _, w := range accesslog.Whys() {
 		l.c.dropped[w.String()] = s.NewCounter(`doorman_learn_dropped_total{why="` + w.String() + `"}`)
 	}
-	l.c.dropped[notLoopback] = s.NewCounter(`doorman_learn_dropped_total{why="` + notLoopback + `"}`)
+	for _, w := range []string{notLoopback, badID} {
+		l.c.dropped[w] = s.NewCounter(`doorman_learn_dropped_total{why="` + w + `"}`)
+	}
 	return l, nil
 }
 
@@ -220,13 +227,16 @@ type learned struct {
 	client  netip.Addr
 	outcome accesslog.Outcome
 	rule    *accesslog.Rule // nil: nothing to book
-	status  int
 }
 
 // read parses one datagram and counts what it is.
 func (l *Listener) read(p *accesslog.Parser, rec *accesslog.Record, d, scratch []byte) (learned, []byte) {
 	if why := p.Parse(d, rec); why != accesslog.OK {
 		l.drop(why.String(), d)
+		return learned{}, scratch
+	}
+	if !api.ValidRequestID(rec.RequestID) {
+		l.drop(badID, d)
 		return learned{}, scratch
 	}
 	l.c.parsed.Inc()
@@ -243,7 +253,7 @@ func (l *Listener) read(p *accesslog.Parser, rec *accesslog.Record, d, scratch [
 		l.c.duplicates.Inc() // the app's webhook counted this login
 		return learned{}, scratch
 	}
-	return learned{client: rec.Client, outcome: out, rule: rule, status: rec.Status}, scratch
+	return learned{client: rec.Client, outcome: out, rule: rule}, scratch
 }
 
 // shard is the worker of a's records: by the /64 of an IPv6 address (a ban
@@ -307,25 +317,18 @@ func (l *Listener) bookOne(r learned) {
 func (l *Listener) fail(r learned) {
 	ctx, cancel := context.WithTimeout(context.Background(), serviceTimeout)
 	defer cancel()
-	now := l.o.Now()
-	res, err := l.o.Service.Fail(ctx, r.client, now)
-	if err != nil && !res.Banned {
+	// Records carry no username (the proxy does not know it): account locks
+	// stay with the webhook.
+	if _, err := l.o.Local.Fail(ctx, r.client, "", l.o.Now()); err != nil {
 		l.c.errors.Inc()
-		l.warnf("service", "learn: failure not booked", "ip", r.client.String(), "err", err)
-		return
-	}
-	l.failed.Log(l.o.Log, now, res.Key, "ip", res.Addr.String(), "key", res.Key.String(), "failures", res.Failures,
-		"source", "learn", "path", r.rule.Path, "status", r.status)
-	if err != nil {
-		l.c.errors.Inc()
-		l.warnf("service", "learn: ban in force but not saved", "ip", r.client.String(), "err", err)
+		l.warnf("service", "learn: failure counted but not saved", "ip", r.client.String(), "path", r.rule.Path, "err", err)
 	}
 }
 
 func (l *Listener) succeed(r learned) {
 	ctx, cancel := context.WithTimeout(context.Background(), serviceTimeout)
 	defer cancel()
-	if _, _, err := l.o.Service.Succeed(ctx, r.client, l.o.Now()); err != nil {
+	if _, _, err := l.o.Local.Succeed(ctx, r.client, l.o.Now()); err != nil {
 		l.c.errors.Inc()
 		l.warnf("service", "learn: success not booked", "ip", r.client.String(), "err", err)
 	}

@@ -39,7 +39,7 @@ func newRig(t *testing.T, network string) *rig {
 	core := decide.New(p, nil, 1000, 1000)
 	r := &rig{set: metrics.NewSet(), log: new(bytes.Buffer), now: time.Now()}
 	log := slog.New(slog.NewTextHandler(r.log, nil))
-	r.local = engine.NewLocal(core, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), engine.NewMetrics(core.Stats, false, time.Now))
+	r.local = engine.NewLocal(core, nil, log, engine.NewMetrics(core.Stats, false, time.Now))
 	rules, err := accesslog.ParseRules("django /admin/login/; status /login")
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func newRig(t *testing.T, network string) *rig {
 	trusted := new(bart.Lite)
 	trusted.Insert(netip.MustParsePrefix("127.0.0.0/8"))
 	r.seen = requestid.New(100, time.Minute)
-	r.l, err = Listen(Options{Network: network, Address: addr, Rules: rules, Trusted: trusted, Service: r.local,
+	r.l, err = Listen(Options{Network: network, Address: addr, Rules: rules, Trusted: trusted, Local: r.local,
 		Seen: r.seen, Metrics: r.set, Log: log, Now: time.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func (r *rig) counter(name string) int {
 // handled is how many datagrams were dropped, ignored or booked.
 func (r *rig) handled() int {
 	n := r.counter("doorman_learn_ignored_total") + r.counter("doorman_learn_failures_total") + r.counter("doorman_learn_successes_total")
-	for _, why := range []string{"oversized", "malformed", "unknown", "no_client", "not_loopback"} {
+	for _, why := range []string{"oversized", "malformed", "unknown", "no_client", "not_loopback", "request_id"} {
 		n += r.counter(`doorman_learn_dropped_total{why="` + why + `"}`)
 	}
 	return n
@@ -174,8 +174,10 @@ func TestFailuresBan(t *testing.T) {
 					t.Errorf("%s = %d, want %d", name, got, want)
 				}
 			}
-			if !strings.Contains(r.log.String(), `msg=failure ip=192.0.2.7`) || !strings.Contains(r.log.String(), "source=learn") {
-				t.Errorf("no failure line in the log:\n%s", r.log)
+			// The engine's commit writes one failure line per failure; the
+			// listener writes none of its own.
+			if got := strings.Count(r.log.String(), `msg=failure ip=192.0.2.7 `); got != 9 {
+				t.Errorf("%d failure lines, want 9:\n%s", got, r.log)
 			}
 		})
 	}
@@ -196,12 +198,15 @@ func TestHostileInput(t *testing.T) {
 		{record("192.0.2.9:1", "/admin/login/", 200), "no_client"},
 		{record("192.0.2.9\x00", "/admin/login/", 200), "malformed"},
 		{strings.ReplaceAll(record("192.0.2.9", "/admin/login/\u2028\\n", 200), `"x"`, `"\u0000"`), ""},
+		{recordID("192.0.2.9", "/admin/login/", 200, `a\u001bb`), "request_id"},
+		{recordID("192.0.2.9", "/admin/login/", 200, "a b"), "request_id"},
+		{recordID("192.0.2.9", "/admin/login/", 200, strings.Repeat("a", 129)), "request_id"},
 	}
 	for i, in := range inputs {
 		r.send(t, in.d)
 		r.waitRead(t, i+1)
 	}
-	for _, why := range []string{"oversized", "malformed", "unknown", "no_client"} {
+	for _, why := range []string{"oversized", "malformed", "unknown", "no_client", "request_id"} {
 		want := 0
 		for _, in := range inputs {
 			if in.why == why {
@@ -239,7 +244,7 @@ func TestUDPFromAnotherHost(t *testing.T) {
 	core := decide.New(decide.Policy{MaxFailures: 1, FindTime: time.Minute, BanTime: time.Hour, BanFactor: 1, MaxBanTime: time.Hour,
 		IPv4Prefix: 32, IPv6Prefix: 64}, nil, 10, 10)
 	local := engine.NewLocal(core, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), engine.NewMetrics(core.Stats, false, time.Now))
-	l, err := Listen(Options{Network: "udp", Address: other.String() + ":0", Rules: rules, Trusted: new(bart.Lite), Service: local,
+	l, err := Listen(Options{Network: "udp", Address: other.String() + ":0", Rules: rules, Trusted: new(bart.Lite), Local: local,
 		Metrics: set, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now})
 	if err != nil {
 		t.Fatal(err)

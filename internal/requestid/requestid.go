@@ -16,7 +16,8 @@ import (
 	"time"
 )
 
-// MaxLen is the longest id accepted; a longer one is not an id.
+// MaxLen is the longest id accepted; a longer one is not an id. It is
+// api.MaxRequestID (TestMaxLen in internal/server holds them equal).
 const MaxLen = 128
 
 type key [16]byte

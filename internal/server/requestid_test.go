@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/requestid"
 )
 
@@ -30,8 +31,25 @@ func TestFailureRequestID(t *testing.T) {
 	if _, out := f.apiReq("POST", "/v1/failures", `{"ip":"203.0.113.7"}`); out["failures"] != float64(3) {
 		t.Fatalf("no id: %v, want 3 failures", out)
 	}
-	status, out := f.apiReq("POST", "/v1/failures", `{"ip":"203.0.113.7","request_id":"`+strings.Repeat("a", requestid.MaxLen+1)+`"}`)
-	if status != 400 || !strings.Contains(out["error"].(string), `"request_id": longer than 128 bytes`) {
-		t.Fatalf("long id: %d %v, want 400", status, out)
+	for _, tc := range []struct{ name, id, want string }{
+		{"long", strings.Repeat("a", requestid.MaxLen+1), `"request_id": longer than 128 bytes`},
+		{"control", `a\u001bb`, `"request_id": byte 0x1b at 1`},
+		{"space", "a b", `"request_id": byte 0x20 at 1`},
+		{"non-ASCII", "caf\u00e9", `"request_id": byte 0xc3 at 3`},
+	} {
+		status, out := f.apiReq("POST", "/v1/failures", `{"ip":"203.0.113.8","request_id":"`+tc.id+`"}`)
+		if e, _ := out["error"].(string); status != 400 || !strings.Contains(e, tc.want) {
+			t.Errorf("%s id: %d %v, want 400 %s", tc.name, status, out, tc.want)
+		}
+	}
+	if _, out := f.apiReq("POST", "/v1/failures", `{"ip":"203.0.113.8"}`); out["failures"] != float64(1) {
+		t.Fatalf("after refused ids: %v, want 1 failure (they counted none)", out)
+	}
+}
+
+// TestMaxLen: the ids the API accepts are the ids Seen remembers.
+func TestMaxLen(t *testing.T) {
+	if requestid.MaxLen != api.MaxRequestID {
+		t.Fatalf("requestid.MaxLen %d, api.MaxRequestID %d", requestid.MaxLen, api.MaxRequestID)
 	}
 }
