@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -130,5 +131,66 @@ func TestLearnFarClient(t *testing.T) {
 	t.Logf("client a 1ms round trip away: next request refused in %d of %d", refused, samples)
 	if refused*10 < samples*9 {
 		t.Errorf("next request refused in %d of %d, want at least 90%%", refused, samples)
+	}
+}
+
+// TestLearnAfterDoormanRestart: nginx keeps sending records to a doorman
+// that restarted (a new socket at the same path). Its socket to the old one
+// fails once and is opened again for the next record, so at most the first
+// record after the restart is lost; the records after it are booked and ban.
+func TestLearnAfterDoormanRestart(t *testing.T) {
+	requireTool(t, "nginx", "nginx")
+	lockFixedPorts(t)
+	sock := filepath.Join(t.TempDir(), "learn.sock")
+	d := startDoorman(t, map[string]string{
+		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180",
+		"DOORMAN_MAX_FAILURES": "3",
+		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
+		"DOORMAN_LEARN_RULES":  "django /admin/login/",
+	})
+	n := learnNginx(t, sock, loginApp(t))
+	c := clientFrom("127.0.0.50")
+	post := func() {
+		t.Helper()
+		resp, err := c.Post(n.URL("/admin/login/"), "application/x-www-form-urlencoded", strings.NewReader("password=wrong"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("failing POST: %d, want 200", resp.StatusCode)
+		}
+	}
+	post()
+	waitBooked(t, d, 1, 0)
+	d.Restart(t) // failure counts live in memory: the new doorman starts from 0
+	deadline := time.Now().Add(10 * time.Second)
+	sent := 0
+	for learnMetric(t, d, "doorman_learn_failures_total") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no record booked after the restart, %d sent", sent)
+		}
+		post()
+		sent++
+		// Booked within milliseconds, or lost: wait for it before the next.
+		for wait := time.Now().Add(500 * time.Millisecond); time.Now().Before(wait) && learnMetric(t, d, "doorman_learn_failures_total") < 1; {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	t.Logf("first record booked after the restart: number %d", sent)
+	if sent > 2 {
+		t.Errorf("%d records sent before one was booked, want at most 2 (one lost)", sent)
+	}
+	post()
+	post()
+	waitBooked(t, d, 3, 0)
+	resp, err := c.Get(n.URL("/admin/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("after 3 failures learned by the restarted doorman: %d, want 403", resp.StatusCode)
 	}
 }
