@@ -1,8 +1,9 @@
 // Package learn is the learning listener (DOORMAN_LEARN_ADDR): it reads the
 // proxy's access-log records from a unix datagram socket or a loopback UDP
 // socket, and books each login the rules (DOORMAN_LEARN_RULES) recognise as
-// a failure or a success through the same engine.Local calls as the webhook
-// (Local.Fail, whose commit writes the failure line, and Local.Succeed).
+// a failure or a success through engine.Local as the webhook does
+// (Local.FailLearned, Fail with the source learned, whose commit writes the
+// failure line; Local.Succeed).
 //
 // Only the proxy can write a record: the unix socket lives in a directory
 // only it and doorman can enter, and UDP datagrams from any address but
@@ -319,7 +320,7 @@ func (l *Listener) fail(r learned) {
 	defer cancel()
 	// Records carry no username (the proxy does not know it): account locks
 	// stay with the webhook.
-	if _, err := l.o.Local.Fail(ctx, r.client, "", l.o.Now()); err != nil {
+	if _, err := l.o.Local.FailLearned(ctx, r.client, l.o.Now()); err != nil {
 		l.c.errors.Inc()
 		l.warnf("service", "learn: failure counted but not saved", "ip", r.client.String(), "path", r.rule.Path, "err", err)
 	}

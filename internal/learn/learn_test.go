@@ -176,8 +176,14 @@ func TestFailuresBan(t *testing.T) {
 			}
 			// The engine's commit writes one failure line per failure; the
 			// listener writes none of its own.
-			if got := strings.Count(r.log.String(), `msg=failure ip=192.0.2.7 `); got != 9 {
+			if got := strings.Count(r.log.String(), `msg=failure ip=192.0.2.7 key=192.0.2.7/32 failures=`); got != 9 {
 				t.Errorf("%d failure lines, want 9:\n%s", got, r.log)
+			}
+			if got := strings.Count(r.log.String(), " source=learned\n"); got != 10 {
+				t.Errorf("%d lines say source=learned, want 10 (9 failures, 1 ban):\n%s", got, r.log)
+			}
+			if !strings.Contains(r.log.String(), "msg=ban ip=192.0.2.7 ") {
+				t.Errorf("no ban line:\n%s", r.log)
 			}
 		})
 	}
