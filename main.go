@@ -348,7 +348,8 @@ func logStarted(cfg *config.Config, stats decide.Stats, log *slog.Logger) {
 		"state_file", cfg.StateFile, "dry_run", cfg.DryRun)
 }
 
-// listen opens the decision and API listeners.
+// listen opens the decision and API listeners; the decision listener's
+// connections are watched against server.DecideLimits.
 func listen(cfg *config.Config) (decideLn, apiLn net.Listener, err error) {
 	decideLn, err = server.Listen(cfg.DecideListen.Network, cfg.DecideListen.Address, 0o666)
 	if err != nil {
@@ -359,7 +360,7 @@ func listen(cfg *config.Config) (decideLn, apiLn net.Listener, err error) {
 		decideLn.Close()
 		return nil, nil, fmt.Errorf("DOORMAN_API_ADDR: %w", err)
 	}
-	return decideLn, apiLn, nil
+	return server.Watch(decideLn, server.DecideLimits), apiLn, nil
 }
 
 // reload reads the list files and the address databases again (SIGHUP);

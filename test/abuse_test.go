@@ -126,17 +126,17 @@ func wantJSONError(t *testing.T, name string, r rawResponse) {
 }
 
 // serverLimits returns the read timeout and idle timeout the listeners are
-// built with.
+// built with: the API server's fasthttp timeouts and the decision
+// listener's watch limits (server.DecideLimits).
 func serverLimits(t *testing.T) (read, idle time.Duration) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ds := server.NewDecideServer(&server.Decider{}, log)
 	as := server.NewAPIServer(&server.API{}, log)
-	if ds.ReadTimeout <= 0 || as.ReadTimeout <= 0 || ds.IdleTimeout <= 0 || as.IdleTimeout <= 0 {
-		t.Fatalf("listeners without timeouts: decide read %v idle %v, api read %v idle %v",
-			ds.ReadTimeout, ds.IdleTimeout, as.ReadTimeout, as.IdleTimeout)
+	dl := server.DecideLimits
+	if dl.Read <= 0 || dl.Idle <= 0 || dl.Write <= 0 || as.ReadTimeout <= 0 || as.IdleTimeout <= 0 {
+		t.Fatalf("listeners without timeouts: decide %+v, api read %v idle %v", dl, as.ReadTimeout, as.IdleTimeout)
 	}
-	return max(ds.ReadTimeout, as.ReadTimeout), min(ds.IdleTimeout, as.IdleTimeout)
+	return max(dl.Read+server.WatchTick, as.ReadTimeout), min(dl.Idle, as.IdleTimeout)
 }
 
 // nginx's upstream keepalive_timeout must be shorter than doorman's idle

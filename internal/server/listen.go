@@ -48,8 +48,16 @@ func Listen(network, path string, perm fs.FileMode) (net.Listener, error) {
 // costs that request a retry.
 const IdleTimeout = 75 * time.Second
 
+// DecideLimits bound the decision listener's connections (Watch): a
+// request must arrive within 10 s of its first byte and be answered within
+// 10 s, as the API listener's; idle keep-alive connections last IdleTimeout.
+var DecideLimits = Limits{Idle: IdleTimeout, Read: 10 * time.Second, Write: 10 * time.Second}
+
 // NewDecideServer returns the decision listener's server. Limits are set for
-// nginx as the only client: small headers, no body, short reads.
+// nginx as the only client: small headers, no body. It sets no timeouts:
+// serve it on a listener from Watch with DecideLimits, which bounds slow
+// and idle clients at less cost per request. LazyRequestTime: no handler
+// reads the request time, so none is taken.
 func NewDecideServer(d *Decider, log *slog.Logger) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:                      d.Handle,
@@ -62,9 +70,7 @@ func NewDecideServer(d *Decider, log *slog.Logger) *fasthttp.Server {
 		ReadBufferSize:               8 << 10, // max request head; larger is a 403
 		WriteBufferSize:              4 << 10,
 		MaxRequestBodySize:           4 << 10,
-		ReadTimeout:                  10 * time.Second,
-		WriteTimeout:                 10 * time.Second,
-		IdleTimeout:                  IdleTimeout,
+		LazyRequestTime:              true,
 		Concurrency:                  64 << 10,
 		Logger:                       slogPrinter{log},
 		SecureErrorLogMessage:        true,
