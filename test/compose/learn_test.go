@@ -25,6 +25,7 @@ import (
 // in a row bans: /admin/ is 403.
 func TestComposeLearnProfile(t *testing.T) {
 	start := time.Now()
+	sameAccessLog(t)
 	dc, root, images := prepare(t)
 
 	project := fmt.Sprintf("doormanlearn%d%04d", os.Getpid(), rand.IntN(10000))
@@ -143,6 +144,28 @@ func TestComposeLearnProfile(t *testing.T) {
 }
 
 const adminPassword = "learn-demo-password"
+
+// sameAccessLog: nginx/compose-learn.conf's server repeats the access_log
+// line of nginx/doorman-learn.conf as shipped.
+func sameAccessLog(t *testing.T) {
+	t.Helper()
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("..", "..", "nginx", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	var line string
+	for l := range strings.SplitSeq(read("doorman-learn.conf"), "\n") {
+		if strings.HasPrefix(l, "access_log ") {
+			line = l
+		}
+	}
+	if line == "" || !strings.Contains(read("compose-learn.conf"), "    "+line+"\n") {
+		t.Fatalf("nginx/compose-learn.conf does not repeat doorman-learn.conf's %q", line)
+	}
+}
 
 // readMetric is run by python3 in the app-learn container: argv[1] the
 // metrics URL, argv[2] the token, argv[3] a series. It prints its value.
