@@ -26,13 +26,16 @@ COPY . .
 # The version `doorman version` prints.
 ARG VERSION=dev
 RUN go build -ldflags="-s -w -X main.version=${VERSION}" -o /out/doorman . && \
-    mkdir -p /out/state
+    mkdir -p /out/state /out/run
 
 FROM scratch
 COPY --from=build /out/doorman /doorman
 # The state directory, owned by the runtime user; a new named volume mounted
 # here inherits that ownership.
 COPY --from=build --chown=65532:65532 /out/state /var/lib/doorman
+# The learning socket's directory (DOORMAN_LEARN_ADDR, docs/learn.md), owned
+# the same way, for a volume shared with the proxy.
+COPY --from=build --chown=65532:65532 /out/run /run/doorman
 # Inside a container the listeners must accept other containers. An API on a
 # non-loopback address needs DOORMAN_API_TOKEN: without one doorman refuses
 # to start.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/config"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/lists"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/ui"
@@ -42,6 +44,16 @@ func newLists(cfg *config.Config, core *decide.Core, changed *func(), log *slog.
 			}
 			first = false
 		}})
+}
+
+// runFeeds registers the lists' metrics and refreshes the deny feeds every
+// DOORMAN_FEED_REFRESH until stop.
+func runFeeds(cfg *config.Config, lm *lists.Manager, m *engine.Metrics) (stop func()) {
+	lm.Register(m.Set(), time.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { lm.Run(ctx, cfg.FeedRefresh, time.Now); close(done) }()
+	return func() { cancel(); <-done }
 }
 
 // locate is the API's view of the address databases.

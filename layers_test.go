@@ -51,6 +51,12 @@ func TestImportRules(t *testing.T) {
 		// Redis or service, so the CLI can use it alone.
 		{"internal/api", []string{"net/http", "github.com/valyala/fasthttp", "os", "go.etcd.io/bbolt", "github.com/redis/",
 			mod + "internal/"}},
+		// The learning listener reaches state through the engine only; its
+		// parser does no I/O.
+		{"internal/learn", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server",
+			"github.com/redis/", "net/http", "github.com/valyala/fasthttp"}},
+		{"internal/accesslog", []string{"net", "os", "net/http", "github.com/valyala/fasthttp", "log", "log/slog", mod + "internal/"}},
+		{"internal/requestid", []string{mod}},
 		{"internal/minutes", []string{mod}},
 		{"internal/throttle", []string{mod}},
 	}

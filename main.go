@@ -194,11 +194,12 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	cache, reloaded, stopCache := cachedMode(cfg, core, local, m, log)
 	defer stopCache()
 	listsChanged = reloaded
-	lm.Register(m.Set(), time.Now)
-	feedCtx, stopFeeds := context.WithCancel(context.Background())
-	feedsDone := make(chan struct{})
-	go func() { lm.Run(feedCtx, cfg.FeedRefresh, time.Now); close(feedsDone) }()
-	defer func() { stopFeeds(); <-feedsDone }()
+	defer runFeeds(cfg, lm, m)()
+	api, stopPage, err := newAPI(cfg, local, accounts, history, lm, redisUp, lastSync, log)
+	if err != nil {
+		return err
+	}
+	defer stopPage()
 
 	decideLn, apiLn, err := listen(cfg)
 	if err != nil {
@@ -207,6 +208,50 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	d := &server.Decider{Core: local, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log,
 		Cache: cache}
+	seen, stopLearning, err := startLearning(cfg, d.Trusted, local, log)
+	if err != nil {
+		decideLn.Close()
+		apiLn.Close()
+		return err
+	}
+	defer stopLearning() // the last booking ends before the state file closes
+	api.Seen = seen
+	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
+	return runServers(ctx, servers, []net.Listener{decideLn, apiLn}, func() { logStarted(cfg, core.Stats(time.Now()), log) },
+		func() { reload(lm, core, m, log) }, log)
+}
+
+// runServers serves each listener with its server until ctx ends or one
+// stops, running reload on SIGHUP; started runs once they serve.
+func runServers(ctx context.Context, servers []*fasthttp.Server, lns []net.Listener, started, reload func(), log *slog.Logger) error {
+	errc := make(chan error, len(servers))
+	for i, ln := range lns {
+		go func() { errc <- servers[i].Serve(ln) }()
+	}
+	started()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			reload()
+		case err := <-errc:
+			shutdown(servers, log)
+			return fmt.Errorf("listener stopped: %w", err)
+		case <-ctx.Done():
+			log.Info("shutting down")
+			shutdown(servers, log)
+			return nil
+		}
+	}
+}
+
+// newAPI builds the API listener's handler with its status page, running
+// until stop.
+func newAPI(cfg *config.Config, local *engine.Local, accounts *engine.Accounts, history *engine.History, lm *lists.Manager,
+	redisUp func() bool, lastSync func() time.Time, log *slog.Logger) (a *server.API, stop func(), err error) {
+	m := local.Metrics()
 	uo := ui.Options{Service: local, History: history, Accounts: accounts, Counts: m.Counts, Token: cfg.APIToken,
 		Operators: cfg.AllowList, Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now}
 	if len(cfg.Feeds) > 0 {
@@ -217,40 +262,17 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 	page, err := ui.New(uo)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	pageCtx, stopPage := context.WithCancel(context.Background())
-	defer stopPage()
-	go page.Run(pageCtx)
-	api := &server.API{Service: local, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
-	api.Accounts, api.DryRun = accounts, cfg.DryRun
-	api.Feed = server.NewFeed(local)
+	ctx, stop := context.WithCancel(context.Background())
+	go page.Run(ctx)
+	a = &server.API{Service: local, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
+	a.Accounts, a.DryRun = accounts, cfg.DryRun
+	a.Feed = server.NewFeed(local)
 	if cfg.GeoIPDB != "" || cfg.ASNDB != "" {
-		api.Locate = locate(lm)
+		a.Locate = locate(lm)
 	}
-	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
-	errc := make(chan error, 2)
-	for i, ln := range []net.Listener{decideLn, apiLn} {
-		go func() { errc <- servers[i].Serve(ln) }()
-	}
-	logStarted(cfg, core.Stats(time.Now()), log)
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-hup:
-			reload(lm, core, m, log)
-		case err := <-errc:
-			shutdown(servers, log)
-			return fmt.Errorf("listener stopped: %w", err)
-		case <-ctx.Done():
-			log.Info("shutting down")
-			shutdown(servers, log)
-			return nil
-		}
-	}
+	return a, stop, nil
 }
 
 // notifications starts the notifier when DOORMAN_NOTIFY_URL is set: an

@@ -152,6 +152,10 @@ func TestBadConfigExitsTwo(t *testing.T) {
 		{"DOORMAN_BAN_TIME=soon", `DOORMAN_BAN_TIME: "soon" is not a valid duration`},
 		{"DOORMAN_API_ADDR=0.0.0.0:9181", `DOORMAN_API_ADDR: "0.0.0.0:9181" is neither loopback nor a unix socket`},
 		{"DOORMAN_REDIS_URL=redis://:s3cret@127.0.0.1:6379/notadb", `DOORMAN_REDIS_URL: "(hidden: it may hold a password)" redis: invalid database number`},
+		{"DOORMAN_LEARN_RULES=joomla /login", `DOORMAN_LEARN_RULES: "joomla /login" is invalid: "joomla /login": unknown preset "joomla"`},
+		{"DOORMAN_LEARN_RULES=django admin/login/", `DOORMAN_LEARN_RULES: "django admin/login/" is invalid: "django admin/login/": the path is not absolute`},
+		{"DOORMAN_LEARN_RULES=django /a/; status /a/", `"status /a/": /a/ given twice`},
+		{"DOORMAN_LEARN_ADDR=udp:0.0.0.0:9183", `DOORMAN_LEARN_ADDR: "udp:0.0.0.0:9183" is set but DOORMAN_LEARN_RULES names no login form`},
 	} {
 		k, v, _ := strings.Cut(tc.env, "=")
 		for _, args := range [][]string{nil, {"bans"}, {"check", "192.0.2.1"}} {

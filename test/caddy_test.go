@@ -71,7 +71,8 @@ func startCaddySiteApp(t *testing.T, env map[string]string, authExtra string, ap
 
 // startCaddy runs Caddy with the adapted proxies/caddy/Caddyfile in front of
 // upstream (host:port), asking d; it returns Caddy's port and its directory.
-func startCaddy(t *testing.T, d *Doorman, authExtra, upstream string) (int, string) {
+// extra are more pairs of (text of the Caddyfile, replacement).
+func startCaddy(t *testing.T, d *Doorman, authExtra, upstream string, extra ...string) (int, string) {
 	t.Helper()
 	requireTool(t, "caddy", "caddy")
 	shipped, err := os.ReadFile(filepath.Join(repoRoot(t), "proxies", "caddy", "Caddyfile"))
@@ -89,6 +90,7 @@ func startCaddy(t *testing.T, d *Doorman, authExtra, upstream string) (int, stri
 			"uri /forward-auth\n", "uri /forward-auth\n"+authExtra,
 			"reverse_proxy 127.0.0.1:8000", "reverse_proxy "+upstream,
 		)
+		conf = adaptConfig(t, "proxies/caddy/Caddyfile", conf, extra...)
 		path := filepath.Join(dir, "Caddyfile")
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)

@@ -81,3 +81,33 @@ func FuzzParseUnban(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRequestID: RequestID and ValidRequestID agree; an accepted id is
+// given back unchanged and is printable ASCII with no space or quote; a
+// refusal names "request_id" and is printable.
+func FuzzRequestID(f *testing.F) {
+	for _, s := range []string{"", "0f3a9c1d2b4e5f60718293a4b5c6d7e8", "a b", "a\x1bb", "adm\u202e", `"`, "q2Vy/+Rt="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := RequestID(s)
+		if valid := ValidRequestID([]byte(s)); valid != (err == nil) {
+			t.Fatalf("RequestID(%q) error %v, ValidRequestID %v", s, err, valid)
+		}
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "request_id" || !Printable(err.Error()) {
+				t.Fatalf("RequestID(%q) error %q", s, err)
+			}
+			return
+		}
+		if got != s || len(s) > MaxRequestID {
+			t.Fatalf("RequestID(%q) = %q", s, got)
+		}
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+				t.Fatalf("RequestID(%q) accepted byte %#02x", s, c)
+			}
+		}
+	})
+}

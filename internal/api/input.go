@@ -113,6 +113,47 @@ func Username(raw string) (string, error) {
 	return u, nil
 }
 
+// MaxRequestID is the longest request id, in bytes (nginx's $request_id is
+// 32 hex digits; HAProxy's and Caddy's ids are shorter than 64).
+const MaxRequestID = 128
+
+// RequestID checks a request id as a proxy makes it: "" (none), or at most
+// MaxRequestID bytes of ASCII letters, digits and "-._:+/=" (hex, UUIDs,
+// base64). Anything else is a *FieldError for "request_id": an id is
+// matched, never shown, but one that no proxy makes is not an id.
+func RequestID(raw string) (string, error) {
+	if len(raw) > MaxRequestID {
+		return "", &FieldError{"request_id", fmt.Errorf("longer than %d bytes", MaxRequestID)}
+	}
+	if i := badIDByte(raw); i >= 0 {
+		return "", &FieldError{"request_id", fmt.Errorf("byte %#02x at %d: only letters, digits and -._:+/= are allowed", raw[i], i)}
+	}
+	return raw, nil
+}
+
+// ValidRequestID reports whether id passes RequestID, without allocating
+// (the learning listener checks every record's id).
+func ValidRequestID(id []byte) bool { return len(id) <= MaxRequestID && badIDByte(id) < 0 }
+
+// badIDByte is the index of id's first byte not allowed in a request id; -1:
+// none.
+func badIDByte[T string | []byte](id T) int {
+	for i := 0; i < len(id); i++ {
+		if !idByte(id[i]) {
+			return i
+		}
+	}
+	return -1
+}
+
+func idByte(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._:+/=", c) >= 0
+}
+
 // cut shortens s to n bytes on a rune boundary, for an error message.
 func cut(s string, n int) string {
 	if len(s) <= n {

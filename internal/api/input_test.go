@@ -82,3 +82,37 @@ func TestUsername(t *testing.T) {
 		}
 	}
 }
+
+func TestRequestID(t *testing.T) {
+	for _, tc := range []struct {
+		name, id string
+		ok       bool
+	}{
+		{"none", "", true},
+		{"nginx", "0f3a9c1d2b4e5f60718293a4b5c6d7e8", true},
+		{"uuid", "5b1b8b0e-3c2a-4f4e-9d8a-1c2b3d4e5f60", true},
+		{"haproxy", "7F000001:C2A1_0A000002:0050_65F0A1B2_0001:1A2B", true},
+		{"base64", "q2Vy/+Rt=", true},
+		{"longest", strings.Repeat("a", api.MaxRequestID), true},
+		{"too long", strings.Repeat("a", api.MaxRequestID+1), false},
+		{"space", "a b", false},
+		{"control", "a\x1bb", false},
+		{"newline", "a\nb", false},
+		{"format character", "a\u200eb", false},
+		{"quote", `a"b`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := api.RequestID(tc.id)
+			var fe *api.FieldError
+			if tc.ok && (err != nil || got != tc.id) {
+				t.Fatalf("RequestID(%q) = %q, %v; want it back", tc.id, got, err)
+			}
+			if !tc.ok && (!errors.As(err, &fe) || fe.Field != "request_id") {
+				t.Fatalf("RequestID(%q) error %v, want a request_id FieldError", tc.id, err)
+			}
+			if v := api.ValidRequestID([]byte(tc.id)); v != tc.ok {
+				t.Errorf("ValidRequestID(%q) = %v, want %v", tc.id, v, tc.ok)
+			}
+		})
+	}
+}

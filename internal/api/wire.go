@@ -14,6 +14,10 @@ type AddrIn struct {
 	IP       string `json:"ip"`
 	Username string `json:"username"`
 	Device   string `json:"device"` // the client's device token, if any
+	// RequestID is the proxy's id of the request (nginx's $request_id), if
+	// any (RequestID checks it): a failure whose id was counted already,
+	// learned from the proxy, is not counted again.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // BanIn is the body of POST /v1/bans (ParseBan checks it).
@@ -32,6 +36,9 @@ type FailureJSON struct {
 	Until    string       `json:"until,omitempty"`
 	NeverBan bool         `json:"never_ban,omitempty"`
 	Account  *AccountJSON `json:"account,omitempty"`
+	// Duplicate: the request id was counted already (a learned record);
+	// the address's state is shown, nothing was counted for it.
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 // SuccessJSON is the answer of POST /v1/successes: the unit's failures are

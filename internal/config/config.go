@@ -18,6 +18,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/accesslog"
 )
 
 // Config is every setting. The env tag names the variable, envDefault its
@@ -84,6 +85,9 @@ type Config struct {
 	CacheTTL         time.Duration `env:"DOORMAN_CACHE_TTL" group:"cached mode" envDefault:"10s" help:"cached mode: the longest nginx keeps a verdict, from 1s to 1h; also how late a change can be where a refresh fails"`
 	CacheTracked     int           `env:"DOORMAN_CACHE_TRACKED" group:"cached mode" envDefault:"1000000" help:"cached mode: verdicts kept by nginx that doorman remembers at most; beyond, new verdicts are answered as not to be kept"`
 
+	LearnAddr  string `env:"DOORMAN_LEARN_ADDR" group:"learn" help:"learn failures from the proxy's access log (docs/learn.md): unixgram:/run/doorman/learn.sock or udp:127.0.0.1:PORT (loopback only), receiving syslog datagrams or bare lines; unset: off"`
+	LearnRules string `env:"DOORMAN_LEARN_RULES" group:"learn" help:"the login forms learned from: PRESET [HOST]PATH pairs separated by ;, e.g. django /admin/login/; wordpress /wp-login.php; status /login (POST answered 401 or 403 fails, 2xx or 3xx succeeds)"`
+
 	LogFormat string `env:"DOORMAN_LOG_FORMAT" group:"logs" envDefault:"text" help:"text or json"`
 	LogLevel  string `env:"DOORMAN_LOG_LEVEL" group:"logs" envDefault:"info" help:"debug, info, warn or error"`
 
@@ -102,6 +106,9 @@ type Config struct {
 	DenyASNList  []uint32       `env:"-"`
 
 	NotifyProxyURL *url.URL `env:"-"` // DOORMAN_NOTIFY_PROXY, parsed; nil: none
+
+	LearnListen  LearnListen      `env:"-"` // DOORMAN_LEARN_ADDR, parsed; Network "": off
+	LearnRuleSet *accesslog.Rules `env:"-"` // DOORMAN_LEARN_RULES, parsed; nil: off
 }
 
 // Error is a configuration error about one variable.
@@ -246,7 +253,10 @@ func (c *Config) Validate() error {
 	if err := c.validateAccounts(); err != nil {
 		return err
 	}
-	return c.validateFeeds()
+	if err := c.validateFeeds(); err != nil {
+		return err
+	}
+	return c.validateLearn()
 }
 
 // Policy returns the ban policy.
@@ -321,7 +331,7 @@ type Field struct{ Var, Default, Help, Group string }
 
 // Groups are the reference's sections, in the order printed; every variable's
 // group tag names one of them (TestEveryVariableHasAGroup).
-var Groups = []string{"listeners", "lists", "feeds", "bans", "ranges", "accounts", "state", "cluster", "notify", "cached mode", "logs"}
+var Groups = []string{"listeners", "lists", "feeds", "bans", "ranges", "accounts", "state", "cluster", "notify", "cached mode", "learn", "logs"}
 
 // fields are the variables in the struct's order.
 func fields() []Field {

@@ -13,6 +13,7 @@ const (
 	SourceFailures = "failures" // the webhook's failures
 	SourceManual   = "manual"   // an operator, through the API
 	SourceCluster  = "cluster"  // learned from another instance
+	SourceLearned  = "learned"  // failures learned from the proxy's records (internal/learn)
 )
 
 // Change is what one operation did to memory — a failure counted, bans put
@@ -20,7 +21,7 @@ const (
 // operations (decide.Core's, decide.Accounts', or a shared backend's) make
 // the change; commit does everything else, so no path can forget a step.
 type Change struct {
-	Source string // SourceFailures, SourceManual or SourceCluster
+	Source string // SourceFailures, SourceLearned, SourceManual or SourceCluster
 	// IP is the address or range the change was made for, as logged; the
 	// key of the ban when empty.
 	IP string
@@ -132,7 +133,11 @@ func (ch Change) ip(key netip.Prefix) string {
 func (l *Local) countFailure(ch Change, now time.Time) {
 	if ch.Failure {
 		l.m.Failures.Inc()
-		l.failLog.Log(l.log, now, ch.Key, "ip", ch.IP, "key", ch.Key.String(), "username", ch.User, "failures", ch.Failures)
+		if ch.Source == SourceLearned {
+			l.failLog.Log(l.log, now, ch.Key, "ip", ch.IP, "key", ch.Key.String(), "failures", ch.Failures, "source", ch.Source)
+		} else {
+			l.failLog.Log(l.log, now, ch.Key, "ip", ch.IP, "key", ch.Key.String(), "username", ch.User, "failures", ch.Failures)
+		}
 	}
 	if ch.TrackerEvicted {
 		l.m.EvictedTrack.Inc()
@@ -160,7 +165,7 @@ func (l *Local) bookBan(ch Change, b decide.Ban, now time.Time) []netip.Prefix {
 	case ch.Source == SourceCluster:
 	case b.Range:
 		l.m.BansRange.Inc()
-	case ch.Source == SourceFailures:
+	case ch.Source == SourceFailures || ch.Source == SourceLearned:
 		l.m.BansFailures.Inc()
 	case ch.Source == SourceManual:
 		l.m.BansManual.Inc()
@@ -180,7 +185,7 @@ func (l *Local) bookBan(ch Change, b decide.Ban, now time.Time) []netip.Prefix {
 
 // logBan writes the ban line that the shipped fail2ban filter matches:
 // msg=ban ip=… key=… until=… failures=… at warn level. A change learned from
-// the cluster says source=cluster.
+// the cluster says source=cluster, one from a learned failure source=learned.
 func (l *Local) logBan(ip string, b decide.Ban, now time.Time, source string) {
 	attrs := []any{"ip", ip, "key", b.Key.String(), "until", b.Until.Format(time.RFC3339),
 		"failures", b.Failures, "count", b.Count, "reason", b.Reason(),
@@ -188,7 +193,7 @@ func (l *Local) logBan(ip string, b decide.Ban, now time.Time, source string) {
 	if b.Note != "" {
 		attrs = append(attrs, "note", b.Note)
 	}
-	if source == SourceCluster {
+	if source == SourceCluster || source == SourceLearned {
 		attrs = append(attrs, "source", source)
 	}
 	l.log.Warn("ban", attrs...)

@@ -29,7 +29,7 @@ type Event struct {
 	Until   time.Time
 	Reason  string // the ban's reason: failures, manual, …
 	Count   int
-	Source  string // SourceFailures, SourceManual or SourceCluster
+	Source  string // SourceFailures, SourceLearned, SourceManual or SourceCluster
 }
 
 // OnEvent registers f to be called after each change is in force and

@@ -58,8 +58,19 @@ func (l *Local) Decide(a netip.Addr, now time.Time) decide.Verdict { return l.co
 // Fail counts a failed login from a; user is the normalised username the
 // failure line names ("" when none was given).
 func (l *Local) Fail(ctx context.Context, a netip.Addr, user string, now time.Time) (Failed, error) {
+	return l.fail(ctx, a, user, SourceFailures, now)
+}
+
+// FailLearned counts a failed login from a learned from the proxy's record
+// (internal/learn): Fail with no username, its failure line, ban line and
+// events saying source=learned.
+func (l *Local) FailLearned(ctx context.Context, a netip.Addr, now time.Time) (Failed, error) {
+	return l.fail(ctx, a, "", SourceLearned, now)
+}
+
+func (l *Local) fail(ctx context.Context, a netip.Addr, user, source string, now time.Time) (Failed, error) {
 	res, ch := l.backend.Fail(ctx, a, now)
-	ch.User = user
+	ch.User, ch.Source = user, source
 	r, err := l.commit(ctx, ch, now)
 	return Failed{res, r}, err
 }

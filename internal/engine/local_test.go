@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,6 +136,39 @@ func TestEventsObserved(t *testing.T) {
 	if len(got) != 2 || got[0].Type != EventBan || got[0].Source != SourceFailures || got[1].Type != EventUnban ||
 		got[0].Key.String() != "192.0.2.9/32" || !got[0].Until.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("events = %+v", got)
+	}
+}
+
+// TestFailLearned: learned failures count with the webhook's, ban as
+// failures do, and say where they came from.
+func TestFailLearned(t *testing.T) {
+	l := newLocal(t, 10, nil)
+	var log bytes.Buffer
+	l.log = slog.New(slog.NewTextHandler(&log, nil))
+	var got []Event
+	l.OnEvent(func(e Event) { got = append(got, e) })
+	ctx := context.Background()
+	ip := netip.MustParseAddr("192.0.2.9")
+	l.Fail(ctx, ip, "admin", t0)
+	l.FailLearned(ctx, ip, t0)
+	res, err := l.FailLearned(ctx, ip, t0)
+	if err != nil || !res.InForce() || res.Failures != 3 {
+		t.Fatalf("third failure: %+v, %v; want a ban after 3", res.FailResult, err)
+	}
+	if len(got) != 1 || got[0].Type != EventBan || got[0].Source != SourceLearned {
+		t.Fatalf("events = %+v, want one ban from source learned", got)
+	}
+	if n := l.m.BansFailures.Get(); n != 1 {
+		t.Errorf("bans issued for failures = %d, want 1", n)
+	}
+	for _, want := range []string{"msg=failure ip=192.0.2.9 key=192.0.2.9/32 username=admin failures=1\n",
+		"msg=failure ip=192.0.2.9 key=192.0.2.9/32 failures=2 source=learned\n", " source=learned\n"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
+	}
+	if !strings.Contains(log.String(), "msg=ban ip=192.0.2.9 ") || strings.Count(log.String(), "source=learned") != 3 {
+		t.Errorf("want 2 learned failure lines and a ban line with source=learned:\n%s", log.String())
 	}
 }
 

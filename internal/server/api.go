@@ -18,6 +18,7 @@ import (
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/requestid"
 )
 
 // MaxBody is the largest request body the API reads.
@@ -40,6 +41,10 @@ type API struct {
 	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
 	Accounts *engine.Accounts
 	DryRun   bool
+	// Seen holds the request ids of failures counted lately, shared with
+	// the learning listener: a failure reported with a request id already
+	// counted is answered but not counted again. nil: every report counts.
+	Seen *requestid.Seen
 	// Locate says where an address is (country, network), for the explain
 	// answer; nil: no address database.
 	Locate func(netip.Addr) Place
@@ -167,8 +172,9 @@ func (a *API) method(ctx *fasthttp.RequestCtx, allowed ...string) bool {
 	return false
 }
 
-// readAddr decodes a {"ip":…,"username":…} body, parses its address and
-// normalises its username (in.Username; "" when none was given).
+// readAddr decodes a {"ip":…,"username":…,"request_id":…} body, parses its
+// address, normalises its username (in.Username; "" when none was given) and
+// checks its request id (api.RequestID).
 func readAddr(ctx *fasthttp.RequestCtx) (api.AddrIn, netip.Addr, bool) {
 	var in api.AddrIn
 	if !readJSON(ctx, &in) {
@@ -178,8 +184,15 @@ func readAddr(ctx *fasthttp.RequestCtx) (api.AddrIn, netip.Addr, bool) {
 	if !ok {
 		return in, ip, false
 	}
-	in.Username, ok = accountName(ctx, in.Username)
-	return in, ip, ok
+	if in.Username, ok = accountName(ctx, in.Username); !ok {
+		return in, ip, false
+	}
+	var err error
+	if in.RequestID, err = api.RequestID(in.RequestID); err != nil {
+		apiError(ctx, fasthttp.StatusBadRequest, "%v", err)
+		return in, ip, false
+	}
+	return in, ip, true
 }
 
 func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
@@ -189,6 +202,10 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	user := in.Username
 	now := a.Now()
+	if !a.Seen.First([]byte(in.RequestID), now) {
+		a.duplicateFailure(c, ctx, ip, user, in.Device, now)
+		return
+	}
 	res, err := a.Service.Fail(c, ip, user, now)
 	if err != nil {
 		a.serviceError(ctx, err) // the ban holds in memory; say it was not saved
@@ -203,6 +220,23 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	writeReceipt(ctx, fasthttp.StatusOK, out, res.Receipt)
+}
+
+// duplicateFailure answers a failure whose request id was counted already:
+// the address's state as it is, and the account's failure, which only the
+// webhook knows of, counted.
+func (a *API) duplicateFailure(c context.Context, ctx *fasthttp.RequestCtx, ip netip.Addr, user, device string, now time.Time) {
+	ex := a.Service.Explain(c, ip, now)
+	out := api.FailureJSON{IP: ex.Addr.String(), Key: ex.Verdict.Key.String(), Failures: ex.Failures, Duplicate: true}
+	if ex.Verdict.Reason == decide.Banned {
+		out.Banned, out.Until = true, ex.Verdict.Until.Format(time.RFC3339)
+	}
+	var err error
+	if out.Account, err = a.accountFailure(c, user, device, now); err != nil {
+		a.serviceError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {

@@ -3,12 +3,11 @@ package server
 import (
 	"bytes"
 	"net/netip"
-	"unsafe"
 
 	"github.com/gaissmai/bart"
 	"github.com/valyala/fasthttp"
 
-	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/accesslog"
 )
 
 // The forward-auth contract, shared by two paths:
@@ -95,39 +94,8 @@ func (d *Decider) forwardedClient(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
 	return forwardedFor(vals[0], d.Trusted)
 }
 
-// forwardedFor walks an X-Forwarded-For value from the right and returns the
-// first address not in trusted. Elements are separated by commas with
-// optional spaces or tabs and must be bare IPv4 or IPv6 addresses (no port,
-// no brackets, no "unknown"): an element it has to read that is anything
-// else ends the walk with no client. IPv4-mapped addresses count as IPv4.
+// forwardedFor is accesslog.ForwardedFor: the learning listener walks the
+// X-Forwarded-For of Caddy's records by the same rule.
 func forwardedFor(v []byte, trusted *bart.Lite) (netip.Addr, bool) {
-	for end := len(v); ; {
-		start := bytes.LastIndexByte(v[:end], ',') + 1
-		elem := trimOWS(v[start:end])
-		// The string does not outlive this call: ParseAddr copies what it keeps.
-		a, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(elem), len(elem)))
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		a = decide.Clean(a)
-		if !trusted.Lookup(a) {
-			return a, true
-		}
-		if start == 0 {
-			return netip.Addr{}, false // only trusted proxies: no client
-		}
-		end = start - 1
-	}
-}
-
-// trimOWS drops the optional white space (spaces and tabs) around a list
-// element.
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
+	return accesslog.ForwardedFor(v, trusted)
 }

@@ -56,6 +56,7 @@ CLIENT_IP_SOURCES = ("header", "x-forwarded-for", "remote-addr")
 MAX_USERNAME = 256
 # A device token is 66 characters; anything much longer is not one.
 MAX_DEVICE = 128
+MAX_REQUEST_ID = 128  # doorman refuses a longer "request_id"
 MAX_ANSWER = 64 * 1024
 
 def _setting(name, default):
@@ -268,8 +269,23 @@ def device_token(request):
     return token
 
 
+def request_id(request):
+    """The proxy's id of the request (nginx: proxy_set_header X-Request-Id
+    $request_id), or None. doorman counts a login it also learned from the
+    proxy's record once (docs/learn.md). A client's own X-Request-Id, where
+    the proxy does not set it, can only make its own failures count twice."""
+    meta = getattr(request, "META", None) or {}
+    rid = meta.get("HTTP_X_REQUEST_ID")
+    if not isinstance(rid, str) or not 0 < len(rid) <= MAX_REQUEST_ID or not rid.isprintable():
+        return None
+    return rid
+
+
 def _account_payload(ip, request, username):
     payload = {"ip": ip}
+    rid = request_id(request)
+    if rid:
+        payload["request_id"] = rid
     name = cut_username(username)
     if name:
         payload["username"] = name
@@ -292,7 +308,7 @@ def report_failure(request, username=None):
         # doorman refused the username (it grew past 256 bytes when
         # normalised, say): the address's failure must count all the same.
         logger.warning("doorman: failure with username %r refused; reporting the address alone", payload["username"])
-        status, answer = _post("/v1/failures", {"ip": ip})
+        status, answer = _post("/v1/failures", {k: v for k, v in payload.items() if k in ("ip", "request_id")})
     return answer
 
 

@@ -41,6 +41,13 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 
+# DEMO_DOORMAN_APP=0: the admin as Django ships it, with no doorman app; the
+# proxy's learned records protect it (docs/learn.md).
+if env("DEMO_DOORMAN_APP", "1") == "0":
+    INSTALLED_APPS.remove("doorman_django")
+    MIDDLEWARE.remove("doorman_django.middleware.DoormanDeviceMiddleware")
+    AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+
 ROOT_URLCONF = "demo.urls"
 WSGI_APPLICATION = "demo.wsgi.application"
 
