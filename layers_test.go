@@ -39,6 +39,9 @@ func TestImportRules(t *testing.T) {
 		// Observers of the engine's events: they may not reach under it.
 		{"internal/notify", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/valyala/fasthttp"}},
 		{"internal/nginxcache", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/redis/"}},
+		// The kernel's table knows bans (decide) and netlink; nothing above or beside it.
+		{"internal/kernel", []string{mod + "internal/engine", mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster",
+			mod + "internal/server", "net/http", "github.com/valyala/fasthttp", "github.com/redis/", "os/exec"}},
 		{"internal/minutes", []string{mod}},
 		{"internal/throttle", []string{mod}},
 	}

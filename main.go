@@ -139,15 +139,27 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		return usageError{err}
 	}
 	core := decide.New(cfg.Policy(), lists, cfg.MaxBans, cfg.MaxTracked)
+	m := engine.NewMetrics(core.Stats, cfg.DryRun, time.Now)
+	nft, err := openKernel(cfg, m, log)
+	if err != nil {
+		return err
+	}
 	st, err := openState(cfg, core, log)
 	if err != nil {
+		if nft != nil {
+			nft.Close()
+		}
 		return err
 	}
 	if st != nil {
 		defer st.Close()
 	}
-	m := engine.NewMetrics(core.Stats, cfg.DryRun, time.Now)
 	local := engine.NewLocal(core, st, log, m)
+	inKernel, stopKernel, err := startKernel(nft, cfg, local, log)
+	if err != nil {
+		return err
+	}
+	defer stopKernel()
 	history := local.NewHistory(cfg.MaxEvents)
 	accounts, keySource, err := engine.NewAccounts(engine.AccountOptions{Policy: cfg.AccountPolicy(), Max: cfg.MaxAccounts,
 		Key: []byte(cfg.DeviceKey), TTL: cfg.DeviceTTL, Store: st, Now: time.Now}, local)
@@ -211,7 +223,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	defer stopPage()
 	go page.Run(pageCtx)
 	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
-	api.Accounts, api.DryRun = acct, cfg.DryRun
+	api.Accounts, api.DryRun, api.Kernel = acct, cfg.DryRun, inKernel
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	errc := make(chan error, 2)
 	for i, ln := range []net.Listener{decideLn, apiLn} {

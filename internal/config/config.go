@@ -74,6 +74,13 @@ type Config struct {
 	CacheTTL         time.Duration `env:"DOORMAN_CACHE_TTL" group:"cached mode" envDefault:"10s" help:"cached mode: the longest nginx keeps a verdict, from 1s to 1h; also how late a change can be where a refresh fails"`
 	CacheTracked     int           `env:"DOORMAN_CACHE_TRACKED" group:"cached mode" envDefault:"1000000" help:"cached mode: verdicts kept by nginx that doorman remembers at most; beyond, new verdicts are answered as not to be kept"`
 
+	NFTTable        string        `env:"DOORMAN_NFT_TABLE" group:"kernel" help:"kernel bans (docs/kernel.md): the nftables inet table doorman owns and fills with its bans, e.g. doorman; needs CAP_NET_ADMIN; empty turns kernel bans off"`
+	NFTHooks        string        `env:"DOORMAN_NFT_HOOKS" group:"kernel" envDefault:"input" help:"hooks of the table's chains: input, or input,forward for services in containers"`
+	NFTPorts        string        `env:"DOORMAN_NFT_PORTS" group:"kernel" envDefault:"80,443" help:"ports (TCP and UDP) closed to banned addresses, comma-separated; all for every port"`
+	NFTMinCount     int           `env:"DOORMAN_NFT_MIN_COUNT" group:"kernel" envDefault:"1" help:"only bans whose escalation count reaches this go to the kernel (2: a first offender still sees the 403 page); manual bans always do"`
+	NFTCheck        time.Duration `env:"DOORMAN_NFT_CHECK" group:"kernel" envDefault:"30s" help:"how often the kernel's sets are compared with doorman's bans and repaired (doorman_nft_drift_total)"`
+	NFTRemoveOnStop bool          `env:"DOORMAN_NFT_REMOVE_ON_STOP" group:"kernel" envDefault:"false" help:"delete the table when doorman stops; false leaves it, so bans hold while doorman restarts"`
+
 	LogFormat string `env:"DOORMAN_LOG_FORMAT" group:"logs" envDefault:"text" help:"text or json"`
 	LogLevel  string `env:"DOORMAN_LOG_LEVEL" group:"logs" envDefault:"info" help:"debug, info, warn or error"`
 
@@ -88,6 +95,8 @@ type Config struct {
 	RefreshURLs  []string       `env:"-"` // DOORMAN_NGINX_REFRESH_URLS, split
 
 	NotifyProxyURL *url.URL `env:"-"` // DOORMAN_NOTIFY_PROXY, parsed; nil: none
+	NFTHookList    []string `env:"-"` // DOORMAN_NFT_HOOKS, split
+	NFTPortList    []uint16 `env:"-"` // DOORMAN_NFT_PORTS, parsed; empty: all
 }
 
 // Error is a configuration error about one variable.
@@ -232,7 +241,7 @@ func (c *Config) Validate() error {
 	if err := c.validateAccounts(); err != nil {
 		return err
 	}
-	return nil
+	return c.validateKernel()
 }
 
 // Policy returns the ban policy.
@@ -307,7 +316,7 @@ type Field struct{ Var, Default, Help, Group string }
 
 // Groups are the reference's sections, in the order printed; every variable's
 // group tag names one of them (TestEveryVariableHasAGroup).
-var Groups = []string{"listeners", "lists", "bans", "ranges", "accounts", "state", "cluster", "notify", "cached mode", "logs"}
+var Groups = []string{"listeners", "lists", "bans", "ranges", "accounts", "state", "cluster", "notify", "cached mode", "kernel", "logs"}
 
 // fields are the variables in the struct's order.
 func fields() []Field {

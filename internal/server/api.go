@@ -41,6 +41,9 @@ type API struct {
 	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
 	Accounts engine.AccountService
 	DryRun   bool
+	// Kernel reports whether a ban the answer shows is in the kernel's
+	// table ("kernel"); nil: kernel bans off, no such field.
+	Kernel func(decide.Ban) bool
 
 	// failLog writes the failure lines: at most
 	// engine.FailureLinesPerSecond a second at info, the rest at debug,
@@ -61,6 +64,7 @@ type failureOut struct {
 	Banned   bool         `json:"banned"`
 	Until    string       `json:"until,omitempty"`
 	NeverBan bool         `json:"never_ban,omitempty"`
+	Kernel   *bool        `json:"kernel,omitempty"`
 	Account  *AccountJSON `json:"account,omitempty"`
 }
 
@@ -77,6 +81,7 @@ type BanJSON struct {
 	Reason string `json:"reason"`
 	Count  int    `json:"count"`
 	Note   string `json:"note,omitempty"`
+	Kernel *bool  `json:"kernel,omitempty"` // in the answer to a ban, with kernel bans on
 }
 
 // DecideJSON explains a decision.
@@ -87,6 +92,15 @@ type DecideJSON struct {
 	Key      string `json:"key,omitempty"`
 	Until    string `json:"until,omitempty"`
 	Failures int    `json:"failures"`
+}
+
+// inKernel is the answer's "kernel" field: nil with kernel bans off.
+func (a *API) inKernel(b decide.Ban) *bool {
+	if a.Kernel == nil {
+		return nil
+	}
+	in := a.Kernel(b)
+	return &in
 }
 
 func banJSON(b decide.Ban) BanJSON {
@@ -236,6 +250,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	out := failureOut{IP: res.Addr.String(), Key: res.Key.String(), Failures: res.Failures, NeverBan: res.NeverBan}
 	if res.InForce() {
 		out.Banned, out.Until = true, res.Ban.Until.Format(time.RFC3339)
+		out.Kernel = a.inKernel(res.Ban)
 	}
 	if out.Account, err = a.accountFailure(c, user, in.Device, now); err != nil {
 		a.serviceError(ctx, err) // the lock holds in memory; say it was not saved
@@ -310,7 +325,9 @@ func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, withProxies(c, banJSON(b)))
+	out := banJSON(b)
+	out.Kernel = a.inKernel(b)
+	writeJSON(ctx, fasthttp.StatusCreated, withProxies(c, out))
 }
 
 func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
