@@ -4,10 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // kernelElements lists a ban set of the site's table as prefixes.
@@ -210,4 +214,64 @@ func TestKernelRemoveOnStop(t *testing.T) {
 		t.Fatalf("tables after a stop with DOORMAN_NFT_REMOVE_ON_STOP=true:\n%s", out)
 	}
 	s.wantStatus(t, "192.0.2.10", "192.0.2.1:80", 200)
+}
+
+// TestKernelNeedsCapNetAdmin: with DOORMAN_NFT_TABLE set and no
+// CAP_NET_ADMIN, doorman refuses to start (exit 2), says what is missing and
+// leaves no state file.
+func TestKernelNeedsCapNetAdmin(t *testing.T) {
+	requireTool(t, "setpriv", "util-linux")
+	ns := newNetNS(t, "cap") // should the drop fail, nothing lands in this machine's tables
+	dir := t.TempDir()
+	state := filepath.Join(dir, "doorman.db")
+	argv := ns.argv("setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", doormanBinary(t))
+	code, out, err := testproc.RunDoorman(argv, dir, map[string]string{"DOORMAN_NFT_TABLE": "doorman", "DOORMAN_STATE_FILE": state}, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 2 || !strings.Contains(out, `DOORMAN_NFT_TABLE: "doorman" is set, but`) || !strings.Contains(out, "CAP_NET_ADMIN") {
+		t.Fatalf("exit %d, output %q; want 2 and a message naming DOORMAN_NFT_TABLE and CAP_NET_ADMIN", code, out)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Fatalf("state file after a refused start: %v, want none", err)
+	}
+	if tables := ns.run(t, "nft", "list", "tables"); tables != "" {
+		t.Fatalf("tables after a refused start: %q", tables)
+	}
+}
+
+// TestKernelClusterBans: bans learned from Redis enter the kernel too, and
+// leave it with their unban.
+func TestKernelClusterBans(t *testing.T) {
+	requireTool(t, "redis-server", "redis-server")
+	bin, _ := lookTool("redis-server")
+	sock := filepath.Join(t.TempDir(), "redis.sock")
+	r, err := testproc.StartRedis(bin, 0, "--unixsocket", sock, "--unixsocketperm", "777")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	prefix := clusterPrefix(t)
+	// The server namespace reaches Redis through its unix socket; the peer,
+	// on this machine's loopback, through TCP.
+	s := startKernelSite(t, map[string]string{"DOORMAN_REDIS_URL": "unix://" + sock, "DOORMAN_REDIS_PREFIX": prefix})
+	peer := startDoorman(t, map[string]string{"DOORMAN_REDIS_URL": r.URL, "DOORMAN_REDIS_PREFIX": prefix})
+	waitMetric(t, s.dm, "doorman_redis_up", 1, 5*time.Second)
+	waitMetric(t, peer, "doorman_redis_up", 1, 5*time.Second)
+
+	s.wantStatus(t, "192.0.2.10", "192.0.2.1:80", 200)
+	if code, body := peer.API(t, "POST", "/v1/bans", map[string]string{"ip": "192.0.2.10", "duration": "1h"}); code != 201 {
+		t.Fatalf("ban on the peer: %d %s", code, body)
+	}
+	s.waitStatus(t, "192.0.2.10", "192.0.2.1:80", 0, changeLimit)
+	if got := s.kernelElements(t, "bans4"); !slices.Equal(got, []string{"192.0.2.10/32"}) {
+		t.Fatalf("bans4 after a ban learned from the cluster: got %v, want [192.0.2.10/32]", got)
+	}
+	if code, body := peer.API(t, "DELETE", "/v1/bans/192.0.2.10", nil); code != 204 {
+		t.Fatalf("unban on the peer: %d %s", code, body)
+	}
+	s.waitStatus(t, "192.0.2.10", "192.0.2.1:80", 200, changeLimit)
+	if got := s.kernelElements(t, "bans4"); len(got) != 0 {
+		t.Fatalf("bans4 after the unban learned from the cluster: %v, want none", got)
+	}
 }
