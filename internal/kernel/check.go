@@ -60,7 +60,7 @@ func (t *Table) check(bans []decide.Ban, now time.Time) (int, error) {
 	n := now.UnixNano()
 	want := t.wantOf(bans, n)
 	next := layout(want, n)
-	drift := drifted(kernel, t.have, n)
+	drift := drifted(kernel, t.have, n, t.lag)
 
 	nm := make(map[netip.Addr]span, len(next))
 	for _, s := range next {
@@ -72,7 +72,7 @@ func (t *Table) check(bans []decide.Ban, now time.Time) (int, error) {
 	km := make(map[netip.Addr]bool, len(kernel))
 	for _, h := range kernel {
 		s, ok := nm[h.iv.start]
-		same := ok && intervalOf(s.p) == h.iv && absDur(h.expires-time.Duration(s.until-n)) <= slack
+		same := ok && intervalOf(s.p) == h.iv && onTime(h.expires, time.Duration(s.until-n), t.lag)
 		if same {
 			km[h.iv.start] = true
 		} else if h.expires == 0 || int64(h.expires) > int64(expiring) {
@@ -88,7 +88,7 @@ func (t *Table) check(bans []decide.Ban, now time.Time) (int, error) {
 		if err := t.queue(dels, adds, n); err != nil {
 			return drift, err
 		}
-		if err := t.flush(max(t.o.Timeout, rebuildTimeout)); err != nil {
+		if err := t.flush(max(t.o.Timeout, rebuildTimeout), now); err != nil {
 			return drift, err
 		}
 	}
@@ -138,7 +138,7 @@ func (t *Table) neverCount(is4 bool) int {
 
 // drifted counts the elements in which the kernel differs from have, what
 // doorman wrote, leaving out those within slack of their end.
-func drifted(kernel []held, have *bart.Table[int64], n int64) int {
+func drifted(kernel []held, have *bart.Table[int64], n int64, lag time.Duration) int {
 	d, matched := 0, 0
 	for _, h := range kernel {
 		var u int64
@@ -151,7 +151,7 @@ func drifted(kernel []held, have *bart.Table[int64], n int64) int {
 		case !in:
 			d++ // not written by doorman
 		case left <= slack: // ending: not counted either way
-		case absDur(h.expires-left) > slack:
+		case !onTime(h.expires, left, lag):
 			d++
 			matched++
 		default:
@@ -194,6 +194,13 @@ func prefixOf(iv interval) (netip.Prefix, bool) {
 	}
 	p := netip.PrefixFrom(iv.start, iv.start.BitLen()-host)
 	return p, p.IsValid() && p.Masked().Addr() == iv.start
+}
+
+// onTime reports whether an element with expires left ends with its ban,
+// which has left: within slack, or up to lag later.
+func onTime(expires, left, lag time.Duration) bool {
+	d := expires - left
+	return d >= -slack && d <= slack+lag
 }
 
 func absDur(d time.Duration) time.Duration {

@@ -53,6 +53,10 @@ type Table struct {
 	// the elements written there, as partition makes them of want.
 	want, have *bart.Table[int64]
 	failed     map[netip.Prefix]bool // bans whose last write failed
+	// lag is the longest a write took: the kernel counts an element's
+	// timeout from when it reaches it in the transaction, so an element
+	// may end up to lag after its ban.
+	lag time.Duration
 	m          tableMetrics
 }
 
@@ -153,12 +157,14 @@ func (t *Table) Close() error {
 }
 
 // flush sends what is queued on t.cc as one transaction, waiting at most d.
-// A socket that timed out may still receive the answers: it is replaced.
-func (t *Table) flush(d time.Duration) error {
+// The timeouts queued were counted from now. A socket that timed out may
+// still receive the answers: it is replaced.
+func (t *Table) flush(d time.Duration, now time.Time) error {
 	t.deadline(d)
 	err := t.cc.Flush()
 	t.m.writes.Inc()
 	if err == nil {
+		t.lag = max(t.lag, time.Since(now))
 		return nil
 	}
 	t.m.writeErrors.Inc()
@@ -199,7 +205,7 @@ func (t *Table) Remove() error {
 	t.cc.AddTable(t.r.table) // so that the delete finds it
 	t.cc.DelTable(t.r.table)
 	t.want, t.have = new(bart.Table[int64]), new(bart.Table[int64])
-	return t.flush(t.o.Timeout)
+	return t.flush(t.o.Timeout, time.Now())
 }
 
 // String names the table and its hooks for the start line.

@@ -131,7 +131,7 @@ func (t *Table) rebuild(bans []decide.Ban, now time.Time) error {
 	if err := t.queue(nil, els, n); err != nil {
 		return err
 	}
-	if err := t.flush(max(t.o.Timeout, rebuildTimeout)); err != nil {
+	if err := t.flush(max(t.o.Timeout, rebuildTimeout), now); err != nil {
 		return err
 	}
 	t.want, t.have = want, tableOf(els)
@@ -179,7 +179,7 @@ func (t *Table) Apply(puts []decide.Ban, lifts []netip.Prefix, now time.Time) er
 	if err := t.queue(dels, adds, n); err != nil {
 		return t.failedFor(puts, err)
 	}
-	if err := t.flush(t.o.Timeout); err != nil {
+	if err := t.flush(t.o.Timeout, now); err != nil {
 		return t.failedFor(puts, err)
 	}
 	for i, r := range regions {
