@@ -130,7 +130,7 @@ func TestKernelBans(t *testing.T) {
 			}
 		}
 		s.wantStatus(t, "192.0.2.10", web, 0)
-		s.wantStatus(t, "192.0.2.11", web, 200) // another client is served
+		s.wantStatus(t, "192.0.2.11", web, 200)  // another client is served
 		s.wantStatus(t, "192.0.2.10", open, 200) // other ports stay open
 		if got := s.kernelElements(t, "bans4"); !slices.Equal(got, []string{"192.0.2.10/32"}) {
 			t.Fatalf("bans4: got %v, want [192.0.2.10/32]", got)

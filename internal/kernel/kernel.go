@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/throttle"
 )
 
 // Options configure a Table.
@@ -28,9 +29,15 @@ type Options struct {
 	Max      int            // elements per set at most (DOORMAN_MAX_BANS)
 	NeverBan []netip.Prefix // accepted before any ban is looked at
 	Timeout  time.Duration  // one netlink exchange at most; 0: 2s
-	NetNS    int            // an fd of the network namespace to work in; 0: doorman's own
-	Metrics  *metrics.Set
-	Log      *slog.Logger
+	// Record is what memory holds under a key (decide.Core.Record), for
+	// Committed and Sync; Bans the bans in force (decide.Core.Bans), for
+	// Run's checks every Check (0: 30s).
+	Record  func(netip.Prefix) (decide.Ban, bool)
+	Bans    func(time.Time) []decide.Ban
+	Check   time.Duration
+	NetNS   int // an fd of the network namespace to work in; 0: doorman's own
+	Metrics *metrics.Set
+	Log     *slog.Logger
 }
 
 // ErrNoPermission: doorman may not change the kernel's tables.
@@ -57,7 +64,10 @@ type Table struct {
 	// timeout from when it reaches it in the transaction, so an element
 	// may end up to lag after its ban.
 	lag time.Duration
-	m          tableMetrics
+	m   tableMetrics
+
+	learned chan netip.Prefix // keys of changes learned from the cluster, for Run
+	warned  *throttle.Throttle
 }
 
 type tableMetrics struct {
@@ -73,10 +83,14 @@ func Open(o Options) (*Table, error) {
 	if o.Metrics == nil {
 		o.Metrics = metrics.NewSet()
 	}
+	if o.Check <= 0 {
+		o.Check = 30 * time.Second
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	t := &Table{o: o, r: newRuleset(&o), want: new(bart.Table[int64]), have: new(bart.Table[int64]), failed: map[netip.Prefix]bool{}}
+	t := &Table{o: o, r: newRuleset(&o), want: new(bart.Table[int64]), have: new(bart.Table[int64]), failed: map[netip.Prefix]bool{},
+		learned: make(chan netip.Prefix, learnedQueue), warned: throttle.New(time.Minute)}
 	t.m = tableMetrics{
 		writes:      o.Metrics.NewCounter("doorman_nft_writes_total"),
 		writeErrors: o.Metrics.NewCounter("doorman_nft_write_errors_total"),

@@ -149,6 +149,10 @@ func (t *Table) Apply(puts []decide.Ban, lifts []netip.Prefix, now time.Time) er
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.apply(puts, lifts, now)
+}
+
+func (t *Table) apply(puts []decide.Ban, lifts []netip.Prefix, now time.Time) error {
 	n := now.UnixNano()
 	keys := make([]netip.Prefix, 0, len(puts)+len(lifts))
 	for _, b := range puts {

@@ -27,6 +27,8 @@ type explanation struct {
 	Allow                    bool
 	Until                    time.Time
 	Failures                 int
+	Feed                     string // the feed that denied
+	Place                    Place
 }
 
 type pageData struct {
@@ -57,6 +59,8 @@ type pageData struct {
 
 	Accounts bool // accounts enabled
 	Locks    []decide.Lock
+
+	Feeds []Feed
 }
 
 func (u *UI) show(ctx *fasthttp.RequestCtx) {
@@ -104,6 +108,9 @@ func (u *UI) show(ctx *fasthttp.RequestCtx) {
 		d.Locks = u.o.Accounts.Locks(now)
 		d.Locks = d.Locks[:min(len(d.Locks), maxRows)]
 	}
+	if u.o.Feeds != nil {
+		d.Feeds = u.o.Feeds()
+	}
 	if u.o.History != nil {
 		var err error
 		if d.Events, err = u.o.History.Last(20); err != nil {
@@ -133,6 +140,12 @@ func (u *UI) explain(s string, now time.Time) (*explanation, string) {
 	}
 	if e.Verdict.Reason == decide.Banned {
 		x.Key, x.Until = e.Verdict.Key.String(), e.Verdict.Until
+	}
+	if e.Verdict.Reason == decide.Feed {
+		x.Feed = e.Verdict.Source
+	}
+	if u.o.Locate != nil {
+		x.Place = u.o.Locate(e.Addr)
 	}
 	return x, ""
 }
