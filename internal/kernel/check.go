@@ -57,10 +57,13 @@ func (t *Table) check(bans []decide.Ban, now time.Time) (int, error) {
 		}
 		kernel = append(kernel, intervals(els)...)
 	}
+	// The kernel gives each element's time left when it dumps it, after now
+	// by up to read: a dump of a large interval set takes seconds.
+	read := time.Since(now)
 	n := now.UnixNano()
 	want := t.wantOf(bans, n)
 	next := layout(want, n)
-	drift := drifted(kernel, t.have, n, t.lag)
+	drift := drifted(kernel, t.have, n, read, t.lag)
 
 	nm := make(map[netip.Addr]span, len(next))
 	for _, s := range next {
@@ -72,7 +75,7 @@ func (t *Table) check(bans []decide.Ban, now time.Time) (int, error) {
 	km := make(map[netip.Addr]bool, len(kernel))
 	for _, h := range kernel {
 		s, ok := nm[h.iv.start]
-		same := ok && intervalOf(s.p) == h.iv && onTime(h.expires, time.Duration(s.until-n), t.lag)
+		same := ok && intervalOf(s.p) == h.iv && onTime(h.expires, time.Duration(s.until-n), read, t.lag)
 		if same {
 			km[h.iv.start] = true
 		} else if h.expires == 0 || int64(h.expires) > int64(expiring) {
@@ -138,7 +141,7 @@ func (t *Table) neverCount(is4 bool) int {
 
 // drifted counts the elements in which the kernel differs from have, what
 // doorman wrote, leaving out those within slack of their end.
-func drifted(kernel []held, have *bart.Table[int64], n int64, lag time.Duration) int {
+func drifted(kernel []held, have *bart.Table[int64], n int64, read, lag time.Duration) int {
 	d, matched := 0, 0
 	for _, h := range kernel {
 		var u int64
@@ -151,7 +154,7 @@ func drifted(kernel []held, have *bart.Table[int64], n int64, lag time.Duration)
 		case !in:
 			d++ // not written by doorman
 		case left <= slack: // ending: not counted either way
-		case !onTime(h.expires, left, lag):
+		case !onTime(h.expires, left, read, lag):
 			d++
 			matched++
 		default:
@@ -197,10 +200,12 @@ func prefixOf(iv interval) (netip.Prefix, bool) {
 }
 
 // onTime reports whether an element with expires left ends with its ban,
-// which has left: within slack, or up to lag later.
-func onTime(expires, left, lag time.Duration) bool {
+// which has left at now: within slack, or up to lag later (the kernel counts
+// a timeout from when the write reaches it), the time left read up to read
+// after now.
+func onTime(expires, left, read, lag time.Duration) bool {
 	d := expires - left
-	return d >= -slack && d <= slack+lag
+	return d >= -slack-read && d <= slack+lag
 }
 
 func absDur(d time.Duration) time.Duration {

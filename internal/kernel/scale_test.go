@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +14,12 @@ import (
 )
 
 // scaleBans is the size of the scale test: 100,000 by default, 1,000,000 with
-// DOORMAN_KERNEL_BENCH=1 (the figure in docs/benchmarks.md).
+// DOORMAN_KERNEL_BENCH=1 (the figure in docs/benchmarks.md), or
+// DOORMAN_KERNEL_BANS.
 func scaleBans() int {
+	if n, err := strconv.Atoi(os.Getenv("DOORMAN_KERNEL_BANS")); err == nil && n > 0 {
+		return n
+	}
 	if os.Getenv("DOORMAN_KERNEL_BENCH") == "1" {
 		return 1_000_000
 	}
