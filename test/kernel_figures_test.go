@@ -7,6 +7,8 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,4 +133,71 @@ func TestKernelAPIBans(t *testing.T) {
 	}
 	p50, p99, worst := percentiles(took)
 	t.Logf("%d API bans one by one, each in the kernel before its answer: answer p50 %v, p99 %v, max %v", n, p50, p99, worst)
+}
+
+// cpuTicks is the CPU time (user and system, in clock ticks) of pid and its
+// children (nginx's workers).
+func cpuTicks(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:])) // fields from the 3rd on
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	total := u + s
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, k := range strings.Fields(string(kids)) {
+		if c, err := strconv.Atoi(k); err == nil {
+			total += cpuTicks(t, c)
+		}
+	}
+	return total
+}
+
+// TestKernelBannedFlood measures, in one run, what a banned client's flood
+// of requests costs doorman and nginx: from an address doorman bans but
+// keeps out of the kernel (DOORMAN_NFT_MIN_COUNT=2, a first ban), each
+// request is answered 403 by nginx after asking doorman; from an address
+// banned in the kernel, each connection attempt is dropped before nginx.
+// The figure is the ratio of their CPU time per attempt.
+func TestKernelBannedFlood(t *testing.T) {
+	s := startKernelSite(t, map[string]string{"DOORMAN_NFT_MIN_COUNT": "2", "DOORMAN_NFT_CHECK": "1h"})
+	const inKernel, outOfKernel = "192.0.2.10", "192.0.2.11"
+	for range 5 {
+		s.fail(t, outOfKernel)
+	}
+	if out := s.ban(t, inKernel, "1h"); out["kernel"] != true {
+		t.Fatalf("manual ban: %v, want kernel true", out)
+	}
+	s.wantStatus(t, outOfKernel, "192.0.2.1:80", 403)
+	n := kernelBench(1000, 10000)
+	flood := func(src string, timeout time.Duration) (ticks int64, answered int) {
+		before := cpuTicks(t, s.nginx.Process.Pid) + cpuTicks(t, s.dm.Cmd.Process.Pid)
+		for range n {
+			if code, err := s.cli.httpStatus(src, "192.0.2.1:80", timeout); err == nil {
+				if code != 403 {
+					t.Fatalf("%s: status %d, want 403", src, code)
+				}
+				answered++
+			}
+		}
+		return cpuTicks(t, s.nginx.Process.Pid) + cpuTicks(t, s.dm.Cmd.Process.Pid) - before, answered
+	}
+	t403, a403 := flood(outOfKernel, 5*time.Second)
+	// 20ms: a dropped SYN is not sent again within it (1s), so each attempt is one packet.
+	tDrop, aDrop := flood(inKernel, 20*time.Millisecond)
+	if a403 != n || aDrop != 0 {
+		t.Fatalf("answered: %d of %d out of the kernel (want all), %d of %d in it (want none)", a403, n, aDrop, n)
+	}
+	if t403 == 0 {
+		t.Fatalf("%d requests answered 403 cost no measurable CPU; the flood is too small", n)
+	}
+	if tDrop*5 > t403 {
+		t.Errorf("dropped attempts cost %d ticks, more than a fifth of the 403s' %d", tDrop, t403)
+	}
+	tick := float64(time.Second) / 100 // USER_HZ
+	t.Logf("%d attempts each: answered 403, doorman+nginx CPU %.1f µs a request; dropped by the kernel %.1f µs an attempt (ratio %.3f)",
+		n, float64(t403)*tick/float64(n)/1e3, float64(tDrop)*tick/float64(n)/1e3, float64(tDrop)/float64(t403))
 }

@@ -136,6 +136,7 @@ type kernelSite struct {
 	dm       *Doorman
 	table    string
 	dir      string
+	nginx    *exec.Cmd // the master, in the server namespace
 }
 
 // Addresses: the server is 192.0.2.1, 198.51.100.1 and 2001:db8::1; the
@@ -202,7 +203,8 @@ server {
     listen 80;
     listen [::]:80;
     include doorman/doorman-location.conf;
-    location / { auth_request /_doorman; return 200 "protected\n"; }
+    # not "return": it answers before the access phase, where auth_request runs
+    location / { auth_request /_doorman; proxy_pass http://127.0.0.1:8080; }
 }
 server {
     listen 8080;
@@ -218,6 +220,7 @@ server {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	s.nginx = cmd
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
