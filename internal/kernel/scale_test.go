@@ -13,8 +13,8 @@ import (
 	"github.com/doorman/doorman/decide"
 )
 
-// scaleBans is the size of the scale test: 100,000 by default, 1,000,000 with
-// DOORMAN_KERNEL_BENCH=1 (the figure in docs/benchmarks.md), or
+// scaleBans is the size of the scale test: 100,000 by default (the figure
+// in docs/benchmarks.md), 1,000,000 with DOORMAN_KERNEL_BENCH=1, or
 // DOORMAN_KERNEL_BANS.
 func scaleBans() int {
 	if n, err := strconv.Atoi(os.Getenv("DOORMAN_KERNEL_BANS")); err == nil && n > 0 {
