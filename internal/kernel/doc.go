@@ -10,6 +10,11 @@
 // UDP connections from banned sources to the ports. No other table is read or
 // written.
 //
+// The Table is an engine hook (Committed): each change's keys are written as
+// memory holds them (Options.Record) before the call answers, and reported
+// as "kernel" in its receipt; changes learned from the cluster and the
+// periodic Check run in Run.
+//
 // Invariants: each element's kernel timeout ends when its ban ends, so the
 // kernel forgets a ban by itself. An interval set holds no overlapping
 // elements, so a ban that outlasts the ban around it is cut out of it (see
