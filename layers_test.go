@@ -57,6 +57,10 @@ func TestImportRules(t *testing.T) {
 			"github.com/redis/", "net/http", "github.com/valyala/fasthttp"}},
 		{"internal/accesslog", []string{"net", "os", "net/http", "github.com/valyala/fasthttp", "log", "log/slog", mod + "internal/"}},
 		{"internal/requestid", []string{mod}},
+		// The kernel's table is a hook of the engine: bans (decide), changes
+		// (engine) and netlink; nothing beside it.
+		{"internal/kernel", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster",
+			mod + "internal/server", "net/http", "github.com/valyala/fasthttp", "github.com/redis/", "os/exec"}},
 		{"internal/minutes", []string{mod}},
 		{"internal/throttle", []string{mod}},
 	}

@@ -163,15 +163,27 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	if cfg.ASNDB != "" {
 		core.SetNetworks(lm.Network) // range bans follow the announced network
 	}
+	m := engine.NewMetrics(core.Stats, cfg.DryRun, time.Now)
+	nft, err := openKernel(cfg, core, m, log)
+	if err != nil {
+		return err
+	}
 	st, err := openState(cfg, core, log)
 	if err != nil {
+		if nft != nil {
+			nft.Close()
+		}
 		return err
 	}
 	if st != nil {
 		defer st.Close()
 	}
-	m := engine.NewMetrics(core.Stats, cfg.DryRun, time.Now)
 	local := engine.NewLocal(core, st, log, m)
+	stopKernel, err := kernelMode(nft, cfg, local, log)
+	if err != nil {
+		return err
+	}
+	defer stopKernel()
 	history := local.NewHistory(cfg.MaxEvents)
 	accounts, keySource, err := engine.NewAccounts(engine.AccountOptions{Policy: cfg.AccountPolicy(), Max: cfg.MaxAccounts,
 		Key: []byte(cfg.DeviceKey), TTL: cfg.DeviceTTL, Store: st, Now: time.Now}, local)

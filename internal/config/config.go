@@ -85,8 +85,14 @@ type Config struct {
 	CacheTTL         time.Duration `env:"DOORMAN_CACHE_TTL" group:"cached mode" envDefault:"10s" help:"cached mode: the longest nginx keeps a verdict, from 1s to 1h; also how late a change can be where a refresh fails"`
 	CacheTracked     int           `env:"DOORMAN_CACHE_TRACKED" group:"cached mode" envDefault:"1000000" help:"cached mode: verdicts kept by nginx that doorman remembers at most; beyond, new verdicts are answered as not to be kept"`
 
-	LearnAddr  string `env:"DOORMAN_LEARN_ADDR" group:"learn" help:"learn failures from the proxy's access log (docs/learn.md): unixgram:/run/doorman/learn.sock or udp:127.0.0.1:PORT (loopback only), receiving syslog datagrams or bare lines; unset: off"`
-	LearnRules string `env:"DOORMAN_LEARN_RULES" group:"learn" help:"the login forms learned from: PRESET [HOST]PATH pairs separated by ;, e.g. django /admin/login/; wordpress /wp-login.php; status /login (POST answered 401 or 403 fails, 2xx or 3xx succeeds)"`
+	LearnAddr       string        `env:"DOORMAN_LEARN_ADDR" group:"learn" help:"learn failures from the proxy's access log (docs/learn.md): unixgram:/run/doorman/learn.sock or udp:127.0.0.1:PORT (loopback only), receiving syslog datagrams or bare lines; unset: off"`
+	LearnRules      string        `env:"DOORMAN_LEARN_RULES" group:"learn" help:"the login forms learned from: PRESET [HOST]PATH pairs separated by ;, e.g. django /admin/login/; wordpress /wp-login.php; status /login (POST answered 401 or 403 fails, 2xx or 3xx succeeds)"`
+	NFTTable        string        `env:"DOORMAN_NFT_TABLE" group:"kernel" help:"kernel bans (docs/kernel.md): the nftables inet table doorman owns and fills with its bans, e.g. doorman; needs CAP_NET_ADMIN; empty turns kernel bans off"`
+	NFTHooks        string        `env:"DOORMAN_NFT_HOOKS" group:"kernel" envDefault:"input" help:"hooks of the table's chains: input, or input,forward for services in containers"`
+	NFTPorts        string        `env:"DOORMAN_NFT_PORTS" group:"kernel" envDefault:"80,443" help:"ports (TCP and UDP) closed to banned addresses, comma-separated; all for every port"`
+	NFTMinCount     int           `env:"DOORMAN_NFT_MIN_COUNT" group:"kernel" envDefault:"1" help:"only bans whose escalation count reaches this go to the kernel (2: a first offender still sees the 403 page); manual bans always do"`
+	NFTCheck        time.Duration `env:"DOORMAN_NFT_CHECK" group:"kernel" envDefault:"30s" help:"how often the kernel's sets are compared with doorman's bans and repaired (doorman_nft_drift_total)"`
+	NFTRemoveOnStop bool          `env:"DOORMAN_NFT_REMOVE_ON_STOP" group:"kernel" envDefault:"false" help:"delete the table when doorman stops; false leaves it, so bans hold while doorman restarts"`
 
 	LogFormat string `env:"DOORMAN_LOG_FORMAT" group:"logs" envDefault:"text" help:"text or json"`
 	LogLevel  string `env:"DOORMAN_LOG_LEVEL" group:"logs" envDefault:"info" help:"debug, info, warn or error"`
@@ -109,6 +115,8 @@ type Config struct {
 
 	LearnListen  LearnListen      `env:"-"` // DOORMAN_LEARN_ADDR, parsed; Network "": off
 	LearnRuleSet *accesslog.Rules `env:"-"` // DOORMAN_LEARN_RULES, parsed; nil: off
+	NFTHookList  []string         `env:"-"` // DOORMAN_NFT_HOOKS, split
+	NFTPortList  []uint16         `env:"-"` // DOORMAN_NFT_PORTS, parsed; empty: all
 }
 
 // Error is a configuration error about one variable.
@@ -171,27 +179,10 @@ func kind(t reflect.Type) string {
 
 // Validate checks every value and parses the lists.
 func (c *Config) Validate() error {
+	if err := c.parseLists(); err != nil {
+		return err
+	}
 	var err error
-	lists := []struct {
-		name, val string
-		out       *[]netip.Prefix
-	}{
-		{"DOORMAN_TRUSTED_PROXIES", c.TrustedProxies, &c.Trusted},
-		{"DOORMAN_ALLOW", c.Allow, &c.AllowList},
-		{"DOORMAN_DENY", c.Deny, &c.DenyList},
-		{"DOORMAN_NEVER_BAN", c.NeverBan, &c.NeverBanList},
-		{"DOORMAN_NAT64_PREFIXES", c.NAT64Prefixes, &c.NAT64List},
-	}
-	for _, l := range lists {
-		if *l.out, err = decide.ParseList(l.val); err != nil {
-			return fmt.Errorf("%s: %v", l.name, err)
-		}
-	}
-	for _, p := range c.NAT64List {
-		if !p.Addr().Is6() || p.Bits() != 96 {
-			return &Error{Var: "DOORMAN_NAT64_PREFIXES", Value: p.String(), Problem: "is not an IPv6 /96 (RFC 6052)"}
-		}
-	}
 	for _, a := range []struct {
 		name, val string
 		out       *Listen
@@ -244,19 +235,38 @@ func (c *Config) Validate() error {
 			return &Error{Var: k.name, Value: fmt.Sprint(k.val), Problem: k.expected}
 		}
 	}
-	if err := c.validateCache(); err != nil {
-		return err
+	for _, v := range []func() error{c.validateCache, c.validateNotify, c.validateAccounts, c.validateFeeds, c.validateLearn, c.validateKernel} {
+		if err := v(); err != nil {
+			return err
+		}
 	}
-	if err := c.validateNotify(); err != nil {
-		return err
+	return nil
+}
+
+// parseLists parses the address lists into their prefixes.
+func (c *Config) parseLists() error {
+	var err error
+	lists := []struct {
+		name, val string
+		out       *[]netip.Prefix
+	}{
+		{"DOORMAN_TRUSTED_PROXIES", c.TrustedProxies, &c.Trusted},
+		{"DOORMAN_ALLOW", c.Allow, &c.AllowList},
+		{"DOORMAN_DENY", c.Deny, &c.DenyList},
+		{"DOORMAN_NEVER_BAN", c.NeverBan, &c.NeverBanList},
+		{"DOORMAN_NAT64_PREFIXES", c.NAT64Prefixes, &c.NAT64List},
 	}
-	if err := c.validateAccounts(); err != nil {
-		return err
+	for _, l := range lists {
+		if *l.out, err = decide.ParseList(l.val); err != nil {
+			return fmt.Errorf("%s: %v", l.name, err)
+		}
 	}
-	if err := c.validateFeeds(); err != nil {
-		return err
+	for _, p := range c.NAT64List {
+		if !p.Addr().Is6() || p.Bits() != 96 {
+			return &Error{Var: "DOORMAN_NAT64_PREFIXES", Value: p.String(), Problem: "is not an IPv6 /96 (RFC 6052)"}
+		}
 	}
-	return c.validateLearn()
+	return nil
 }
 
 // Policy returns the ban policy.
@@ -331,7 +341,7 @@ type Field struct{ Var, Default, Help, Group string }
 
 // Groups are the reference's sections, in the order printed; every variable's
 // group tag names one of them (TestEveryVariableHasAGroup).
-var Groups = []string{"listeners", "lists", "feeds", "bans", "ranges", "accounts", "state", "cluster", "notify", "cached mode", "learn", "logs"}
+var Groups = []string{"listeners", "lists", "feeds", "bans", "ranges", "accounts", "state", "cluster", "notify", "cached mode", "learn", "kernel", "logs"}
 
 // fields are the variables in the struct's order.
 func fields() []Field {
