@@ -170,6 +170,8 @@ func client(ctx context.Context, cfg *config.Config, cmd string, args []string, 
 		return nil
 	case "accounts", "unlock":
 		return accountsCommand(ctx, c, cmd, args, stdout)
+	case "gate":
+		return gateCommand(ctx, c, args, stdout)
 	}
 	return usageError{fmt.Errorf("unknown command %q", cmd)}
 }

@@ -100,7 +100,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			debug.SetGCPercent(50)
 		}
 		return serve(ctx, cfg, stderr)
-	case "bans", "ban", "unban", "check", "health", "events", "accounts", "unlock":
+	case "bans", "ban", "unban", "check", "health", "events", "accounts", "unlock", "gate":
 		return client(ctx, cfg, cmd, args, stdout)
 	}
 	return usageError{fmt.Errorf("unknown command %q\n%s", cmd, usage)}
@@ -113,6 +113,8 @@ const usage = `usage: doorman [command]
   unban IP|CIDR                 lift the ban covering IP (or exactly CIDR)
   accounts                      list locked accounts
   unlock USER                   unlock an account and forget its failures
+  gate enroll USER              print a one-time enrollment link for the gate (docs/gate.md)
+  gate list|revoke ID|signout USER  the gate's credentials; revoke one; end a user's sessions
   check IP                      explain the decision for IP
   events [-n 100]               the last bans and unbans, newest first
   health                        exit 0 when the API answers /healthz
@@ -213,8 +215,18 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
 	api.Accounts, api.DryRun = acct, cfg.DryRun
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
-	errc := make(chan error, 2)
-	for i, ln := range []net.Listener{decideLn, apiLn} {
+	listeners := []net.Listener{decideLn, apiLn}
+	gateSrv, gateLn, err := startGate(cfg, st, svc, acct, d, api, log)
+	if err != nil {
+		decideLn.Close()
+		apiLn.Close()
+		return err
+	}
+	if gateSrv != nil {
+		servers, listeners = append(servers, gateSrv), append(listeners, gateLn)
+	}
+	errc := make(chan error, len(listeners))
+	for i, ln := range listeners {
 		go func() { errc <- servers[i].Serve(ln) }()
 	}
 	stats := core.Stats(time.Now())

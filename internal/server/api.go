@@ -16,6 +16,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/gate"
 )
 
 // MaxBody is the largest request body the API reads.
@@ -41,6 +42,8 @@ type API struct {
 	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
 	Accounts engine.AccountService
 	DryRun   bool
+	// Gate serves /v1/gate/… (gate_api.go); nil: the gate is off.
+	Gate *gate.Gate
 
 	// failLog writes the failure lines: at most
 	// engine.FailureLinesPerSecond a second at info, the rest at debug,
@@ -161,6 +164,8 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 		}
 	case path == "/v1/attempts" || path == "/v1/accounts" || strings.HasPrefix(path, "/v1/accounts/"):
 		a.handleAccounts(c, ctx, path)
+	case strings.HasPrefix(path, "/v1/gate/"):
+		a.handleGate(ctx, path)
 	case path == "/v1/events":
 		if a.method(ctx, "GET") {
 			a.events(ctx)

@@ -1,0 +1,115 @@
+package server
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/doorman/doorman/internal/gate"
+)
+
+// The gate's API, with the bearer token like all of /v1/:
+//
+//	POST   /v1/gate/enrollments {"username"}  → 201 {"username","url","expires"}: a one-time link
+//	GET    /v1/gate/credentials               → 200 {"credentials":[…]} (no secrets)
+//	DELETE /v1/gate/credentials/{id}          → 200, 404: its sessions end at once
+//	DELETE /v1/gate/sessions/{username}       → 200, 404: every session of the user ends
+//
+// With the gate off every path answers 404.
+func (a *API) handleGate(ctx *fasthttp.RequestCtx, path string) {
+	if a.Gate == nil {
+		apiError(ctx, fasthttp.StatusNotFound, "the gate is off (DOORMAN_GATE_ORIGINS unset or DOORMAN_GATE_ADDR empty)")
+		return
+	}
+	switch {
+	case path == "/v1/gate/enrollments":
+		if a.method(ctx, "POST") {
+			a.gateEnroll(ctx)
+		}
+	case path == "/v1/gate/credentials":
+		if a.method(ctx, "GET") {
+			writeJSON(ctx, fasthttp.StatusOK, map[string]any{"credentials": a.Gate.Credentials()})
+		}
+	case strings.HasPrefix(path, "/v1/gate/credentials/"):
+		if a.method(ctx, "DELETE") {
+			a.gateRevoke(ctx, strings.TrimPrefix(path, "/v1/gate/credentials/"))
+		}
+	case strings.HasPrefix(path, "/v1/gate/sessions/"):
+		if a.method(ctx, "DELETE") {
+			a.gateSignOut(ctx, strings.TrimPrefix(path, "/v1/gate/sessions/"))
+		}
+	default:
+		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
+	}
+}
+
+// EnrollmentJSON is an enrollment link as the API answers it.
+type EnrollmentJSON struct {
+	Username string `json:"username"`
+	URL      string `json:"url"`
+	Expires  string `json:"expires"`
+}
+
+// GateEnrollURL is the enrollment page of the first gated origin for tok.
+func GateEnrollURL(g *gate.Gate, tok string) string {
+	o := g.Origins()[0]
+	return o.Scheme + "://" + o.Host + "/_doorman/enroll?t=" + tok
+}
+
+func (a *API) gateEnroll(ctx *fasthttp.RequestCtx) {
+	var in struct {
+		Username string `json:"username"`
+	}
+	if !readJSON(ctx, &in) {
+		return
+	}
+	user, ok := accountName(ctx, in.Username)
+	if !ok {
+		return
+	}
+	if user == "" {
+		apiError(ctx, fasthttp.StatusBadRequest, `"username" is required`)
+		return
+	}
+	tok, exp, err := a.Gate.Enroll(user, a.Now())
+	if err != nil {
+		apiError(ctx, fasthttp.StatusServiceUnavailable, "enrollment: %v", err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusCreated, EnrollmentJSON{Username: user, URL: GateEnrollURL(a.Gate, tok), Expires: exp.Format(time.RFC3339)})
+}
+
+func (a *API) gateRevoke(ctx *fasthttp.RequestCtx, raw string) {
+	id, err := gate.ParseID(raw)
+	if err != nil {
+		apiError(ctx, fasthttp.StatusBadRequest, "%v", err)
+		return
+	}
+	info, err := a.Gate.Revoke(id)
+	switch {
+	case errors.Is(err, gate.ErrNotFound):
+		apiError(ctx, fasthttp.StatusNotFound, "credential %q: %v", raw, err)
+	case err != nil:
+		apiError(ctx, fasthttp.StatusInternalServerError, "credential %q: %v", raw, err)
+	default:
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"revoked": info})
+	}
+}
+
+func (a *API) gateSignOut(ctx *fasthttp.RequestCtx, raw string) {
+	user, ok := accountName(ctx, raw)
+	if !ok {
+		return
+	}
+	found, err := a.Gate.SignOut(user)
+	switch {
+	case err != nil:
+		apiError(ctx, fasthttp.StatusInternalServerError, "username %q: %v", user, err)
+	case !found:
+		apiError(ctx, fasthttp.StatusNotFound, "username %q has no gate credential", user)
+	default:
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"signed_out": user})
+	}
+}
