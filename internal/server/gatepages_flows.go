@@ -57,7 +57,10 @@ func (p *GatePages) signInTOTP(ctx *fasthttp.RequestCtx) {
 		p.page(ctx, fasthttp.StatusServiceUnavailable, "gate", d)
 	default:
 		p.setSession(ctx, s)
-		ctx.Redirect(rd, fasthttp.StatusSeeOther)
+		// rd as it is: fasthttp's Redirect would make it absolute with the
+		// Host the proxy sent, which may lack the port.
+		ctx.Response.Header.Set("Location", rd)
+		ctx.SetStatusCode(fasthttp.StatusSeeOther)
 	}
 }
 
