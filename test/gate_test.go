@@ -26,7 +26,7 @@ import (
 // 9182) with DOORMAN_GATE_ORIGINS http://localhost:PORT.
 type gateSite struct {
 	d      *Doorman
-	n      *Nginx
+	port   int // the proxy's
 	origin string
 }
 
@@ -56,16 +56,16 @@ server {
 	for k, v := range env {
 		e[k] = v
 	}
-	return &gateSite{d: startDoorman(t, e), n: n, origin: origin}
+	return &gateSite{d: startDoorman(t, e), port: n.Port, origin: origin}
 }
 
 // browser is an HTTP client from source address ip with a cookie jar,
-// reaching nginx whatever host the URL names; redirects are not followed.
+// reaching the proxy whatever host the URL names; redirects are not followed.
 func (s *gateSite) browser(t *testing.T, ip string) *http.Client {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-	nginx := "127.0.0.1:" + strconv.Itoa(s.n.Port)
+	nginx := "127.0.0.1:" + strconv.Itoa(s.port)
 	return &http.Client{Jar: jar, Timeout: 10 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, network, nginx)
