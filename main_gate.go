@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/gate"
@@ -17,31 +19,48 @@ import (
 
 // startGate wires the gate when it is on (docs/gate.md): the service, its
 // decision paths on d, its API on api, and the gate listener, returned with
-// its server. Off: d's gate paths ask for a gate that does not exist (401,
-// fail closed) and nothing listens.
+// its server and a stop function for the cluster sync (run it before the
+// state file closes). Off: d's gate paths ask for a gate that does not
+// exist (401, fail closed) and nothing listens.
 func startGate(cfg *config.Config, st *store.Store, svc engine.Service, acct engine.AccountService,
-	d *server.Decider, api *server.API, log *slog.Logger) (*fasthttp.Server, net.Listener, error) {
+	d *server.Decider, api *server.API, log *slog.Logger) (*fasthttp.Server, net.Listener, func(), error) {
 	d.Gate = &server.GateCheck{BypassAllow: cfg.GateBypassAllow, Origins: server.GateOrigins(cfg.GateOriginList)}
 	if !cfg.GateOn() {
-		return nil, nil, nil
+		return nil, nil, func() {}, nil
 	}
-	g, keySource, err := gate.New(gate.Options{Store: st, Key: []byte(cfg.GateKey), Origins: cfg.GateOriginList,
+	o := gate.Options{Store: st, Key: []byte(cfg.GateKey), Origins: cfg.GateOriginList,
 		SessionTTL: cfg.GateSessionTTL, EnrollTTL: cfg.GateEnrollTTL, TOTP: cfg.GateTOTP,
-		Service: svc, Accounts: acct, Now: time.Now, Log: log})
+		Service: svc, Accounts: acct, Now: time.Now, Log: log}
+	var share *cluster.GateShare
+	if cfg.RedisURL != "" {
+		var err error
+		if share, err = cluster.NewGateShare(cfg.RedisURL, cfg.RedisPrefix, log); err != nil {
+			return nil, nil, nil, usageError{fmt.Errorf("DOORMAN_REDIS_URL: %q: %v", cluster.Redact(cfg.RedisURL), err)}
+		}
+		o.Shared = share
+	}
+	g, keySource, err := gate.New(o)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	d.Gate.Sessions, api.Gate = g.Sessions(), g
 	pages := &server.GatePages{Gate: g, Service: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.GateListen.Unix(), BypassAllow: cfg.GateBypassAllow, Now: time.Now, Log: log}
 	if err := pages.Init(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ln, err := server.Listen(cfg.GateListen.Network, cfg.GateListen.Address, 0o666)
 	if err != nil {
-		return nil, nil, fmt.Errorf("DOORMAN_GATE_ADDR: %w", err)
+		return nil, nil, nil, fmt.Errorf("DOORMAN_GATE_ADDR: %w", err)
+	}
+	stop := func() {}
+	if share != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { g.Run(ctx); close(done) }()
+		stop = func() { cancel(); <-done; share.Close() }
 	}
 	log.Info("gate", "addr", cfg.GateAddr, "origins", cfg.GateOrigins, "totp", cfg.GateTOTP,
 		"bypass_allow", cfg.GateBypassAllow, "credentials", len(g.Credentials()), "key", keySource)
-	return server.NewGateServer(pages, log), ln, nil
+	return server.NewGateServer(pages, log), ln, stop, nil
 }

@@ -134,7 +134,7 @@ func (s *gateSite) enroll(t *testing.T, c *http.Client, user string, now time.Ti
 	if p.status != 200 || m == nil {
 		t.Fatalf("enrollment page: %d\n%s", p.status, p.body)
 	}
-	if again := s.do(t, s.browser(t, "127.0.0.1"), "GET", link, nil); again.status != http.StatusNotFound {
+	if again := s.do(t, s.browser(t, "127.0.0.9"), "GET", link, nil); again.status != http.StatusNotFound {
 		t.Errorf("enrollment link opened twice: %d, want 404", again.status)
 	}
 	key, err := otp.NewKeyFromURL(html.UnescapeString(m[1]))

@@ -1,11 +1,13 @@
 package gate
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/doorman/doorman/internal/store"
@@ -78,9 +80,12 @@ func (g *Gate) OpenEnrollment(tok string, now time.Time) (Enrollment, error) {
 	g.mu.Lock()
 	rec, ok := g.enrolls[h]
 	if ok {
-		if err := g.write(store.GateOp{Bucket: store.GateEnrollments, Key: h[:]}); err != nil {
-			g.mu.Unlock()
-			return Enrollment{}, err
+		if err := g.useLink(h); err != nil {
+			ok = false
+			if !errors.Is(err, ErrEnrollUnknown) {
+				g.mu.Unlock()
+				return Enrollment{}, err
+			}
 		}
 		delete(g.enrolls, h)
 	}
@@ -104,4 +109,25 @@ func (g *Gate) OpenEnrollment(tok string, now time.Time) (Enrollment, error) {
 	}
 	e.ID = id
 	return e, nil
+}
+
+// useLink deletes the link h: in the cluster first (cluster mode), where
+// only one doorman can take it (ErrEnrollUnknown for the others), then in
+// the state file. Called with g.mu held.
+func (g *Gate) useLink(h [32]byte) error {
+	if g.o.Shared != nil {
+		c, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		took, err := g.o.Shared.Take(c, store.GateEnrollments, h[:])
+		cancel()
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		if !took {
+			return ErrEnrollUnknown
+		}
+	}
+	if g.o.Store == nil {
+		return nil
+	}
+	return g.o.Store.GateWrite(store.GateOp{Bucket: store.GateEnrollments, Key: h[:]})
 }

@@ -18,6 +18,7 @@
 package gate
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -44,6 +45,7 @@ type Options struct {
 	TOTP       bool
 	Service    engine.Service        // failures of the address
 	Accounts   engine.AccountService // failures and locks of the account; nil: none
+	Shared     Shared                // cluster mode; nil: this doorman alone
 	Now        func() time.Time
 	Log        *slog.Logger
 }
@@ -54,6 +56,9 @@ type Gate struct {
 	sessions decide.Gate
 	wa       *webauthn.WebAuthn
 	cer      *ceremonies
+	keyMu    sync.Mutex
+	key      []byte // the key sessions are signed with
+	joined   bool   // cluster mode: the first sync is done (under mu)
 
 	mu      sync.Mutex // writers; the maps below change under it
 	creds   map[decide.GateCredID]*Credential
@@ -122,6 +127,7 @@ func (g *Gate) loadKey() (string, error) {
 	if err := g.sessions.SetKey(key); err != nil {
 		return "", fmt.Errorf("DOORMAN_GATE_KEY: %v", err)
 	}
+	g.key = key
 	return src, nil
 }
 
@@ -217,9 +223,18 @@ func (s Session) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("user", s.User), slog.String("expires", s.Expires.Format(time.RFC3339)))
 }
 
-// write stores ops (fsync) and reports a failure as engine.ErrNotSaved's
-// sibling: nothing changed in memory.
+// write stores ops: in the cluster first (cluster mode), then in the state
+// file (fsync). On an error nothing changed in memory.
 func (g *Gate) write(ops ...store.GateOp) error {
+	if g.o.Shared != nil {
+		c, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		err := g.o.Shared.Write(c, ops)
+		cancel()
+		if err != nil {
+			g.o.Log.Error("gate: writing to the cluster failed", "err", err)
+			return fmt.Errorf("cluster: %w", err)
+		}
+	}
 	if g.o.Store == nil {
 		return nil
 	}

@@ -125,6 +125,11 @@ func (g *Gate) SignInTOTP(ctx context.Context, a netip.Addr, name, code string, 
 		return Session{}, g.failed(ctx, a, name, now)
 	}
 	defer g.mu.Unlock()
+	if first, err := g.usedStep(ctx, match.ID, step); err != nil {
+		return Session{}, err
+	} else if !first {
+		return Session{}, g.failed(ctx, a, name, now) // used through another doorman
+	}
 	next := *match
 	next.TOTPStep, next.Used = step, now.UTC()
 	// The step is on disk before the session leaves: after a crash the code

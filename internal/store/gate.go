@@ -24,11 +24,11 @@ const (
 	GateCredentials GateBucket = iota
 	GateUsers
 	GateEnrollments
-	numGateBuckets
+	NumGateBuckets
 )
 
 var (
-	gateBuckets = [numGateBuckets][]byte{[]byte("gate_credentials"), []byte("gate_users"), []byte("gate_enrollments")}
+	gateBuckets = [NumGateBuckets][]byte{[]byte("gate_credentials"), []byte("gate_users"), []byte("gate_enrollments")}
 	gateKeyName = []byte("gate_key")
 )
 
@@ -45,7 +45,7 @@ func (s *Store) GateWrite(ops ...GateOp) error {
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, op := range ops {
-			if op.Bucket >= numGateBuckets {
+			if op.Bucket >= NumGateBuckets {
 				return fmt.Errorf("gate bucket %d unknown", op.Bucket)
 			}
 			bk, err := tx.CreateBucketIfNotExists(gateBuckets[op.Bucket])
@@ -103,4 +103,42 @@ func (s *Store) GateKey(gen func() ([]byte, error)) (key []byte, created bool, e
 		return b.Put(gateKeyName, key)
 	})
 	return key, created, err
+}
+
+// SetGateKey keeps key durably (fsync) as the gate key, replacing any: for
+// the key a cluster of doormen shares.
+func (s *Store) SetGateKey(key []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
+		return b.Put(gateKeyName, key)
+	})
+}
+
+// GateReplace makes the gate's buckets hold exactly sets, indexed by
+// GateBucket, in one transaction (fsync): for the records a cluster of
+// doormen shares.
+func (s *Store) GateReplace(sets [NumGateBuckets]map[string][]byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for b, records := range sets {
+			name := gateBuckets[b]
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
+			}
+			bk, err := tx.CreateBucket(name)
+			if err != nil {
+				return err
+			}
+			for k, v := range records {
+				if err := bk.Put([]byte(k), v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
