@@ -216,7 +216,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	api.Accounts, api.DryRun = acct, cfg.DryRun
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	listeners := []net.Listener{decideLn, apiLn}
-	gateSrv, gateLn, stopGate, err := startGate(cfg, st, svc, acct, d, api, log)
+	gateSrv, gateLn, stopGate, err := startGate(cfg, st, svc, acct, d, api, page, log)
 	if err != nil {
 		decideLn.Close()
 		apiLn.Close()

@@ -15,6 +15,7 @@ import (
 	"github.com/doorman/doorman/internal/gate"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
+	"github.com/doorman/doorman/internal/ui"
 )
 
 // startGate wires the gate when it is on (docs/gate.md): the service, its
@@ -23,7 +24,7 @@ import (
 // state file closes). Off: d's gate paths ask for a gate that does not
 // exist (401, fail closed) and nothing listens.
 func startGate(cfg *config.Config, st *store.Store, svc engine.Service, acct engine.AccountService,
-	d *server.Decider, api *server.API, log *slog.Logger) (*fasthttp.Server, net.Listener, func(), error) {
+	d *server.Decider, api *server.API, page *ui.UI, log *slog.Logger) (*fasthttp.Server, net.Listener, func(), error) {
 	d.Gate = &server.GateCheck{BypassAllow: cfg.GateBypassAllow, Origins: server.GateOrigins(cfg.GateOriginList)}
 	if !cfg.GateOn() {
 		return nil, nil, func() {}, nil
@@ -44,6 +45,7 @@ func startGate(cfg *config.Config, st *store.Store, svc engine.Service, acct eng
 		return nil, nil, nil, err
 	}
 	d.Gate.Sessions, api.Gate = g.Sessions(), g
+	page.UseGate(g)
 	pages := &server.GatePages{Gate: g, Service: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.GateListen.Unix(), BypassAllow: cfg.GateBypassAllow, Now: time.Now, Log: log}
 	if err := pages.Init(); err != nil {

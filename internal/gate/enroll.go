@@ -131,3 +131,9 @@ func (g *Gate) useLink(h [32]byte) error {
 	}
 	return g.o.Store.GateWrite(store.GateOp{Bucket: store.GateEnrollments, Key: h[:]})
 }
+
+// EnrollURL is the enrollment page of the first gated origin for tok.
+func (g *Gate) EnrollURL(tok string) string {
+	o := g.o.Origins[0]
+	return o.Scheme + "://" + o.Host + "/_doorman/enroll?t=" + tok
+}

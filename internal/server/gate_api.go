@@ -52,12 +52,6 @@ type EnrollmentJSON struct {
 	Expires  string `json:"expires"`
 }
 
-// GateEnrollURL is the enrollment page of the first gated origin for tok.
-func GateEnrollURL(g *gate.Gate, tok string) string {
-	o := g.Origins()[0]
-	return o.Scheme + "://" + o.Host + "/_doorman/enroll?t=" + tok
-}
-
 func (a *API) gateEnroll(ctx *fasthttp.RequestCtx) {
 	var in struct {
 		Username string `json:"username"`
@@ -78,7 +72,7 @@ func (a *API) gateEnroll(ctx *fasthttp.RequestCtx) {
 		apiError(ctx, fasthttp.StatusServiceUnavailable, "enrollment: %v", err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, EnrollmentJSON{Username: user, URL: GateEnrollURL(a.Gate, tok), Expires: exp.Format(time.RFC3339)})
+	writeJSON(ctx, fasthttp.StatusCreated, EnrollmentJSON{Username: user, URL: a.Gate.EnrollURL(tok), Expires: exp.Format(time.RFC3339)})
 }
 
 func (a *API) gateRevoke(ctx *fasthttp.RequestCtx, raw string) {

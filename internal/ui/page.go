@@ -11,6 +11,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/gate"
 )
 
 // maxRows is how many bans the page lists; the filter finds the others.
@@ -57,6 +58,9 @@ type pageData struct {
 
 	Accounts bool // accounts enabled
 	Locks    []decide.Lock
+
+	Gate      bool // the gate is on
+	GateCreds []gate.Info
 }
 
 func (u *UI) show(ctx *fasthttp.RequestCtx) {
@@ -103,6 +107,10 @@ func (u *UI) show(ctx *fasthttp.RequestCtx) {
 	if d.Accounts = u.accountsOn(); d.Accounts {
 		d.Locks = u.o.Accounts.Locks(now)
 		d.Locks = d.Locks[:min(len(d.Locks), maxRows)]
+	}
+	if d.Gate = u.o.Gate != nil; d.Gate {
+		d.GateCreds = u.o.Gate.Credentials()
+		d.GateCreds = d.GateCreds[:min(len(d.GateCreds), maxRows)]
 	}
 	if u.o.History != nil {
 		var err error

@@ -45,6 +45,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/gate"
 	"github.com/doorman/doorman/internal/minutes"
 )
 
@@ -58,6 +59,8 @@ const maxBan = engine.MaxManualBan
 type Options struct {
 	Service engine.Service
 	History *engine.History // nil: no events shown
+	// Gate lists the gate's credentials (UseGate); nil: not shown.
+	Gate *gate.Gate
 	// Accounts lists and unlocks locked accounts; nil or disabled: not shown.
 	Accounts engine.AccountService
 	// Counts returns the decisions so far by reason and the failures
@@ -154,7 +157,7 @@ func (u *UI) Handle(ctx *fasthttp.RequestCtx) {
 		if u.method(ctx, "GET", "HEAD") {
 			u.show(ctx)
 		}
-	case "/ui/logout", "/ui/unban", "/ui/ban", "/ui/unlock":
+	case "/ui/logout", "/ui/unban", "/ui/ban", "/ui/unlock", "/ui/gate/revoke", "/ui/gate/enroll":
 		if !u.method(ctx, "POST") {
 			return
 		}
@@ -173,6 +176,10 @@ func (u *UI) Handle(ctx *fasthttp.RequestCtx) {
 			u.sessions.setFlash(id, u.ban(ctx))
 		case "/ui/unlock":
 			u.sessions.setFlash(id, u.unlock(ctx))
+		case "/ui/gate/revoke":
+			u.sessions.setFlash(id, u.gateRevoke(ctx))
+		case "/ui/gate/enroll":
+			u.sessions.setFlash(id, u.gateEnroll(ctx))
 		}
 		redirect(ctx)
 	default:
