@@ -1,7 +1,13 @@
 package main
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"go/types"
+	"io/fs"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -42,6 +48,12 @@ func TestImportRules(t *testing.T) {
 		// The gate's service: below the listeners, beside the engine (go-webauthn brings net/http with it).
 		{"internal/gate", []string{mod + "internal/server", mod + "internal/cluster", "github.com/valyala/fasthttp",
 			"github.com/redis/", mod + "internal/ui"}},
+		{"internal/lists", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server",
+			mod + "internal/engine", mod + "internal/ui", "github.com/redis/", "github.com/valyala/fasthttp"}},
+		// What the API, the status page and the CLI share: no HTTP, disk,
+		// Redis or service, so the CLI can use it alone.
+		{"internal/api", []string{"net/http", "github.com/valyala/fasthttp", "os", "go.etcd.io/bbolt", "github.com/redis/",
+			mod + "internal/"}},
 		{"internal/minutes", []string{mod}},
 		{"internal/throttle", []string{mod}},
 	}
@@ -59,4 +71,139 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestCLIImports: the client commands (cli.go) speak the API through
+// internal/api's wire types and input rules, not the server's.
+func TestCLIImports(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "cli.go", nil, parser.ImportsOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{"github.com/doorman/doorman/internal/api": true, "github.com/doorman/doorman/internal/config": true}
+	for _, imp := range f.Imports {
+		path, _ := strconv.Unquote(imp.Path.Value)
+		if strings.Contains(path, ".") && !allowed[path] {
+			t.Errorf("cli.go imports %s; the CLI may use only internal/api and internal/config", path)
+		}
+	}
+}
+
+// clusterSeam is every exported engine identifier internal/cluster may use:
+// the backend seam. The Redis backend implements engine.Backend (fail, ban,
+// unban, remove, succeed, failures, and the same for accounts), changes this
+// doorman's memory (engine.Memory: decide's tables, and the fallback while
+// Redis is unreachable), returns each change as an engine.Change for the
+// Local to commit, and hands peers' changes to the one inlet, Local.Learn.
+// Widening this list is a design decision: say why in docs/architecture.md.
+var clusterSeam = []string{
+	"Backend", "Change", "Receipt.Report", "AccountChange", "IP", "MaxManualBan", "ReportShared",
+	"SourceCluster", "SourceFailures", "SourceManual",
+	// this doorman: its memory, the inlet for peers' changes, its metrics
+	"Local", "Local.Memory", "Local.Learn", "Local.Metrics", "Metrics.Set",
+	"Memory", "Memory.Core", "Memory.Accounts",
+	"Memory.Fail", "Memory.Ban", "Memory.Unban", "Memory.Remove", "Memory.Succeed", "Memory.Failures",
+	"Memory.FailAccount", "Memory.SucceedAccount", "Memory.Unlock",
+	// the device key, shared through Redis
+	"Accounts", "Accounts.Enabled", "Accounts.Key", "Accounts.UseKey",
+}
+
+// TestClusterEngineSeam: internal/cluster uses only the engine names of
+// clusterSeam, so the seam cannot silently widen again.
+func TestClusterEngineSeam(t *testing.T) {
+	fset := token.NewFileSet()
+	pkgs, err := parser.ParseDir(fset, "internal/cluster", func(fi fs.FileInfo) bool {
+		return !strings.HasSuffix(fi.Name(), "_test.go")
+	}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*ast.File
+	for _, p := range pkgs {
+		for _, f := range p.Files {
+			files = append(files, f)
+		}
+	}
+	info := &types.Info{Uses: map[*ast.Ident]types.Object{}, Selections: map[*ast.SelectorExpr]*types.Selection{}}
+	// doorman's packages are type-checked from source; the others are
+	// empty stand-ins (what they declare does not matter here), so the
+	// check takes a second, and the errors they cause are ignored.
+	conf := types.Config{Importer: &sourceImporter{fset: fset, pkgs: map[string]*types.Package{}}, Error: func(error) {}}
+	conf.Check("github.com/doorman/doorman/internal/cluster", fset, files, info)
+	const engine = "github.com/doorman/doorman/internal/engine"
+	allowed := map[string]bool{}
+	for _, n := range clusterSeam {
+		allowed[n] = true
+	}
+	used := map[string]bool{}
+	for id, obj := range info.Uses {
+		if obj.Pkg() != nil && obj.Pkg().Path() == engine && obj.Exported() && obj.Parent() == obj.Pkg().Scope() {
+			used[id.Name] = true
+		}
+	}
+	for _, sel := range info.Selections {
+		obj := sel.Obj()
+		if obj.Pkg() == nil || obj.Pkg().Path() != engine || !obj.Exported() || sel.Kind() == types.FieldVal {
+			continue
+		}
+		recv := sel.Recv()
+		if f, ok := obj.(*types.Func); ok { // a method: named by the type that declares it
+			recv = f.Type().(*types.Signature).Recv().Type()
+		}
+		if p, ok := recv.(*types.Pointer); ok {
+			recv = p.Elem()
+		}
+		if n, ok := recv.(*types.Named); ok && n.Obj().Pkg() != nil && n.Obj().Pkg().Path() == engine {
+			used[n.Obj().Name()+"."+obj.Name()] = true
+		}
+	}
+	for n := range used {
+		if !allowed[n] {
+			t.Errorf("internal/cluster uses engine.%s, which is not in the seam (clusterSeam)", n)
+		}
+	}
+	for n := range allowed {
+		if !used[n] {
+			t.Errorf("clusterSeam lists engine.%s, which internal/cluster does not use: drop it", n)
+		}
+	}
+}
+
+// sourceImporter type-checks doorman's packages from source and stands in
+// an empty package for every other import.
+type sourceImporter struct {
+	fset *token.FileSet
+	pkgs map[string]*types.Package
+}
+
+func (im *sourceImporter) Import(path string) (*types.Package, error) {
+	if p, ok := im.pkgs[path]; ok {
+		return p, nil
+	}
+	const mod = "github.com/doorman/doorman/"
+	rel, ok := strings.CutPrefix(path, mod)
+	if !ok {
+		name := path[strings.LastIndexByte(path, '/')+1:]
+		if path == "github.com/redis/go-redis/v9" {
+			name = "redis"
+		}
+		p := types.NewPackage(path, name)
+		p.MarkComplete()
+		im.pkgs[path] = p
+		return p, nil
+	}
+	parsed, err := parser.ParseDir(im.fset, rel, func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+	if err != nil {
+		return nil, err
+	}
+	var files []*ast.File
+	for _, p := range parsed {
+		for _, f := range p.Files {
+			files = append(files, f)
+		}
+	}
+	conf := types.Config{Importer: im, Error: func(error) {}}
+	p, _ := conf.Check(path, im.fset, files, nil)
+	im.pkgs[path] = p
+	return p, nil
 }

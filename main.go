@@ -19,9 +19,12 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/lists"
+	"github.com/doorman/doorman/internal/nginxcache"
 	"github.com/doorman/doorman/internal/notify"
 	"github.com/doorman/doorman/internal/server"
 	"github.com/doorman/doorman/internal/store"
@@ -128,19 +131,40 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	_ = lvl.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
 	opts := &slog.HandlerOptions{Level: lvl}
 	if cfg.LogFormat == "json" {
+		// JSON escapes C0 controls but passes DEL, C1 and bidi controls
+		// through to whoever tails the log; a string that is not plain text
+		// is logged in its quoted form, as the text format does.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			s, ok := "", false
+			switch v := a.Value.Any().(type) {
+			case string:
+				s, ok = v, true
+			case error:
+				s, ok = v.Error(), true
+			}
+			if ok && !api.Printable(s) {
+				a.Value = slog.StringValue(api.Visible(s))
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serve runs both listeners until ctx ends, reloading the list files on SIGHUP.
+// serve runs the listeners until ctx ends, reloading the list files on SIGHUP.
 func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
-	lists, err := cfg.Lists()
+	core := decide.New(cfg.Policy(), nil, cfg.MaxBans, cfg.MaxTracked)
+	listsChanged := func() {}
+	lm, err := newLists(cfg, core, &listsChanged, log)
 	if err != nil {
 		return usageError{err}
 	}
-	core := decide.New(cfg.Policy(), lists, cfg.MaxBans, cfg.MaxTracked)
+	defer lm.Close()
+	if cfg.ASNDB != "" {
+		core.SetNetworks(lm.Network) // range bans follow the announced network
+	}
 	st, err := openState(cfg, core, log)
 	if err != nil {
 		return err
@@ -151,98 +175,72 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	m := engine.NewMetrics(core.Stats, cfg.DryRun, time.Now)
 	local := engine.NewLocal(core, st, log, m)
 	history := local.NewHistory(cfg.MaxEvents)
-	accounts, keySource, err := engine.NewAccounts(engine.AccountOptions{Policy: cfg.AccountPolicy(), Max: cfg.MaxAccounts,
-		Key: []byte(cfg.DeviceKey), TTL: cfg.DeviceTTL, Store: st, Now: time.Now}, local)
+	accounts, err := newAccounts(cfg, st, local, log)
 	if err != nil {
 		return err
 	}
-	if accounts.Enabled() {
-		log.Info("accounts", "max_failures", cfg.AccountMaxFailures, "find_time", cfg.AccountFindTime, "lock_time", cfg.AccountLockTime, "device_key", keySource)
+	stopNotify, err := notifications(cfg, local, m, log)
+	if err != nil {
+		return err
 	}
-	notifyDropped := m.Set().NewCounter("doorman_notify_dropped_total")
-	if cfg.NotifyURL != "" {
-		host, _ := os.Hostname()
-		n, err := notify.New(notify.Options{URL: cfg.NotifyURL, Format: cfg.NotifyFormat, Proxy: cfg.NotifyProxyURL, Host: host, Dropped: notifyDropped, Log: log})
-		if err != nil {
-			return usageError{err}
-		}
-		n.Watch(local)
-		notifyCtx, stopNotify := context.WithCancel(context.Background())
-		notified := make(chan struct{})
-		go func() { n.Run(notifyCtx); close(notified) }()
-		defer func() { stopNotify(); <-notified }() // one last attempt, before the state file closes
+	defer stopNotify() // one last attempt, before the state file closes
+	redisUp, lastSync, stopCluster, err := clusterMode(cfg, local, accounts, log)
+	if err != nil {
+		return err
 	}
-	var svc engine.Service = local
-	var acct engine.AccountService = accounts
-	var redisUp func() bool // the status page's cluster status
-	var lastSync func() time.Time
-	if cfg.RedisURL != "" {
-		cl, err := cluster.New(cluster.Options{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Local: local, Log: log})
-		if err != nil {
-			return usageError{fmt.Errorf("DOORMAN_REDIS_URL: %q: %v", cluster.Redact(cfg.RedisURL), err)}
-		}
-		syncCtx, stopSync := context.WithCancel(context.Background())
-		synced := make(chan struct{})
-		acct = cl.Accounts(accounts) // before Run: the first sync shares the device key
-		go func() { cl.Run(syncCtx); close(synced) }()
-		defer func() { stopSync(); <-synced }() // before the state file closes
-		svc, redisUp, lastSync = cl, cl.Up, cl.LastSync
-		log.Info("cluster mode", "redis", cluster.Redact(cfg.RedisURL), "prefix", cfg.RedisPrefix)
-	}
-	svc, cache, reloaded, stopCache := cachedMode(cfg, core, local, svc, m, log)
+	defer stopCluster() // before the state file closes
+	cache, reloaded, stopCache := cachedMode(cfg, core, local, m, log)
 	defer stopCache()
+	listsChanged = reloaded
+	defer runFeeds(cfg, lm, m)()
 
-	decideLn, err := server.Listen(cfg.DecideListen.Network, cfg.DecideListen.Address, 0o666)
-	if err != nil {
-		return fmt.Errorf("DOORMAN_DECIDE_ADDR: %w", err)
-	}
-	apiLn, err := server.Listen(cfg.APIListen.Network, cfg.APIListen.Address, 0o660)
-	if err != nil {
-		decideLn.Close()
-		return fmt.Errorf("DOORMAN_API_ADDR: %w", err)
-	}
-	d := &server.Decider{Core: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
-		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log}
-	d.Cache = cache
-	page, err := ui.New(ui.Options{Service: svc, History: history, Accounts: acct, Counts: m.Counts, Token: cfg.APIToken,
-		Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now})
+	d := &server.Decider{Core: local, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
+		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log,
+		Cache: cache}
+	uo := ui.Options{Service: local, History: history, Accounts: accounts, Counts: m.Counts, Token: cfg.APIToken,
+		Operators: cfg.AllowList, Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now}
+	page, stopPage, err := statusPage(cfg, uo, lm)
 	if err != nil {
 		return err
 	}
-	pageCtx, stopPage := context.WithCancel(context.Background())
 	defer stopPage()
-	go page.Run(pageCtx)
-	api := &server.API{Service: svc, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
-	api.Accounts, api.DryRun = acct, cfg.DryRun
-	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
-	listeners := []net.Listener{decideLn, apiLn}
-	gateSrv, gateLn, stopGate, err := startGate(cfg, st, svc, acct, d, api, page, log)
+	api := &server.API{Service: local, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
+	api.Accounts, api.DryRun = accounts, cfg.DryRun
+	api.Feed = server.NewFeed(local)
+	if cfg.GeoIPDB != "" || cfg.ASNDB != "" {
+		api.Locate = locate(lm)
+	}
+	gateSrv, stopGate, err := startGate(cfg, st, local, accounts, d, api, page, log)
 	if err != nil {
-		decideLn.Close()
-		apiLn.Close()
 		return err
 	}
 	defer stopGate() // before the state file closes
+	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
 	if gateSrv != nil {
-		servers, listeners = append(servers, gateSrv), append(listeners, gateLn)
+		servers = append(servers, gateSrv)
 	}
+	listeners, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	logStarted(cfg, core.Stats(time.Now()), log)
+	return runServers(ctx, servers, listeners, func() { reload(lm, core, m, log) }, log)
+}
+
+// runServers serves each listener with its server until ctx ends or one
+// stops; a SIGHUP runs reload.
+func runServers(ctx context.Context, servers []*fasthttp.Server, listeners []net.Listener, reload func(), log *slog.Logger) error {
 	errc := make(chan error, len(listeners))
 	for i, ln := range listeners {
 		go func() { errc <- servers[i].Serve(ln) }()
 	}
-	stats := core.Stats(time.Now())
-	log.Info("doorman started", "version", version, "decide", cfg.DecideAddr, "api", cfg.APIAddr,
-		"allow", stats.Allow, "deny", stats.Deny, "never_ban", stats.NeverBan, "bans", stats.ActiveBans,
-		"state_file", cfg.StateFile, "dry_run", cfg.DryRun)
-
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	for {
 		select {
 		case <-hup:
-			reload(cfg, local, m, log)
-			reloaded()
+			reload()
 		case err := <-errc:
 			shutdown(servers, log)
 			return fmt.Errorf("listener stopped: %w", err)
@@ -254,17 +252,158 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 }
 
-func reload(cfg *config.Config, local *engine.Local, m *engine.Metrics, log *slog.Logger) {
-	lists, err := cfg.Lists()
+// newAccounts is the account service (DOORMAN_ACCOUNT_*), with its device key.
+func newAccounts(cfg *config.Config, st *store.Store, local *engine.Local, log *slog.Logger) (*engine.Accounts, error) {
+	accounts, keySource, err := engine.NewAccounts(engine.AccountOptions{Policy: cfg.AccountPolicy(), Max: cfg.MaxAccounts,
+		Key: []byte(cfg.DeviceKey), TTL: cfg.DeviceTTL, Store: st, Now: time.Now}, local)
 	if err != nil {
+		return nil, err
+	}
+	if accounts.Enabled() {
+		log.Info("accounts", "max_failures", cfg.AccountMaxFailures, "find_time", cfg.AccountFindTime, "lock_time", cfg.AccountLockTime, "device_key", keySource)
+	}
+	return accounts, nil
+}
+
+// runFeeds registers the lists' metrics and keeps the deny feeds current;
+// it returns what stops them.
+func runFeeds(cfg *config.Config, lm *lists.Manager, m *engine.Metrics) func() {
+	lm.Register(m.Set(), time.Now)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { lm.Run(ctx, cfg.FeedRefresh, time.Now); close(done) }()
+	return func() { stop(); <-done }
+}
+
+// statusPage is the status page with the feeds and address databases lm
+// holds, its minute counters running until the returned stop.
+func statusPage(cfg *config.Config, uo ui.Options, lm *lists.Manager) (*ui.UI, func(), error) {
+	if len(cfg.Feeds) > 0 {
+		uo.Feeds = pageFeeds(lm)
+	}
+	if cfg.GeoIPDB != "" || cfg.ASNDB != "" {
+		uo.Locate = pageLocate(lm)
+	}
+	page, err := ui.New(uo)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	go page.Run(ctx)
+	return page, stop, nil
+}
+
+// notifications starts the notifier when DOORMAN_NOTIFY_URL is set: an
+// observer of local's events. It returns what stops it after one last
+// attempt.
+func notifications(cfg *config.Config, local *engine.Local, m *engine.Metrics, log *slog.Logger) (func(), error) {
+	dropped := m.Set().NewCounter("doorman_notify_dropped_total")
+	if cfg.NotifyURL == "" {
+		return func() {}, nil
+	}
+	host, _ := os.Hostname()
+	n, err := notify.New(notify.Options{URL: cfg.NotifyURL, Format: cfg.NotifyFormat, Proxy: cfg.NotifyProxyURL, Host: host, Dropped: dropped, Log: log})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	local.OnEvent(n.Observe)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n.Run(ctx); close(done) }()
+	return func() { stop(); <-done }, nil
+}
+
+// clusterMode makes Redis the backend when DOORMAN_REDIS_URL is set
+// (docs/cluster.md) and starts its sync loop. It returns the status page's
+// cluster status (nil in single mode) and what stops the loop.
+func clusterMode(cfg *config.Config, local *engine.Local, accounts *engine.Accounts, log *slog.Logger) (func() bool, func() time.Time, func(), error) {
+	if cfg.RedisURL == "" {
+		return nil, nil, func() {}, nil
+	}
+	cl, err := cluster.New(cluster.Options{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Local: local, Log: log})
+	if err != nil {
+		return nil, nil, nil, usageError{fmt.Errorf("DOORMAN_REDIS_URL: %q: %v", cluster.Redact(cfg.RedisURL), err)}
+	}
+	cl.Accounts(accounts) // before Run: the first sync shares the device key
+	local.UseBackend(cl)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { cl.Run(ctx); close(done) }()
+	log.Info("cluster mode", "redis", cluster.Redact(cfg.RedisURL), "prefix", cfg.RedisPrefix)
+	return cl.Up, cl.LastSync, func() { stop(); <-done }, nil
+}
+
+// cachedMode sets up nginx's cached mode when DOORMAN_NGINX_REFRESH_URLS is
+// set (docs/nginx.md): the refresher is a hook of local, so each change is
+// refreshed in nginx before its call answers and reported in its receipt
+// (proxies_refreshed). It returns the decision handler's Cache, what a list
+// reload must run after the swap, and what stops the refresher. In plain
+// mode: a nil Cache and no-ops.
+func cachedMode(cfg *config.Config, core *decide.Core, local *engine.Local, m *engine.Metrics, log *slog.Logger) (*server.Cache, func(), func()) {
+	if len(cfg.RefreshURLs) == 0 {
+		return nil, func() {}, func() {}
+	}
+	set := nginxcache.New(cfg.CacheTracked, cfg.CacheTTL+nginxcache.Margin)
+	r := nginxcache.NewRefresher(nginxcache.RefresherOptions{URLs: cfg.RefreshURLs, Set: set, TTL: cfg.CacheTTL,
+		Verdict: local.Decide, Metrics: m.Set(), Log: log, Now: time.Now})
+	local.AddHook(r)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }() // changes learned from the cluster
+	reloaded := func() {
+		c, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		r.Reloaded(c)
+	}
+	log.Info("cached mode", "refresh_urls", cfg.RefreshURLs, "ttl", cfg.CacheTTL, "tracked", cfg.CacheTracked)
+	return &server.Cache{Set: set, TTL: cfg.CacheTTL, Failures: core.Failures, NAT64: cfg.NAT64List}, reloaded, func() { stop(); <-done }
+}
+
+// logStarted writes the start line.
+func logStarted(cfg *config.Config, stats decide.Stats, log *slog.Logger) {
+	log.Info("doorman started", "version", version, "decide", cfg.DecideAddr, "api", cfg.APIAddr,
+		"allow", stats.Allow, "deny", stats.Deny, "never_ban", stats.NeverBan, "bans", stats.ActiveBans,
+		"state_file", cfg.StateFile, "dry_run", cfg.DryRun)
+}
+
+// listen opens the decision and API listeners and, when the gate is on,
+// the gate listener; on an error none stays open.
+func listen(cfg *config.Config) ([]net.Listener, error) {
+	type addr struct {
+		name string
+		l    config.Listen
+		perm os.FileMode
+	}
+	addrs := []addr{{"DOORMAN_DECIDE_ADDR", cfg.DecideListen, 0o666}, {"DOORMAN_API_ADDR", cfg.APIListen, 0o660}}
+	if cfg.GateOn() {
+		addrs = append(addrs, addr{"DOORMAN_GATE_ADDR", cfg.GateListen, 0o666})
+	}
+	var lns []net.Listener
+	for _, a := range addrs {
+		ln, err := server.Listen(a.l.Network, a.l.Address, a.perm)
+		if err != nil {
+			for _, open := range lns {
+				open.Close()
+			}
+			return nil, fmt.Errorf("%s: %w", a.name, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// reload reads the list files and the address databases again (SIGHUP);
+// on an error the lists in force stay.
+func reload(lm *lists.Manager, core *decide.Core, m *engine.Metrics, log *slog.Logger) {
+	if err := lm.Reload(); err != nil {
 		m.ReloadsFail.Inc()
 		log.Error("reload failed; keeping the lists in force", "err", err)
 		return
 	}
-	local.SetLists(lists)
 	m.ReloadsOK.Inc()
-	allow, deny, never := lists.Sizes()
-	log.Info("lists reloaded", "allow", allow, "deny", deny, "never_ban", never)
+	l := core.Lists()
+	allow, deny, never := l.Sizes()
+	log.Info("lists reloaded", "allow", allow, "deny", deny, "never_ban", never, "sourced", l.Sourced())
 }
 
 func shutdown(servers []*fasthttp.Server, log *slog.Logger) {

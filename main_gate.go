@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -19,41 +18,37 @@ import (
 )
 
 // startGate wires the gate when it is on (docs/gate.md): the service, its
-// decision paths on d, its API on api, and the gate listener, returned with
-// its server and a stop function for the cluster sync (run it before the
-// state file closes). Off: d's gate paths ask for a gate that does not
-// exist (401, fail closed) and nothing listens.
-func startGate(cfg *config.Config, st *store.Store, svc engine.Service, acct engine.AccountService,
-	d *server.Decider, api *server.API, page *ui.UI, log *slog.Logger) (*fasthttp.Server, net.Listener, func(), error) {
+// decision paths on d, its API on api, its part of the status page, and the
+// gate listener's server, returned with a stop function for the cluster
+// sync (run it before the state file closes). Off: d's gate paths ask for a
+// gate that does not exist (401, fail closed), no server.
+func startGate(cfg *config.Config, st *store.Store, local *engine.Local, accounts *engine.Accounts,
+	d *server.Decider, api *server.API, page *ui.UI, log *slog.Logger) (*fasthttp.Server, func(), error) {
 	d.Gate = &server.GateCheck{BypassAllow: cfg.GateBypassAllow, Origins: server.GateOrigins(cfg.GateOriginList)}
 	if !cfg.GateOn() {
-		return nil, nil, func() {}, nil
+		return nil, func() {}, nil
 	}
 	o := gate.Options{Store: st, Key: []byte(cfg.GateKey), Origins: cfg.GateOriginList,
 		SessionTTL: cfg.GateSessionTTL, EnrollTTL: cfg.GateEnrollTTL, TOTP: cfg.GateTOTP,
-		Service: svc, Accounts: acct, Now: time.Now, Log: log}
+		Service: local, Accounts: accounts, Now: time.Now, Log: log}
 	var share *cluster.GateShare
 	if cfg.RedisURL != "" {
 		var err error
 		if share, err = cluster.NewGateShare(cfg.RedisURL, cfg.RedisPrefix, log); err != nil {
-			return nil, nil, nil, usageError{fmt.Errorf("DOORMAN_REDIS_URL: %q: %v", cluster.Redact(cfg.RedisURL), err)}
+			return nil, nil, usageError{fmt.Errorf("DOORMAN_REDIS_URL: %q: %v", cluster.Redact(cfg.RedisURL), err)}
 		}
 		o.Shared = share
 	}
 	g, keySource, err := gate.New(o)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	d.Gate.Sessions, api.Gate = g.Sessions(), g
 	page.UseGate(g)
-	pages := &server.GatePages{Gate: g, Service: svc, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
+	pages := &server.GatePages{Gate: g, Service: local, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
 		Unix: cfg.GateListen.Unix(), BypassAllow: cfg.GateBypassAllow, Now: time.Now, Log: log}
 	if err := pages.Init(); err != nil {
-		return nil, nil, nil, err
-	}
-	ln, err := server.Listen(cfg.GateListen.Network, cfg.GateListen.Address, 0o666)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("DOORMAN_GATE_ADDR: %w", err)
+		return nil, nil, err
 	}
 	stop := func() {}
 	if share != nil {
@@ -64,5 +59,5 @@ func startGate(cfg *config.Config, st *store.Store, svc engine.Service, acct eng
 	}
 	log.Info("gate", "addr", cfg.GateAddr, "origins", cfg.GateOrigins, "totp", cfg.GateTOTP,
 		"bypass_allow", cfg.GateBypassAllow, "credentials", len(g.Credentials()), "key", keySource)
-	return server.NewGateServer(pages, log), ln, stop, nil
+	return server.NewGateServer(pages, log), stop, nil
 }

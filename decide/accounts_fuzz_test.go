@@ -20,14 +20,15 @@ func FuzzNormalizeUsername(f *testing.F) {
 			if got != "" {
 				t.Fatalf("NormalizeUsername(%q) = %q with error %v", s, got, err)
 			}
-			// Valid UTF-8 within the limit fails only by growing past it.
-			if len(s) <= MaxUsername && utf8.ValidString(s) && err != ErrUsernameTooLong {
+			// Valid UTF-8 within the limit fails only by growing past it
+			// or by holding a control or format character.
+			if len(s) <= MaxUsername && utf8.ValidString(s) && err != ErrUsernameTooLong && err != ErrUsernameControl {
 				t.Fatalf("NormalizeUsername(%q): %v", s, err)
 			}
 			return
 		}
-		if len(got) > MaxUsername || !utf8.ValidString(got) || got != strings.TrimSpace(got) {
-			t.Fatalf("NormalizeUsername(%q) = %q: too long, not UTF-8 or not trimmed", s, got)
+		if len(got) > MaxUsername || !utf8.ValidString(got) || got != strings.TrimSpace(got) || strings.IndexFunc(got, unsafeRune) >= 0 {
+			t.Fatalf("NormalizeUsername(%q) = %q: too long, not UTF-8, not trimmed or with a control character", s, got)
 		}
 		again, err := NormalizeUsername(got)
 		if err != nil || again != got {

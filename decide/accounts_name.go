@@ -3,6 +3,7 @@ package decide
 import (
 	"errors"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/cases"
@@ -19,6 +20,12 @@ const MaxUsername = 256
 var (
 	ErrUsernameTooLong = errors.New("longer than 256 bytes")
 	ErrUsernameUTF8    = errors.New("not valid UTF-8")
+	// ErrUsernameControl: a control character (C0, DEL, C1), a format
+	// character (bidi overrides and isolates, zero-width characters) or a
+	// line or paragraph separator left after trimming. Such a name can forge
+	// a line, recolour or reorder what an operator reads, or look like
+	// another name; no login form needs one.
+	ErrUsernameControl = errors.New("has a control or format character")
 )
 
 // NormalizeUsername returns the account key of a username as typed: Unicode
@@ -30,13 +37,22 @@ var (
 // The key is what the tracker, the state file, Redis, the API and the logs
 // hold, so one person reaches one account however the name is typed; it is
 // never shown back to the app as a hint that the account exists.
+//
+// White space around the name is trimmed; a control or format character
+// left inside it is ErrUsernameControl.
 func NormalizeUsername(s string) (string, error) {
 	if len(s) > MaxUsername {
 		return "", ErrUsernameTooLong
 	}
 	if ascii(s) {
 		// NFKC changes no ASCII, and folding ASCII is lowering it.
-		return strings.TrimSpace(strings.ToLower(s)), nil
+		u := strings.TrimSpace(strings.ToLower(s))
+		for i := 0; i < len(u); i++ {
+			if u[i] < 0x20 || u[i] == 0x7f {
+				return "", ErrUsernameControl
+			}
+		}
+		return u, nil
 	}
 	if !utf8.ValidString(s) {
 		return "", ErrUsernameUTF8
@@ -52,6 +68,9 @@ func NormalizeUsername(s string) (string, error) {
 			return "", ErrUsernameTooLong
 		}
 		if next == u {
+			if strings.IndexFunc(u, unsafeRune) >= 0 {
+				return "", ErrUsernameControl
+			}
 			return u, nil
 		}
 		u = next
@@ -71,6 +90,12 @@ func cherokee(r rune) rune {
 		return r - 8
 	}
 	return r
+}
+
+// unsafeRune reports a rune a username may not hold: Cc (C0, DEL, C1), Cf
+// (U+200B–U+200F, U+202A–U+202E, U+2066–U+2069, U+FEFF, …), Zl and Zp.
+func unsafeRune(r rune) bool {
+	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
 }
 
 func ascii(s string) bool {

@@ -39,6 +39,21 @@ func TestNormalizeUsername(t *testing.T) {
 		{"256 bytes with surrounding space is still too long before trimming", " " + strings.Repeat("a", 256), "", ErrUsernameTooLong},
 		{"grows past 256 under NFKC", strings.Repeat("\uFDFA", 20), "", ErrUsernameTooLong},
 		{"invalid UTF-8", "adm\xffin", "", ErrUsernameUTF8},
+		{"inner newline", "bob\ndoorman: unlock admin", "", ErrUsernameControl},
+		{"inner carriage return", "bob\radmin", "", ErrUsernameControl},
+		{"inner tab", "ad\tmin", "", ErrUsernameControl},
+		{"NUL", "admin\x00", "", ErrUsernameControl},
+		{"ANSI escape", "\x1b[2Jadmin", "", ErrUsernameControl},
+		{"OSC 8 link", "\x1b]8;;http://evil\x07admin\x1b]8;;\x07", "", ErrUsernameControl},
+		{"DEL", "adm\x7fin", "", ErrUsernameControl},
+		{"C1 CSI", "adm\u009bin", "", ErrUsernameControl},
+		{"right-to-left override", "adm\u202enimda", "", ErrUsernameControl},
+		{"left-to-right isolate", "\u2066admin", "", ErrUsernameControl},
+		{"zero width space", "ad\u200bmin", "", ErrUsernameControl},
+		{"byte order mark", "\ufeffadmin", "", ErrUsernameControl},
+		{"line separator inside", "bob\u2028admin", "", ErrUsernameControl},
+		{"surrounding line separator trimmed", "\u2028admin\u2029", "admin", nil},
+		{"next line trimmed", "admin\u0085", "admin", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

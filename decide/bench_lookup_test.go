@@ -219,3 +219,44 @@ func BenchmarkMemoryPerBan(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkDecideSources is Core.Decide on the HTTP benchmark's tables
+// (100k deny prefixes, 100k bans) without deny sources, then with 1M feed
+// prefixes and an allowed country's 200k networks joining the allow list,
+// over 64k random allowed addresses (mostly misses, as real traffic is).
+// The ratio of the two is the cost the sources add to every decision.
+func BenchmarkDecideSources(b *testing.B) {
+	c, _ := benchWorld(b, 100_000, 100_000)
+	r := rand.New(rand.NewPCG(9, 9))
+	feed := benchPrefixes(r, 1_000_000)
+	base := c.Lists()
+	allow := append(benchPrefixes(r, 200_000), netip.MustParsePrefix("100.64.0.0/10"))
+	withSources := Build(Spec{Allow: allow, AllowCountries: true, Deny: benchPrefixes(rand.New(rand.NewPCG(7, 7)), 100_000),
+		Sources: []Source{{Name: "feed", Reason: Feed, Prefixes: feed}, {Name: "AS64500", Reason: ASN, Prefixes: benchPrefixes(r, 1000)}}})
+	addrs := make([]netip.Addr, 0, 1<<16)
+	for len(addrs) < cap(addrs) {
+		a := netip.AddrFrom4([4]byte{100, 64 | byte(r.IntN(64)), byte(r.IntN(256)), byte(r.IntN(256))})
+		c.SetLists(withSources)
+		ok := c.Decide(a, benchNow).Allow
+		c.SetLists(base)
+		if ok && c.Decide(a, benchNow).Allow {
+			addrs = append(addrs, a)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		lists *Lists
+	}{{"no-sources", base}, {"feed=1M/country=200k", withSources}} {
+		c.SetLists(tc.lists)
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if !c.Decide(addrs[i&(len(addrs)-1)], benchNow).Allow {
+					b.Fatal("denied")
+				}
+				i++
+			}
+		})
+	}
+}

@@ -20,16 +20,21 @@ const (
 	NotAllowlisted
 	Banned
 	NoClientIP
+	Feed    // in a deny feed (DOORMAN_DENY_FEEDS)
+	Country // in a denied country, or outside the allowed ones
+	ASN     // in a denied network (DOORMAN_DENY_ASNS)
 	// NumReasons is the number of Reasons: arrays indexed by Reason have this length.
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"allowed", "denylisted", "not-allowlisted", "banned", "no-client-ip"}
+var reasonNames = [NumReasons]string{"allowed", "denylisted", "not-allowlisted", "banned", "no-client-ip", "feed", "country", "asn"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
 // Reasons lists every Reason, in order.
-func Reasons() []Reason { return []Reason{Allowed, Denylisted, NotAllowlisted, Banned, NoClientIP} }
+func Reasons() []Reason {
+	return []Reason{Allowed, Denylisted, NotAllowlisted, Banned, NoClientIP, Feed, Country, ASN}
+}
 
 // Verdict is the answer for one address at one instant.
 type Verdict struct {
@@ -37,6 +42,10 @@ type Verdict struct {
 	Reason Reason
 	Key    netip.Prefix // the ban's key, for Banned
 	Until  time.Time    // the ban's end, for Banned
+	// Source names the list that denied: the feed's name for Feed, the
+	// country code for Country, "AS64500" for ASN. It points at a string
+	// the lists already hold, so a verdict still allocates nothing.
+	Source string
 }
 
 // Policy is what failures lead to.
@@ -80,7 +89,10 @@ type Core struct {
 	fails  *Tracker
 	ranges *rangeTracker
 	random func() float64 // [0, 1), for Jitter
-	wmu    sync.Mutex     // serializes writers, so a failure and a ban of one unit never interleave
+	// networks is the announced network of an address, for range bans
+	// (SetNetworks); nil: the fixed range prefix.
+	networks func(netip.Addr) netip.Prefix
+	wmu      sync.Mutex // serializes writers, so a failure and a ban of one unit never interleave
 }
 
 // New returns a Core holding at most maxBans ban records and maxTracked
@@ -115,12 +127,15 @@ type Stats struct {
 	Allow      int // prefixes in the allow list
 	Deny       int
 	NeverBan   int
+	Sourced    int // distinct prefixes of the deny sources (feeds, countries, networks)
 }
 
 // Stats returns the sizes at now. It changes nothing.
 func (c *Core) Stats(now time.Time) Stats {
 	s := Stats{ActiveBans: c.bans.ActiveCount(now), BanRecords: c.bans.Len(), Tracked: c.fails.Len()}
-	s.Allow, s.Deny, s.NeverBan = c.lists.Load().Sizes()
+	l := c.lists.Load()
+	s.Allow, s.Deny, s.NeverBan = l.Sizes()
+	s.Sourced = l.Sourced()
 	return s
 }
 
@@ -169,8 +184,10 @@ func (c *Core) unit(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// Decide returns the verdict for a at now: denylisted, then outside the allow
-// list, then banned, else allowed. It does not allocate.
+// Decide returns the verdict for a at now: denylisted, then in a deny
+// source (a feed, a denied country or network; never for a never-ban
+// address), then outside the allow list (or the allowed countries), then
+// banned, else allowed. It does not allocate.
 func (c *Core) Decide(a netip.Addr, now time.Time) Verdict {
 	a = c.clean(a)
 	if !a.IsValid() {
@@ -180,8 +197,11 @@ func (c *Core) Decide(a netip.Addr, now time.Time) Verdict {
 	if l.Denied(a) {
 		return Verdict{Reason: Denylisted}
 	}
+	if r, src, ok := l.sourceDenied(a); ok {
+		return Verdict{Reason: r, Source: src}
+	}
 	if l.NotAllowed(a) {
-		return Verdict{Reason: NotAllowlisted}
+		return Verdict{Reason: l.notAllowed}
 	}
 	if key, r, ok := c.bans.lookup(a, c.unit(a), now.UnixNano()); ok && !l.NeverBan(a) {
 		return Verdict{Reason: Banned, Key: key, Until: time.Unix(0, r.until).UTC()}

@@ -10,31 +10,111 @@ import (
 	"github.com/gaissmai/bart"
 )
 
-// Lists holds the allow, deny and never-ban tables. It is immutable once built
-// and safe to share; a reload builds a new Lists and swaps it in whole.
+// Lists holds the allow, deny and never-ban tables, and the deny sources
+// (feeds, denied countries and networks) with their names. It is immutable
+// once built and safe to share; a reload builds a new Lists and swaps it in
+// whole.
 type Lists struct {
 	allow    *bart.Lite
 	deny     *bart.Lite
 	never    *bart.Lite
-	allowSet bool // an empty DOORMAN_ALLOW means "everyone", not "no one"
-	sizes    [3]int
+	allowSet bool // an empty allow list means "everyone", not "no one"
+	// notAllowed is the reason outside the allow list: Country when
+	// allowed countries are part of it.
+	notAllowed Reason
+	// sourced maps each deny-source prefix to an index into names and
+	// reasons; nil when there is no source, so the plain path costs nothing.
+	sourced *bart.Table[uint32]
+	names   []string
+	reasons []Reason
+	sizes   [3]int
+	nsrc    int
+}
+
+// Source is one named deny list: a feed, a denied country's networks or a
+// denied autonomous system's networks. Allowed countries are not a Source:
+// their prefixes join Spec.Allow, with Spec.AllowCountries set.
+type Source struct {
+	Name     string // "spamhaus", "CN", "AS64500": what a denial names
+	Reason   Reason // Feed, Country or ASN
+	Prefixes []netip.Prefix
+}
+
+// Spec is everything a Lists is built from.
+type Spec struct {
+	Allow, Deny, Never []netip.Prefix
+	// AllowCountries says Allow includes allowed countries' networks: a
+	// denial outside it has reason Country, and the allow list is in force
+	// even when no prefix was found for the countries (fail closed).
+	AllowCountries bool
+	Sources        []Source
 }
 
 // NewLists builds the tables. An empty allow list allows every address.
 func NewLists(allow, deny, never []netip.Prefix) *Lists {
-	l := &Lists{allow: new(bart.Lite), deny: new(bart.Lite), never: new(bart.Lite), allowSet: len(allow) > 0}
-	for i, set := range [][]netip.Prefix{allow, deny, never} {
+	return Build(Spec{Allow: allow, Deny: deny, Never: never})
+}
+
+// Build builds the tables of s. Where sources overlap, the most specific
+// prefix names the denial; on equal prefixes the first source wins.
+func Build(s Spec) *Lists {
+	l := &Lists{allow: new(bart.Lite), deny: new(bart.Lite), never: new(bart.Lite),
+		allowSet: len(s.Allow) > 0 || s.AllowCountries, notAllowed: NotAllowlisted}
+	if s.AllowCountries {
+		l.notAllowed = Country
+	}
+	for i, set := range [][]netip.Prefix{s.Allow, s.Deny, s.Never} {
 		t := [...]*bart.Lite{l.allow, l.deny, l.never}[i]
 		for _, p := range set {
 			t.Insert(p.Masked())
 		}
 		l.sizes[i] = t.Size()
 	}
+	for _, src := range s.Sources {
+		if len(src.Prefixes) == 0 {
+			continue
+		}
+		if l.sourced == nil {
+			l.sourced = new(bart.Table[uint32])
+		}
+		l.names = append(l.names, src.Name)
+		l.reasons = append(l.reasons, src.Reason)
+		idx := uint32(len(l.names) - 1)
+		for _, p := range src.Prefixes {
+			p = p.Masked()
+			if _, dup := l.sourced.Get(p); !dup {
+				l.sourced.Insert(p, idx)
+			}
+		}
+	}
+	if l.sourced != nil {
+		l.nsrc = l.sourced.Size()
+	}
 	return l
 }
 
 // Denied reports whether addr is in the deny list.
 func (l *Lists) Denied(addr netip.Addr) bool { return l.deny.Lookup(addr) }
+
+// sourceDenied reports whether a deny source covers addr, with the reason
+// and the source's name. A never-ban address is never denied by a source:
+// a feed is someone else's list, and behind a proxy the exempt addresses
+// are one's own.
+func (l *Lists) sourceDenied(addr netip.Addr) (Reason, string, bool) {
+	if l.sourced == nil {
+		return 0, "", false
+	}
+	i, ok := l.sourced.Lookup(addr)
+	if !ok || l.never.Lookup(addr) {
+		return 0, "", false
+	}
+	return l.reasons[i], l.names[i], true
+}
+
+// SourceDenied is sourceDenied for callers outside the decision path.
+func (l *Lists) SourceDenied(addr netip.Addr) (r Reason, name string, ok bool) {
+	return l.sourceDenied(addr)
+}
 
 // NotAllowed reports whether an allow list is set and addr is outside it.
 func (l *Lists) NotAllowed(addr netip.Addr) bool { return l.allowSet && !l.allow.Lookup(addr) }
@@ -44,6 +124,9 @@ func (l *Lists) NeverBan(addr netip.Addr) bool { return l.never.Lookup(addr) }
 
 // Sizes returns the number of prefixes in the allow, deny and never-ban lists.
 func (l *Lists) Sizes() (allow, deny, never int) { return l.sizes[0], l.sizes[1], l.sizes[2] }
+
+// Sourced returns the number of distinct prefixes over all deny sources.
+func (l *Lists) Sourced() int { return l.nsrc }
 
 // ParsePrefix parses an IP or a CIDR. A bare IP becomes a /32 or /128; IPv4-mapped
 // IPv6 is unmapped and zones are refused, so the table never holds two spellings

@@ -31,11 +31,29 @@ func newRangeTracker(max int) *rangeTracker {
 	return &rangeTracker{lru: lru}
 }
 
+// Widest networks a range ban follows (SetNetworks): an announced /8
+// escalates to its /16 only.
+const (
+	WidestNetworkIPv4 = 16
+	WidestNetworkIPv6 = 32
+)
+
+// SetNetworks makes range escalation ban the announced network holding an
+// address (f returns it, or an invalid prefix when unknown) instead of the
+// fixed range prefix, clamped to [WidestNetwork, fixed range prefix]. f is
+// called on the writer path only, never by Decide. Call before serving.
+func (c *Core) SetNetworks(f func(netip.Addr) netip.Prefix) { c.networks = f }
+
 // rangeOf is the range a clean address escalates to.
 func (c *Core) rangeOf(a netip.Addr) netip.Prefix {
-	bits := c.policy.IPv6RangePrefix
+	bits, widest := c.policy.IPv6RangePrefix, WidestNetworkIPv6
 	if a.Is4() {
-		bits = c.policy.IPv4RangePrefix
+		bits, widest = c.policy.IPv4RangePrefix, WidestNetworkIPv4
+	}
+	if c.networks != nil {
+		if n := c.networks(a); n.IsValid() && n.Addr().Is4() == a.Is4() && n.Contains(a) && n.Bits() < bits {
+			bits = max(n.Bits(), widest)
+		}
 	}
 	p, _ := a.Prefix(bits)
 	return p

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 need=()
 for pair in nginx:nginx redis-server:redis-server fail2ban-regex:fail2ban \
             dockerd:docker.io docker-compose:docker-compose debootstrap:debootstrap \
-            wrk:wrk gnuplot:gnuplot-nox ip:iproute2 caddy:caddy haproxy:haproxy chromium:chromium; do
+            wrk:wrk gnuplot:gnuplot-nox ip:iproute2 caddy:caddy haproxy:haproxy chromium:chromium curl:curl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import django' 2>/dev/null || need+=(python3-django)

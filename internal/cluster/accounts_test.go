@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -24,6 +25,26 @@ func startAccounts(t *testing.T, url, pfx string) (*node, *Accounts) {
 	waitFor(t, "redis up", 5*time.Second, n.c.Up)
 	return n, a
 }
+
+// The account service of a node, as the listeners use it (engine.Accounts
+// over the cluster backend), for the tests.
+func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
+	return a.acc.FailAccount(ctx, user, token, now)
+}
+
+func (a *Accounts) SucceedAccount(ctx context.Context, user, token string, now time.Time) (engine.DeviceToken, error) {
+	return a.acc.SucceedAccount(ctx, user, token, now)
+}
+
+func (a *Accounts) Unlock(ctx context.Context, user string, now time.Time) (engine.Unlocked, error) {
+	return a.acc.Unlock(ctx, user, now)
+}
+
+func (a *Accounts) Attempt(user, token string, now time.Time) decide.Attempt {
+	return a.acc.Attempt(user, token, now)
+}
+
+func (a *Accounts) Locks(now time.Time) []decide.Lock { return a.acc.Locks(now) }
 
 // Failures of one account through two doormen add up in Redis; the lock,
 // the shared device key and an unlock hold on both.
@@ -75,8 +96,8 @@ func TestAccountsAcrossInstances(t *testing.T) {
 		})
 	}
 	// Unlocked through b, open on a.
-	if _, ok, err := b.Unlock(ctx, "admin", now); !ok || err != nil {
-		t.Fatalf("unlock: %v %v", ok, err)
+	if u, err := b.Unlock(ctx, "admin", now); !u.Found || err != nil {
+		t.Fatalf("unlock: %+v %v", u, err)
 	}
 	waitFor(t, "unlock on a", 3*time.Second, func() bool { return a.Attempt("admin", "", now).Allow })
 	// A doorman started later loads the lock of another account from Redis.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/testproc"
 )
 
@@ -59,10 +60,10 @@ func exercise(t *testing.T, url, pfx string) []*node {
 	nb, b := startAccounts(t, url, pfx)
 	now := time.Now()
 	ip := netip.MustParseAddr("203.0.113.50")
-	var res decide.FailResult
+	var res engine.Failed
 	var err error
 	for range testPolicy.MaxFailures {
-		if res, err = na.c.Fail(ctx, ip, now); err != nil {
+		if res, err = na.local.Fail(ctx, ip, "", now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -71,18 +72,18 @@ func exercise(t *testing.T, url, pfx string) []*node {
 	}
 	waitFor(t, "ban on b", 3*time.Second, func() bool { return banned(nb.core, ip.String(), now) })
 	other := netip.MustParseAddr("203.0.113.51")
-	na.c.Fail(ctx, other, now)
-	if got := nb.c.Explain(ctx, other, now).Failures; got != 1 {
+	na.local.Fail(ctx, other, "", now)
+	if got := nb.local.Explain(ctx, other, now).Failures; got != 1 {
 		t.Errorf("failures seen from b: %d, want 1", got)
 	}
-	if _, _, err := nb.c.Succeed(ctx, other, now); err != nil {
+	if _, _, err := nb.local.Succeed(ctx, other, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := na.c.Ban(ctx, netip.MustParsePrefix("198.51.100.0/24"), time.Hour, "acl", now); err != nil {
+	if _, err := na.local.Ban(ctx, netip.MustParsePrefix("198.51.100.0/24"), time.Hour, "acl", now); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "manual ban on b", 3*time.Second, func() bool { return banned(nb.core, "198.51.100.7", now) })
-	if _, err := nb.c.Unban(ctx, netip.MustParseAddr("198.51.100.7"), now); err != nil {
+	if _, err := nb.local.Unban(ctx, netip.MustParseAddr("198.51.100.7"), now); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "unban on a", 3*time.Second, func() bool { return !banned(na.core, "198.51.100.7", now) })
@@ -109,8 +110,8 @@ func exercise(t *testing.T, url, pfx string) []*node {
 	if _, err := a.SucceedAccount(ctx, "admin", tok.Token, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := b.Unlock(ctx, "admin", now); !ok || err != nil {
-		t.Fatalf("unlock: %v %v", ok, err)
+	if u, err := b.Unlock(ctx, "admin", now); !u.Found || err != nil {
+		t.Fatalf("unlock: %+v %v", u, err)
 	}
 	waitFor(t, "unlock on a", 3*time.Second, func() bool { return a.Attempt("admin", "", now).Allow })
 	// A doorman joining loads every ban (SCAN, HGETALL) and the device key.

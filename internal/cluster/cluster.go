@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,13 +15,14 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/throttle"
 )
 
 // Options configure New.
 type Options struct {
 	URL    string        // DOORMAN_REDIS_URL
 	Prefix string        // DOORMAN_REDIS_PREFIX; "doorman:" when empty
-	Local  *engine.Local // this instance's service: Core, state file, logs, metrics
+	Local  *engine.Local // this instance's service: its memory, and the inlet for peers' changes
 	Log    *slog.Logger
 	Now    func() time.Time
 	// Tick is how often the sync loop checks the connection and pushes
@@ -28,10 +30,14 @@ type Options struct {
 	Tick time.Duration
 }
 
-// Cluster is the engine.Service of cluster mode. It wraps the instance's
-// engine.Local: memory and bookkeeping are the Local's; Redis decides.
+// Cluster is the engine.Backend of cluster mode: Redis decides counts, bans
+// and locks, this doorman's memory (the Local's) follows, and the Local
+// commits every change. While Redis is unreachable it falls back to the
+// Memory backend. Set it with engine.Local.UseBackend.
 type Cluster struct {
-	local  *engine.Local
+	local  *engine.Local  // Learn: the inlet for peers' changes
+	mem    *engine.Memory // this doorman's memory, and the fallback
+	core   *decide.Core   // mem's
 	policy decide.Policy
 	rdb    redis.UniversalClient
 	keys   keyspace
@@ -46,10 +52,10 @@ type Cluster struct {
 	seq      atomic.Uint64
 
 	accounts atomic.Pointer[Accounts] // nil until Accounts is called
-	outbox   *outbox                  // unbans made while Redis was unreachable
+	outbox   *outbox[netip.Prefix]    // unbans made while Redis was unreachable
 	writer   *writer                  // logs and state-file writes of changes learned from peers
 	keyLock  keyLocks
-	refusals throttle // warnings of changes from Redis not applied
+	refusals *throttle.Throttle // warnings of changes from Redis not applied: one a minute per kind
 
 	reconnects *metrics.Counter
 	errors     *metrics.Counter
@@ -87,11 +93,11 @@ func New(o Options) (*Cluster, error) {
 	rand.Read(id[:])
 	log := o.Log.With("component", "cluster")
 	c := &Cluster{
-		local: o.Local, policy: o.Local.Policy(), rdb: rdb, keys: keyspace{prefix: o.Prefix},
-		id: hex.EncodeToString(id[:]), log: log, now: o.Now, tick: o.Tick,
+		local: o.Local, mem: o.Local.Memory(), core: o.Local.Memory().Core(), policy: o.Local.Memory().Core().Policy(), rdb: rdb, keys: keyspace{prefix: o.Prefix},
+		id: hex.EncodeToString(id[:]), log: log, now: o.Now, tick: o.Tick, refusals: throttle.New(time.Minute),
 	}
-	c.outbox = newOutbox(maxOutbox, func(k string) {
-		log.Warn("unban queue full; oldest queued unban dropped", "key", k, "max", maxOutbox)
+	c.outbox = newOutbox(maxOutbox, func(k netip.Prefix) {
+		log.Warn("unban queue full; oldest queued unban dropped", "key", k.String(), "max", maxOutbox)
 	})
 	c.writer = newWriter(o.Local, o.Now)
 	// go-redis logs through a package-level logger: set once, to the first

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/store"
 	"github.com/doorman/doorman/internal/testproc"
 )
@@ -38,10 +39,10 @@ func TestThresholdAcrossInstances(t *testing.T) {
 	for i := range addrs {
 		ip := netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", i+1))
 		var wg sync.WaitGroup
-		results := make([]decide.FailResult, testPolicy.MaxFailures)
+		results := make([]engine.Failed, testPolicy.MaxFailures)
 		for j := range results {
 			wg.Go(func() {
-				res, err := nodes[j%len(nodes)].c.Fail(ctx, ip, now)
+				res, err := nodes[j%len(nodes)].local.Fail(ctx, ip, "", now)
 				if err != nil {
 					t.Error(err)
 				}
@@ -98,11 +99,11 @@ func TestEscalationShared(t *testing.T) {
 	now := time.Now().Truncate(time.Millisecond)
 	want := []time.Duration{time.Hour, 2 * time.Hour, 4 * time.Hour, 5 * time.Hour}
 	for round, d := range want {
-		var res decide.FailResult
+		var res engine.Failed
 		for i := range testPolicy.MaxFailures {
 			n := []*node{a, b}[i%2]
 			var err error
-			if res, err = n.c.Fail(ctx, ip, now); err != nil {
+			if res, err = n.local.Fail(ctx, ip, "", now); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -126,28 +127,28 @@ func TestNeverBanAndSuccess(t *testing.T) {
 	now := time.Now()
 	never := netip.MustParseAddr("192.0.2.1")
 	for range 2 * testPolicy.MaxFailures {
-		res, err := a.c.Fail(ctx, never, now)
+		res, err := a.local.Fail(ctx, never, "", now)
 		if err != nil || res.Banned || !res.NeverBan {
 			t.Fatalf("never-ban address: %+v, %v", res, err)
 		}
 	}
 	ip := netip.MustParseAddr("198.51.100.1")
 	for range testPolicy.MaxFailures - 1 {
-		if _, err := a.c.Fail(ctx, ip, now); err != nil {
+		if _, err := a.local.Fail(ctx, ip, "", now); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Every instance reports the shared count, not its own.
-	if got := b.c.Explain(ctx, ip, now).Failures; got != testPolicy.MaxFailures-1 {
+	if got := b.local.Explain(ctx, ip, now).Failures; got != testPolicy.MaxFailures-1 {
 		t.Fatalf("failures seen by the other instance: %d, want %d", got, testPolicy.MaxFailures-1)
 	}
-	if _, _, err := b.c.Succeed(ctx, ip, now); err != nil {
+	if _, _, err := b.local.Succeed(ctx, ip, now); err != nil {
 		t.Fatal(err)
 	}
-	if got := a.c.Explain(ctx, ip, now).Failures; got != 0 {
+	if got := a.local.Explain(ctx, ip, now).Failures; got != 0 {
 		t.Fatalf("failures after a success on another instance: %d, want 0", got)
 	}
-	res, err := a.c.Fail(ctx, ip, now)
+	res, err := a.local.Fail(ctx, ip, "", now)
 	if err != nil || res.Failures != 1 || res.Banned {
 		t.Fatalf("after a success on another instance: %+v, %v; want failures 1", res, err)
 	}
@@ -162,7 +163,7 @@ func TestManualBansPropagate(t *testing.T) {
 	rc := rawClient(t, url)
 	now := time.Now()
 
-	ban, err := a.c.Ban(ctx, netip.MustParsePrefix("10.0.0.0/8"), 10*time.Minute, "scanner", now)
+	ban, err := a.local.Ban(ctx, netip.MustParsePrefix("10.0.0.0/8"), 10*time.Minute, "scanner", now)
 	if err != nil || ban.Count != 1 || !ban.Manual {
 		t.Fatalf("Ban: %+v, %v", ban, err)
 	}
@@ -170,8 +171,8 @@ func TestManualBansPropagate(t *testing.T) {
 	if r, ok := b.core.Record(netip.MustParsePrefix("10.0.0.0/8")); !ok || r.Note != "scanner" || !r.Until.Equal(ban.Until) {
 		t.Fatalf("b holds %+v, want %+v", r, ban)
 	}
-	lifted, err := b.c.Unban(ctx, netip.MustParseAddr("10.9.8.7"), now)
-	if err != nil || len(lifted) != 1 || lifted[0].Key.String() != "10.0.0.0/8" {
+	lifted, err := b.local.Unban(ctx, netip.MustParseAddr("10.9.8.7"), now)
+	if err != nil || len(lifted.Bans) != 1 || lifted.Bans[0].Key.String() != "10.0.0.0/8" {
 		t.Fatalf("Unban: %v, %v", lifted, err)
 	}
 	waitFor(t, "unban on a", time.Second, func() bool { return !banned(a.core, "10.9.8.7", now) })
@@ -179,16 +180,16 @@ func TestManualBansPropagate(t *testing.T) {
 		t.Error("the range ban is still in Redis")
 	}
 
-	if _, err := b.c.Ban(ctx, netip.MustParsePrefix("198.51.100.7/32"), 0, "", now); err != nil {
+	if _, err := b.local.Ban(ctx, netip.MustParsePrefix("198.51.100.7/32"), 0, "", now); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "address ban on a", time.Second, func() bool { return banned(a.core, "198.51.100.7", now) })
-	got, ok, err := a.c.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now)
-	if err != nil || !ok || got.Key.String() != "198.51.100.7/32" {
-		t.Fatalf("Remove: %+v %v %v", got, ok, err)
+	got, err := a.local.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now)
+	if err != nil || len(got.Bans) != 1 || got.Bans[0].Key.String() != "198.51.100.7/32" {
+		t.Fatalf("Remove: %+v %v", got, err)
 	}
 	waitFor(t, "removal on b", time.Second, func() bool { return !banned(b.core, "198.51.100.7", now) })
-	if _, ok, _ := a.c.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now); ok {
+	if got, _ := a.local.Remove(ctx, netip.MustParsePrefix("198.51.100.7/32"), now); len(got.Bans) > 0 {
 		t.Error("a second Remove found a ban")
 	}
 	waitFor(t, "unban lines", time.Second, func() bool { return b.log.count("msg=unban", "source=cluster") == 1 })
@@ -202,12 +203,12 @@ func TestReconcileTombstoneAndPush(t *testing.T) {
 	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
 	b := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
 	now := time.Now()
-	if _, err := a.c.Ban(ctx, netip.MustParsePrefix("198.51.100.20/32"), time.Hour, "", now); err != nil {
+	if _, err := a.local.Ban(ctx, netip.MustParsePrefix("198.51.100.20/32"), time.Hour, "", now); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "ban on b", time.Second, func() bool { return banned(b.core, "198.51.100.20", now) })
 	b.stop() // b is partitioned: it keeps its table but hears nothing
-	if _, err := a.c.Unban(ctx, netip.MustParseAddr("198.51.100.20"), now); err != nil {
+	if _, err := a.local.Unban(ctx, netip.MustParseAddr("198.51.100.20"), now); err != nil {
 		t.Fatal(err)
 	}
 	// Meanwhile b learned a ban nobody else has (as if made during an outage).
@@ -238,7 +239,7 @@ func TestOutageAndRecovery(t *testing.T) {
 	b := startNode(t, nodeOpt{url: r.URL, prefix: pfx, waitUp: true})
 	now := time.Now()
 	for _, ip := range []string{"203.0.113.1", "203.0.113.2"} {
-		if _, err := a.c.Ban(ctx, netip.MustParsePrefix(ip+"/32"), time.Hour, "", now); err != nil {
+		if _, err := a.local.Ban(ctx, netip.MustParsePrefix(ip+"/32"), time.Hour, "", now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -246,16 +247,16 @@ func TestOutageAndRecovery(t *testing.T) {
 
 	r.Kill()
 	waitFor(t, "a sees the outage", 5*time.Second, func() bool { return !a.c.Up() })
-	var res decide.FailResult
+	var res engine.Failed
 	for range testPolicy.MaxFailures {
-		if res, err = a.c.Fail(ctx, netip.MustParseAddr("203.0.113.3"), now); err != nil {
+		if res, err = a.local.Fail(ctx, netip.MustParseAddr("203.0.113.3"), "", now); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if !res.Banned || !banned(a.core, "203.0.113.3", now) {
+	if !res.Banned || !banned(a.core, "203.0.113.3", now) || !res.Failed() {
 		t.Fatalf("local fallback did not ban: %+v", res)
 	}
-	if lifted, err := a.c.Unban(ctx, netip.MustParseAddr("203.0.113.1"), now); err != nil || len(lifted) != 1 {
+	if lifted, err := a.local.Unban(ctx, netip.MustParseAddr("203.0.113.1"), now); err != nil || len(lifted.Bans) != 1 || !lifted.Failed() {
 		t.Fatalf("Unban during the outage: %v, %v", lifted, err)
 	}
 	if recs, _ := st.Load(now, time.Hour); len(recs) != 2 {
@@ -316,7 +317,7 @@ func TestStartWhileRedisDown(t *testing.T) {
 	core.Apply(decide.Ban{Key: netip.MustParsePrefix("203.0.113.9/32"), Until: now.Add(time.Hour).Truncate(time.Millisecond), Count: 1}, now)
 	a := startNode(t, nodeOpt{url: url, prefix: prefix(t), core: core})
 	waitFor(t, "outage logged", 5*time.Second, func() bool { return a.log.count("redis unreachable at start") == 1 })
-	res, err := a.c.Fail(ctx, netip.MustParseAddr("203.0.113.10"), now)
+	res, err := a.local.Fail(ctx, netip.MustParseAddr("203.0.113.10"), "", now)
 	if err != nil || res.Failures != 1 {
 		t.Fatalf("Fail while down: %+v, %v", res, err)
 	}
@@ -401,7 +402,7 @@ func BenchmarkBanPropagation(b *testing.B) {
 		ip := netip.AddrFrom4([4]byte{10, 80, byte(i >> 8), byte(i)})
 		i++
 		start := time.Now()
-		if _, err := src.c.Ban(ctx, netip.PrefixFrom(ip, 32), time.Hour, "", start); err != nil {
+		if _, err := src.local.Ban(ctx, netip.PrefixFrom(ip, 32), time.Hour, "", start); err != nil {
 			b.Fatal(err)
 		}
 		for dst.core.Decide(ip, start).Reason != decide.Banned {
@@ -426,7 +427,7 @@ func TestFullSyncOnStart(t *testing.T) {
 	now := time.Now()
 	for i := range n {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 90 + byte(i>>16), byte(i >> 8), byte(i)}), 32)
-		if _, err := a.c.Ban(ctx, p, time.Hour, "", now); err != nil {
+		if _, err := a.local.Ban(ctx, p, time.Hour, "", now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -505,10 +506,10 @@ func TestRedisCluster(t *testing.T) {
 	const n = 50 // spread over the three masters
 	for i := range n {
 		ip := netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)})
-		var res decide.FailResult
+		var res engine.Failed
 		for j := range testPolicy.MaxFailures {
 			var err error
-			if res, err = []*node{a, b}[j%2].c.Fail(ctx, ip, now); err != nil {
+			if res, err = []*node{a, b}[j%2].local.Fail(ctx, ip, "", now); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -522,7 +523,7 @@ func TestRedisCluster(t *testing.T) {
 	if got := len(c.core.Bans(now)); got != n {
 		t.Errorf("full sync over the masters loaded %d bans, want %d", got, n)
 	}
-	if _, err := c.c.Unban(ctx, netip.AddrFrom4([4]byte{198, 18, 0, 1}), now); err != nil {
+	if _, err := c.local.Unban(ctx, netip.AddrFrom4([4]byte{198, 18, 0, 1}), now); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "unban on a", 5*time.Second, func() bool { return !banned(a.core, "198.18.0.1", now) })
@@ -535,9 +536,9 @@ func TestFailureFindsRedisBan(t *testing.T) {
 	a := startNode(t, nodeOpt{url: url, prefix: pfx, waitUp: true})
 	now := time.Now()
 	ip := netip.MustParseAddr("203.0.113.77")
-	var res decide.FailResult
+	var res engine.Failed
 	for range testPolicy.MaxFailures {
-		res, _ = a.c.Fail(ctx, ip, now)
+		res, _ = a.local.Fail(ctx, ip, "", now)
 	}
 	if !res.Banned {
 		t.Fatalf("threshold: %+v", res)
@@ -546,7 +547,7 @@ func TestFailureFindsRedisBan(t *testing.T) {
 	if banned(a.core, ip.String(), now) {
 		t.Fatal("still banned after the local removal")
 	}
-	res, err := a.c.Fail(ctx, ip, now.Add(time.Second))
+	res, err := a.local.Fail(ctx, ip, "", now.Add(time.Second))
 	if err != nil || !res.InForce() || !res.Ban.Until.Equal(res.Ban.Until.Truncate(time.Millisecond)) {
 		t.Fatalf("failure with the ban in Redis: %+v %v, want in force", res, err)
 	}
@@ -567,7 +568,7 @@ func TestRangeBanAcrossInstances(t *testing.T) {
 	for i, n := range []*node{a, b, a} {
 		ip := netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", 10+i))
 		for range p.MaxFailures {
-			if _, err := n.c.Fail(ctx, ip, now); err != nil {
+			if _, err := n.local.Fail(ctx, ip, "", now); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -597,9 +598,9 @@ func TestJitterInRedis(t *testing.T) {
 	lengths := map[time.Duration]bool{}
 	for i := range 5 {
 		ip := netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", 100+i))
-		var res decide.FailResult
+		var res engine.Failed
 		for range p.MaxFailures {
-			res, _ = a.c.Fail(ctx, ip, now)
+			res, _ = a.local.Fail(ctx, ip, "", now)
 		}
 		d := res.Ban.Until.Sub(now)
 		if !res.Banned || d < p.BanTime || d > p.BanTime*3/2 {

@@ -10,13 +10,22 @@ import (
 	"github.com/doorman/doorman/internal/engine"
 )
 
-// job is the bookkeeping (log line, state file, events) of a change learned
-// from the cluster and already in force in memory.
+// job is a change learned from the cluster and already in force in memory,
+// to be booked (engine.Local.Learn); key is the ban key it is about, which
+// orders the jobs of one key.
 type job struct {
-	ban     bool
-	b       decide.Ban
-	ip      string
-	evicted []decide.Ban
+	key netip.Prefix
+	ch  engine.Change
+}
+
+// banJob is the job of ban b put in force, with the records it evicted.
+func banJob(ip string, b decide.Ban, evicted []decide.Ban) job {
+	return job{key: b.Key, ch: engine.Change{IP: ip, Ban: &b, Evicted: evicted}}
+}
+
+// unbanJob is the job of ban b lifted.
+func unbanJob(ip string, b decide.Ban) job {
+	return job{key: b.Key, ch: engine.Change{IP: ip, Lifted: []decide.Ban{b}}}
 }
 
 const (
@@ -64,7 +73,7 @@ func (w *writer) stop() {
 }
 
 func (w *writer) enqueue(j job) {
-	w.queues[maphash.Comparable(shardSeed, j.b.Key)%numWorkers].push(j)
+	w.queues[maphash.Comparable(shardSeed, j.key)%numWorkers].push(j)
 }
 
 // persist runs a batch of jobs concurrently, so that the state file commits
@@ -75,25 +84,18 @@ func (w *writer) persist(batch []job) {
 		seen := make(map[netip.Prefix]bool, len(batch))
 		var wave, rest []job
 		for _, j := range batch {
-			if seen[j.b.Key] {
+			if seen[j.key] {
 				rest = append(rest, j)
 				continue
 			}
-			seen[j.b.Key] = true
+			seen[j.key] = true
 			wave = append(wave, j)
 		}
 		var wg sync.WaitGroup
 		for _, j := range wave {
-			wg.Go(func() {
-				now := w.now()
-				// An error is logged and counted by the Local; the change
-				// is in force and the next write of the key stores it.
-				if j.ban {
-					w.local.Banned(j.ip, j.b, j.evicted, now, engine.SourceCluster)
-				} else {
-					w.local.Lifted(j.ip, []decide.Ban{j.b}, now, engine.SourceCluster)
-				}
-			})
+			// An error is logged and counted by the Local; the change is in
+			// force and the next write of the key stores it.
+			wg.Go(func() { w.local.Learn(j.ch, w.now()) })
 		}
 		wg.Wait()
 		batch = rest

@@ -168,7 +168,7 @@ func (c *Cluster) vet(m message, now time.Time) string {
 		if m.Op != "ban" {
 			return ""
 		}
-		key = c.local.Normalize(key)
+		key = c.core.Normalize(key)
 		p := c.policy
 		unit, widest := p.IPv6Prefix, decide.WidestIPv6
 		if key.Addr().Is4() {
@@ -193,7 +193,7 @@ func (c *Cluster) vet(m message, now time.Time) string {
 		if a == nil {
 			return ""
 		}
-		p := a.acc.Core().Policy()
+		p := a.mem().Policy()
 		if m.Op == opDLock {
 			if _, ok := deviceID(m.Key); !ok {
 				return refuseMalformed
@@ -228,7 +228,7 @@ func (c *Cluster) admit(m message, now time.Time) bool {
 // messages costs one line a minute each.
 func (c *Cluster) refuse(kind string, m message, now time.Time) {
 	c.refused.Inc()
-	held, ok := c.refusals.allow(kind, now)
+	held, ok := c.refusals.Allow(kind, now)
 	if !ok {
 		return
 	}
@@ -245,31 +245,6 @@ func clip(s string) string {
 		return s[:64] + "…"
 	}
 	return s
-}
-
-// throttle lets one warning a minute through per kind, and counts the ones
-// held back; the kinds are a fixed set. Its zero value is ready.
-type throttle struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-	held map[string]int
-}
-
-// allow reports whether a warning of kind may be logged at now and, if so,
-// how many were held back since the last one.
-func (t *throttle) allow(kind string, now time.Time) (int, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.last == nil {
-		t.last, t.held = map[string]time.Time{}, map[string]int{}
-	}
-	if last, ok := t.last[kind]; ok && now.Sub(last) < time.Minute {
-		t.held[kind]++
-		return 0, false
-	}
-	n := t.held[kind]
-	t.last[kind], t.held[kind] = now, 0
-	return n, true
 }
 
 func ms(d time.Duration) int64 { return d.Milliseconds() }

@@ -166,6 +166,7 @@ func startNode(t testing.TB, o nodeOpt) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	local.UseBackend(c)
 	n := &node{c: c, core: core, local: local, log: lb}
 	if o.noRun {
 		return n

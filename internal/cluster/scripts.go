@@ -22,12 +22,11 @@ import "github.com/redis/go-redis/v9"
 // Times come from the caller (ms since the epoch), so doormen need clocks in
 // step (NTP); TTLs are relative, so Redis's own clock does not matter.
 
-// luaPrelude names the keys and holds the two rules every script shares:
-// duration, the escalation rule of decide.Policy.Duration in ms (a shared
-// table of cases tests both), and save, the one writer of a ban hash and its
-// message, so the hash and what peers learn always have the same fields.
-const luaPrelude = `
-local BAN, COUNT, UNBAN, FAIL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+// luaRules holds what every script shares, the ban scripts and the account
+// scripts alike: int, and duration, the escalation rule of
+// decide.Policy.Duration (and of decide's lock table) in ms; a shared table
+// of cases tests it against the Go rule.
+const luaRules = `
 local function int(x) return string.format('%d', x) end
 local function duration(count, bantime, factor, maxban)
   local d = bantime * factor ^ (count - 1)
@@ -36,6 +35,13 @@ local function duration(count, bantime, factor, maxban)
   if d < 1 then d = 1 end
   return d
 end
+`
+
+// luaPrelude is luaRules plus what the ban scripts share: the names of
+// their keys, and save, the one writer of a ban hash and its message, so the
+// hash and what peers learn always have the same fields.
+const luaPrelude = luaRules + `
+local BAN, COUNT, UNBAN, FAIL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- save replaces the ban hash with b (fields until, at (optional), count,
 -- failures, manual (0, 1, or 2 for a range), note, ip, origin), expiring at b.until, and
 -- publishes it on channel under key.
@@ -56,7 +62,7 @@ end
 // holds it equal to decide.Policy.Duration.
 //
 // ARGV: count, bantime, factor, maxbantime. Returns the duration in ms.
-var durationScript = redis.NewScript(luaPrelude + `
+var durationScript = redis.NewScript(luaRules + `
 return duration(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
 `)
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/testproc"
 )
 
@@ -64,9 +64,9 @@ func TestRedisSentinel(t *testing.T) {
 	now := time.Now()
 	failUntilBanned := func(n *node, ip netip.Addr) {
 		t.Helper()
-		var res decide.FailResult
+		var res engine.Failed
 		for range testPolicy.MaxFailures {
-			if res, err = n.c.Fail(ctx, ip, now); err != nil {
+			if res, err = n.local.Fail(ctx, ip, "", now); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -93,7 +93,7 @@ func TestRedisSentinel(t *testing.T) {
 	// Until b has noticed the failover these failures count locally (and any
 	// ban they make is pushed to the new master when it has).
 	waitFor(t, "doormen on the new master", 20*time.Second, func() bool {
-		_, err := b.c.Fail(context.Background(), netip.MustParseAddr("198.18.1.200"), now)
+		_, err := b.local.Fail(context.Background(), netip.MustParseAddr("198.18.1.200"), "", now)
 		return err == nil && a.c.Up() && b.c.Up()
 	})
 	failUntilBanned(b, after)

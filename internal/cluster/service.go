@@ -14,26 +14,17 @@ import (
 	"github.com/doorman/doorman/internal/engine"
 )
 
-// Decide implements engine.Service: from memory only, never Redis.
-func (c *Cluster) Decide(a netip.Addr, now time.Time) decide.Verdict { return c.local.Decide(a, now) }
-
-// Bans implements engine.Service.
-func (c *Cluster) Bans(now time.Time) []decide.Ban { return c.local.Bans(now) }
-
-// Stats implements engine.Service.
-func (c *Cluster) Stats(now time.Time) decide.Stats { return c.local.Stats(now) }
-
-// Fail implements engine.Service: the failure is counted in Redis; the
+// Fail implements engine.Backend: the failure is counted in Redis; the
 // failure that reaches the threshold bans, there and here, before Fail returns.
-func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
+func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, engine.Change) {
 	if !c.Up() {
 		return c.localFail(ctx, a, now)
 	}
-	a = c.local.Addr(a)
-	key := c.local.Unit(a)
-	never := c.local.NeverBan(a)
+	a = c.core.Addr(a)
+	key := c.core.Unit(a)
+	never := c.core.Lists().NeverBan(a)
 	// Already banned here (possibly by a range Redis cannot match): count, do not ban again.
-	v := c.local.Decide(a, now)
+	v := c.core.Decide(a, now)
 	hold := never || v.Reason == decide.Banned
 	defer c.keyLock.lock(key)()
 	p := c.policy
@@ -47,15 +38,23 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 		return c.localFail(ctx, a, now)
 	}
 	res := decide.FailResult{Addr: a, Key: key, Failures: int(r[0]), NeverBan: never}
-	c.local.Counted(res, now)
 	if v.Reason == decide.Banned && !never {
-		res.Ban, _ = c.local.Record(v.Key)
+		res.Ban, _ = c.core.Record(v.Key)
 	}
+	ch := c.failed(ctx, &res, r, now)
+	return res, ch
+}
+
+// failed puts in force the ban the failure script reported in r, if any,
+// and returns the change the failure made here.
+func (c *Cluster) failed(ctx context.Context, res *decide.FailResult, r []int64, now time.Time) engine.Change {
+	ch := engine.Change{Source: engine.SourceFailures, IP: res.Addr.String(), Failure: true, Key: res.Key, Failures: res.Failures}
+	key := res.Key
 	if r[2] == 0 {
 		if res.InForce() {
-			return res, c.local.Saved(res.Ban) // on disk before the answer says banned
+			ch.Saved = &res.Ban // on disk before the answer says banned
 		}
-		return res, nil
+		return ch
 	}
 	b := decide.Ban{Key: key, Until: time.UnixMilli(r[2]).UTC(), Count: int(r[3]), Failures: int(r[0]),
 		Manual: r[4] == 1, Range: r[4] == 2}
@@ -66,68 +65,76 @@ func (c *Cluster) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide
 		m := message{Op: "ban", Key: key.String(), Until: r[2]}
 		m.setKind(strconv.FormatInt(r[4], 10))
 		if !c.admit(m, now) {
-			return res, nil
+			return ch
 		}
-		ev, err := c.local.Apply(b, now)
+		ev, err := c.core.Apply(b, now)
 		if err != nil {
-			return res, nil
+			return ch
 		}
 		res.Ban = b
-		return res, c.local.Banned(a.String(), b, ev, now, engine.SourceCluster)
+		ch.Source, ch.Ban, ch.Evicted = engine.SourceCluster, &res.Ban, ev
+		return ch
 	}
 	res.Banned, res.Ban, res.Unit = true, b, b
-	res.Evicted, err = c.local.Apply(b, now)
+	var err error
+	res.Evicted, err = c.core.Apply(b, now)
 	if err != nil {
 		res.Refused = true // full of manual bans here; Redis and the peers hold it
-		c.local.Counted(decide.FailResult{Refused: true, Key: key}, now)
-		return res, nil
+		ch.Refused = key
+		return ch
 	}
 	// Range escalation: this instance learns every unit ban, so it counts
 	// them per range; the range ban it makes is offered to Redis (the longer
 	// ban wins there) and so reaches the peers.
-	if er := c.local.Escalate(a, b, now); er.Range {
+	if er := c.core.Escalate(res.Addr, b, now); er.Range {
 		res.Range, res.Ban, res.Folded = true, er.Ban, er.Folded
 		res.Evicted = append(res.Evicted, er.Evicted...)
 		if err := c.push(ctx, []decide.Ban{er.Ban}, now); err != nil {
 			c.lost(err)
 		}
 	}
-	return res, c.local.Banned(a.String(), res.Ban, res.Evicted, now, engine.SourceFailures, res.Folded...)
+	ch.Ban, ch.Evicted, ch.Folded = &res.Ban, res.Evicted, res.Folded
+	return ch
 }
 
-// Explain implements engine.Service: the failure count is Redis's, which
+// Failures implements engine.Backend: the failure count is Redis's, which
 // every instance adds to; the local count while Redis is unreachable.
-func (c *Cluster) Explain(ctx context.Context, a netip.Addr, now time.Time) engine.Explanation {
-	e := c.local.Explain(ctx, a, now)
-	if !c.Up() {
-		return e
+func (c *Cluster) Failures(ctx context.Context, a netip.Addr, now time.Time) int {
+	if c.Up() {
+		min := strconv.FormatInt(now.Add(-c.policy.FindTime).UnixMilli()+1, 10)
+		n, err := c.rdb.ZCount(ctx, c.keys.of(c.core.Unit(a))[keyFail], min, "+inf").Result()
+		if err == nil {
+			return int(n)
+		}
 	}
-	min := strconv.FormatInt(now.Add(-c.policy.FindTime).UnixMilli()+1, 10)
-	n, err := c.rdb.ZCount(ctx, c.keys.of(c.local.Unit(a))[keyFail], min, "+inf").Result()
-	if err == nil {
-		e.Failures = int(n)
-	}
-	return e
+	return c.mem.Failures(ctx, a, now)
 }
 
-func (c *Cluster) localFail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
-	res, err := c.local.Fail(ctx, a, now)
+// notShared marks ch as made while Redis was unreachable: it is pushed when
+// Redis is back.
+func (c *Cluster) notShared(ch *engine.Change) {
+	c.dirty.Store(true)
+	ch.Reports.Report(engine.ReportShared, false)
+}
+
+func (c *Cluster) localFail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, engine.Change) {
+	res, ch := c.mem.Fail(ctx, a, now)
 	if res.Banned {
-		c.dirty.Store(true)
+		c.notShared(&ch)
 	}
-	return res, err
+	return res, ch
 }
 
-// Succeed implements engine.Service: the unit's failures are forgotten here
+// Succeed implements engine.Backend: the unit's failures are forgotten here
 // and in Redis. A Redis error is not the app's problem: the count expires
 // after the find time anyway.
-func (c *Cluster) Succeed(ctx context.Context, a netip.Addr, now time.Time) (netip.Addr, netip.Prefix, error) {
-	a, key, err := c.local.Succeed(ctx, a, now)
-	if err != nil || !c.Up() {
-		return a, key, err
+func (c *Cluster) Succeed(ctx context.Context, a netip.Addr, now time.Time) (netip.Addr, netip.Prefix) {
+	a, key := c.mem.Succeed(ctx, a, now)
+	if !c.Up() {
+		return a, key
 	}
 	msg, _ := jsonMessage(message{Op: "success", Key: key.String(), IP: a.String(), Origin: c.id})
-	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, c.keys.of(key)[keyFail])
 		p.Publish(ctx, c.keys.channel(), msg)
 		return nil
@@ -135,16 +142,16 @@ func (c *Cluster) Succeed(ctx context.Context, a netip.Addr, now time.Time) (net
 	if err != nil {
 		c.lost(fmt.Errorf("success: %w", err))
 	}
-	return a, key, nil
+	return a, key
 }
 
-// Ban implements engine.Service: a manual ban, stored in Redis with its
+// Ban implements engine.Backend: a manual ban, stored in Redis with its
 // escalation count, then here.
-func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
+func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, engine.Change, error) {
 	if !c.Up() {
 		return c.localBan(ctx, p, d, note, now)
 	}
-	key := c.local.Normalize(p)
+	key := c.core.Normalize(p)
 	defer c.keyLock.lock(key)()
 	ip := engine.IP(p)
 	pol := c.policy
@@ -160,64 +167,71 @@ func (c *Cluster) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note
 		return c.localBan(ctx, p, d, note, now)
 	}
 	b := decide.Ban{Key: key, Until: time.UnixMilli(r[0]).UTC(), Manual: true, Note: note, Count: int(r[1])}
-	evicted, err := c.local.Apply(b, now)
+	evicted, err := c.core.Apply(b, now)
 	if err != nil {
 		// The range table is full here: take the ban back from Redis too.
 		c.unbanKeys(ctx, []netip.Prefix{key}, nil, ip, now)
-		return decide.Ban{}, err
+		return decide.Ban{}, engine.Change{}, err
 	}
-	return b, c.local.Banned(ip, b, evicted, now, engine.SourceManual)
+	return b, engine.Change{Source: engine.SourceManual, IP: ip, Ban: &b, Evicted: evicted}, nil
 }
 
-func (c *Cluster) localBan(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
-	b, err := c.local.Ban(ctx, p, d, note, now)
-	if err == nil || b.Key.IsValid() {
-		c.dirty.Store(true)
+func (c *Cluster) localBan(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, engine.Change, error) {
+	b, ch, err := c.mem.Ban(ctx, p, d, note, now)
+	if err == nil {
+		c.notShared(&ch)
 	}
-	return b, err
+	return b, ch, err
 }
 
-// Unban implements engine.Service: the bans covering a (its unit's, and the
+// Unban implements engine.Backend: the bans covering a (its unit's, and the
 // ranges this instance knows to contain it) are lifted here, then in Redis.
-func (c *Cluster) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
-	unit := c.local.Unit(a)
+func (c *Cluster) Unban(ctx context.Context, a netip.Addr, now time.Time) engine.Change {
+	unit := c.core.Unit(a)
 	defer c.keyLock.lock(unit)() // ranges lifted here are not locked: they are rare and manual
-	a, lifted := c.local.Lift(a)
+	ch := c.mem.Unban(ctx, a, now)
 	keys := []netip.Prefix{unit}
 	here := map[netip.Prefix]decide.Ban{}
-	for _, b := range lifted {
+	for _, b := range ch.Lifted {
 		here[b.Key] = b
 		if b.Key != unit {
 			keys = append(keys, b.Key)
 		}
 	}
-	lifted = append(lifted, c.unbanKeys(ctx, keys, here, a.String(), now)...)
-	return lifted, c.local.Lifted(a.String(), lifted, now, engine.SourceManual)
+	extra, shared := c.unbanKeys(ctx, keys, here, ch.IP, now)
+	ch.Lifted = append(ch.Lifted, extra...)
+	if !shared && len(ch.Lifted) > 0 {
+		c.notShared(&ch)
+	}
+	return ch
 }
 
-// Remove implements engine.Service: the ban under exactly p is lifted here,
+// Remove implements engine.Backend: the ban under exactly p is lifted here,
 // then in Redis.
-func (c *Cluster) Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
-	key := c.local.Normalize(p)
+func (c *Cluster) Remove(ctx context.Context, p netip.Prefix, now time.Time) engine.Change {
+	key := c.core.Normalize(p)
 	defer c.keyLock.lock(key)()
+	ch := c.mem.Remove(ctx, key, now)
+	ch.IP = engine.IP(p)
 	here := map[netip.Prefix]decide.Ban{}
-	b, ok := c.local.Take(key)
-	if ok {
+	for _, b := range ch.Lifted {
 		here[key] = b
 	}
-	if more := c.unbanKeys(ctx, []netip.Prefix{key}, here, engine.IP(p), now); len(more) > 0 && !ok {
-		b, ok = more[0], true
+	more, shared := c.unbanKeys(ctx, []netip.Prefix{key}, here, engine.IP(p), now)
+	if len(more) > 0 && len(ch.Lifted) == 0 {
+		ch.Lifted = more[:1]
 	}
-	if !ok {
-		return b, false, nil
+	if !shared && len(ch.Lifted) > 0 {
+		c.notShared(&ch)
 	}
-	return b, true, c.local.Lifted(engine.IP(p), []decide.Ban{b}, now, engine.SourceManual)
+	return ch
 }
 
 // unbanKeys lifts the bans under keys in Redis; here holds those already
 // lifted in memory. It returns the bans Redis held that this instance did
-// not. While Redis is unreachable the keys lifted here are queued for later.
-func (c *Cluster) unbanKeys(ctx context.Context, keys []netip.Prefix, here map[netip.Prefix]decide.Ban, ip string, now time.Time) []decide.Ban {
+// not, and false when Redis was unreachable: the keys lifted here are then
+// queued for later.
+func (c *Cluster) unbanKeys(ctx context.Context, keys []netip.Prefix, here map[netip.Prefix]decide.Ban, ip string, now time.Time) ([]decide.Ban, bool) {
 	var extra []decide.Ban
 	for i, k := range keys {
 		if c.Up() {
@@ -243,7 +257,9 @@ func (c *Cluster) unbanKeys(ctx context.Context, keys []netip.Prefix, here map[n
 			}
 		}
 		c.dirty.Store(true)
-		break
+		return extra, false
 	}
-	return extra
+	return extra, true
 }
+
+var _ engine.Backend = (*Cluster)(nil)

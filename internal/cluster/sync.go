@@ -150,15 +150,15 @@ func (c *Cluster) handle(payload string) {
 		c.learn(m.IP, m.ban(key))
 	case "unban":
 		defer c.keyLock.lock(key)()
-		if b, ok := c.local.Take(key); ok {
-			c.writer.enqueue(job{b: b, ip: m.IP})
+		if b, ok := c.core.Remove(key); ok {
+			c.writer.enqueue(unbanJob(m.IP, b))
 		}
 		if a, err := netip.ParseAddr(m.IP); err == nil {
-			c.local.Forget(a) // an unban clears the unit's failures
+			c.core.Succeed(a) // an unban clears the unit's failures
 		}
 	case "success":
 		if a, err := netip.ParseAddr(m.IP); err == nil {
-			c.local.Forget(a)
+			c.core.Succeed(a)
 		}
 	}
 }
@@ -167,13 +167,13 @@ func (c *Cluster) handle(payload string) {
 // instance holds it or a longer one under the same key.
 func (c *Cluster) learn(ip string, b decide.Ban) {
 	defer c.keyLock.lock(b.Key)()
-	if old, ok := c.local.Record(b.Key); ok && !old.Until.Before(b.Until) {
+	if old, ok := c.core.Record(b.Key); ok && !old.Until.Before(b.Until) {
 		return
 	}
 	if ip == "" {
 		ip = b.Key.Addr().String()
 	}
-	ev, err := c.local.Apply(b, c.now())
+	ev, err := c.core.Apply(b, c.now())
 	if err != nil {
 		// The table is full of active manual bans (vet refused the rest).
 		kind := refuseFull
@@ -183,10 +183,10 @@ func (c *Cluster) learn(ip string, b decide.Ban) {
 		c.refuse(kind, message{Op: "ban", Key: b.Key.String(), Until: b.Until.UnixMilli()}, c.now())
 		return
 	}
-	c.writer.enqueue(job{ban: true, b: b, ip: ip, evicted: ev})
+	c.writer.enqueue(banJob(ip, b, ev))
 	// Peers' unit bans count toward their range here too.
-	if er := c.local.Escalate(b.Key.Addr(), b, c.now()); er.Range {
-		c.writer.enqueue(job{ban: true, b: er.Ban, ip: engine.IP(er.Ban.Key), evicted: append(er.Evicted, er.Folded...)})
+	if er := c.core.Escalate(b.Key.Addr(), b, c.now()); er.Range {
+		c.writer.enqueue(banJob(engine.IP(er.Ban.Key), er.Ban, append(er.Evicted, er.Folded...)))
 		if err := c.push(context.Background(), []decide.Ban{er.Ban}, c.now()); err != nil {
 			c.lost(err)
 		}
@@ -222,7 +222,7 @@ func (c *Cluster) reconcile(ctx context.Context) error {
 		return fmt.Errorf("loading bans: %w", err)
 	}
 	var push []decide.Ban
-	for _, b := range c.local.Bans(now) {
+	for _, b := range c.core.Bans(now) {
 		if u, ok := remote[b.Key]; !ok || b.Until.After(u) {
 			push = append(push, b)
 		}
@@ -328,8 +328,8 @@ func (c *Cluster) push(ctx context.Context, bans []decide.Ban, now time.Time) er
 			case 1:
 				c.pushed.Inc()
 			case -1: // lifted elsewhere while this instance could not hear it
-				if b, ok := c.local.Take(batch[i].Key); ok {
-					c.writer.enqueue(job{b: b, ip: engine.IP(b.Key)})
+				if b, ok := c.core.Remove(batch[i].Key); ok {
+					c.writer.enqueue(unbanJob(engine.IP(b.Key), b))
 				}
 			}
 		}

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"encoding/hex"
-	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -197,40 +196,21 @@ func TestForgedHashesRefused(t *testing.T) {
 	stored = append(stored, forged{name: "200-year ban found by a failure", kind: refuseLong,
 		inForce: func(n *node, _ *Accounts, now time.Time) bool { return banned(n.core, failKey.String(), now) }})
 
+	// A failure of an account whose forged lock Redis holds.
+	write(message{Op: opLock, Key: "mallory", Until: now.Add(200 * 365 * 24 * time.Hour).UnixMilli(), Count: 1, Failures: 4}, "")
+	stored = append(stored, forged{name: "200-year lock found by a failure", kind: refuseLong,
+		inForce: func(_ *node, a *Accounts, now time.Time) bool { return !a.Attempt("mallory", "", now).Allow }})
+
 	n, b := startAccounts(t, url, pfx) // its first resync has run
-	if _, err := n.c.Fail(ctx, failKey, now); err != nil {
+	if _, err := n.local.Fail(ctx, failKey, "", now); err != nil {
 		t.Fatal(err)
+	}
+	if res, err := b.FailAccount(ctx, "mallory", "", now); err != nil || res.Locked {
+		t.Fatalf("failure of mallory: %+v %v, want not locked", res, err)
 	}
 	checkRefused(t, n, b, stored, now)
 	// Every resync refuses them again (each counted), so at least once each.
 	if got, want := n.c.refused.Get(), uint64(len(stored)); got < want {
 		t.Errorf("doorman_cluster_refused_total %d, want at least %d", got, want)
-	}
-}
-
-// One warning a minute per kind, with the number held back since.
-func TestThrottle(t *testing.T) {
-	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	var th throttle
-	for i, tc := range []struct {
-		kind string
-		at   time.Duration
-		held int
-		ok   bool
-	}{
-		{"a", 0, 0, true},
-		{"a", time.Second, 0, false},
-		{"b", 2 * time.Second, 0, true}, // kinds are apart
-		{"a", 59 * time.Second, 0, false},
-		{"a", time.Minute, 2, true},
-		{"a", time.Minute + time.Second, 0, false},
-		{"b", 3 * time.Minute, 0, true},
-	} {
-		t.Run(fmt.Sprintf("%d-%s+%v", i, tc.kind, tc.at), func(t *testing.T) {
-			held, ok := th.allow(tc.kind, t0.Add(tc.at))
-			if held != tc.held || ok != tc.ok {
-				t.Errorf("allow: %d, %v; want %d, %v", held, ok, tc.held, tc.ok)
-			}
-		})
 	}
 }

@@ -36,6 +36,16 @@ type Config struct {
 	AllowFile string `env:"DOORMAN_ALLOW_FILE" group:"lists" help:"file of allow entries, one per line, # comments; merged with DOORMAN_ALLOW; re-read on SIGHUP"`
 	DenyFile  string `env:"DOORMAN_DENY_FILE" group:"lists" help:"file of deny entries, as DOORMAN_ALLOW_FILE; merged with DOORMAN_DENY; re-read on SIGHUP"`
 
+	DenyFeeds       string        `env:"DOORMAN_DENY_FEEDS" group:"feeds" help:"deny feeds, NAME=URL comma-separated (https://, http:// or file://), e.g. spamhaus=https://www.spamhaus.org/drop/drop.txt; one IP or CIDR per line, # and ; comments; see docs/feeds.md"`
+	FeedRefresh     time.Duration `env:"DOORMAN_FEED_REFRESH" group:"feeds" envDefault:"1h" help:"how often each feed is fetched again (conditional requests), from 1s to 24h; public feeds ask for an hour or more"`
+	FeedMaxPrefixes int           `env:"DOORMAN_FEED_MAX_PREFIXES" group:"feeds" envDefault:"1000000" help:"prefixes held at most over all feeds, in the order of DOORMAN_DENY_FEEDS; a feed beyond is cut and reported"`
+	FeedTokens      string        `env:"DOORMAN_FEED_TOKENS" group:"feeds" help:"NAME=TOKEN comma-separated: sent as Authorization: Bearer TOKEN when fetching that feed (another doorman's /v1/feed)"`
+	GeoIPDB         string        `env:"DOORMAN_GEOIP_DB" group:"feeds" help:"country database (.mmdb: MaxMind GeoLite2/GeoIP2 Country, DB-IP, IPinfo); re-read on SIGHUP, a bad file keeps the one in use"`
+	ASNDB           string        `env:"DOORMAN_ASN_DB" group:"feeds" help:"autonomous system database (.mmdb: GeoLite2 ASN, DB-IP, IPinfo); re-read on SIGHUP; also shown by doorman check"`
+	AllowCountries  string        `env:"DOORMAN_ALLOW_COUNTRIES" group:"feeds" help:"ISO country codes, comma-separated: only these countries (and DOORMAN_ALLOW) may reach the protected location (reason country); needs DOORMAN_GEOIP_DB"`
+	DenyCountries   string        `env:"DOORMAN_DENY_COUNTRIES" group:"feeds" help:"ISO country codes denied (reason country); needs DOORMAN_GEOIP_DB"`
+	DenyASNs        string        `env:"DOORMAN_DENY_ASNS" group:"feeds" help:"autonomous systems denied, e.g. AS64500,AS64501 (reason asn); needs DOORMAN_ASN_DB"`
+
 	MaxFailures     int           `env:"DOORMAN_MAX_FAILURES" group:"bans" envDefault:"5" help:"failures within DOORMAN_FIND_TIME that ban the ban unit"`
 	FindTime        time.Duration `env:"DOORMAN_FIND_TIME" group:"bans" envDefault:"10m" help:"sliding window in which failures are counted"`
 	BanTime         time.Duration `env:"DOORMAN_BAN_TIME" group:"bans" envDefault:"1h" help:"length of a unit's first ban"`
@@ -94,6 +104,10 @@ type Config struct {
 	NeverBanList   []netip.Prefix `env:"-"`
 	NAT64List      []netip.Prefix `env:"-"`
 	RefreshURLs    []string       `env:"-"` // DOORMAN_NGINX_REFRESH_URLS, split
+	Feeds          []Feed         `env:"-"` // DOORMAN_DENY_FEEDS with DOORMAN_FEED_TOKENS
+	AllowCC        []string       `env:"-"` // DOORMAN_ALLOW_COUNTRIES, upper case
+	DenyCC         []string       `env:"-"`
+	DenyASNList    []uint32       `env:"-"`
 	GateListen     Listen         `env:"-"` // DOORMAN_GATE_ADDR; zero: no gate listener
 	GateOriginList []*url.URL     `env:"-"` // DOORMAN_GATE_ORIGINS, parsed
 
@@ -160,26 +174,9 @@ func kind(t reflect.Type) string {
 
 // Validate checks every value and parses the lists.
 func (c *Config) Validate() error {
-	var err error
-	lists := []struct {
-		name, val string
-		out       *[]netip.Prefix
-	}{
-		{"DOORMAN_TRUSTED_PROXIES", c.TrustedProxies, &c.Trusted},
-		{"DOORMAN_ALLOW", c.Allow, &c.AllowList},
-		{"DOORMAN_DENY", c.Deny, &c.DenyList},
-		{"DOORMAN_NEVER_BAN", c.NeverBan, &c.NeverBanList},
-		{"DOORMAN_NAT64_PREFIXES", c.NAT64Prefixes, &c.NAT64List},
-	}
-	for _, l := range lists {
-		if *l.out, err = decide.ParseList(l.val); err != nil {
-			return fmt.Errorf("%s: %v", l.name, err)
-		}
-	}
-	for _, p := range c.NAT64List {
-		if !p.Addr().Is6() || p.Bits() != 96 {
-			return &Error{Var: "DOORMAN_NAT64_PREFIXES", Value: p.String(), Problem: "is not an IPv6 /96 (RFC 6052)"}
-		}
+	err := c.validateLists()
+	if err != nil {
+		return err
 	}
 	for _, a := range []struct {
 		name, val string
@@ -233,16 +230,38 @@ func (c *Config) Validate() error {
 			return &Error{Var: k.name, Value: fmt.Sprint(k.val), Problem: k.expected}
 		}
 	}
-	if err := c.validateCache(); err != nil {
-		return err
+	for _, group := range []func() error{c.validateCache, c.validateNotify, c.validateAccounts, c.validateFeeds, c.validateGate} {
+		if err := group(); err != nil {
+			return err
+		}
 	}
-	if err := c.validateNotify(); err != nil {
-		return err
+	return nil
+}
+
+// validateLists parses the address lists of the environment.
+func (c *Config) validateLists() error {
+	var err error
+	lists := []struct {
+		name, val string
+		out       *[]netip.Prefix
+	}{
+		{"DOORMAN_TRUSTED_PROXIES", c.TrustedProxies, &c.Trusted},
+		{"DOORMAN_ALLOW", c.Allow, &c.AllowList},
+		{"DOORMAN_DENY", c.Deny, &c.DenyList},
+		{"DOORMAN_NEVER_BAN", c.NeverBan, &c.NeverBanList},
+		{"DOORMAN_NAT64_PREFIXES", c.NAT64Prefixes, &c.NAT64List},
 	}
-	if err := c.validateAccounts(); err != nil {
-		return err
+	for _, l := range lists {
+		if *l.out, err = decide.ParseList(l.val); err != nil {
+			return fmt.Errorf("%s: %v", l.name, err)
+		}
 	}
-	return c.validateGate()
+	for _, p := range c.NAT64List {
+		if !p.Addr().Is6() || p.Bits() != 96 {
+			return &Error{Var: "DOORMAN_NAT64_PREFIXES", Value: p.String(), Problem: "is not an IPv6 /96 (RFC 6052)"}
+		}
+	}
+	return nil
 }
 
 // Policy returns the ban policy.
@@ -317,7 +336,7 @@ type Field struct{ Var, Default, Help, Group string }
 
 // Groups are the reference's sections, in the order printed; every variable's
 // group tag names one of them (TestEveryVariableHasAGroup).
-var Groups = []string{"listeners", "lists", "bans", "ranges", "accounts", "gate", "state", "cluster", "notify", "cached mode", "logs"}
+var Groups = []string{"listeners", "lists", "feeds", "bans", "ranges", "accounts", "gate", "state", "cluster", "notify", "cached mode", "logs"}
 
 // fields are the variables in the struct's order.
 func fields() []Field {

@@ -19,15 +19,25 @@ import (
 // mid-write (truncated by `cat >`, an editor, a deploy) would open the gate.
 // An empty deny file only denies nothing, and is accepted.
 func (c *Config) Lists() (*decide.Lists, error) {
-	allow, err := withFile(c.AllowList, "DOORMAN_ALLOW_FILE", c.AllowFile, true)
+	spec, err := c.ListSpec()
 	if err != nil {
 		return nil, err
+	}
+	return decide.Build(spec), nil
+}
+
+// ListSpec is Lists before it is built: the static part of the lists,
+// which the feeds and the country and network lists join (internal/lists).
+func (c *Config) ListSpec() (decide.Spec, error) {
+	allow, err := withFile(c.AllowList, "DOORMAN_ALLOW_FILE", c.AllowFile, true)
+	if err != nil {
+		return decide.Spec{}, err
 	}
 	deny, err := withFile(c.DenyList, "DOORMAN_DENY_FILE", c.DenyFile, false)
 	if err != nil {
-		return nil, err
+		return decide.Spec{}, err
 	}
-	return decide.NewLists(allow, deny, c.NeverBanList), nil
+	return decide.Spec{Allow: allow, Deny: deny, Never: c.NeverBanList}, nil
 }
 
 // withFile returns base with the entries of the file at path (none when path

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -17,38 +16,17 @@ import (
 	"github.com/doorman/doorman/internal/store"
 )
 
-// AccountService is the account side of the service: failed logins counted
-// per account (normalised username) across every address, locks, and the
-// device tokens that keep an account's own users out of its lock. The
-// listeners use it beside Service. Usernames given to it are normalised
-// (decide.NormalizeUsername) and not empty; tokens may be empty.
-type AccountService interface {
-	// Enabled reports whether accounts are counted at all.
-	Enabled() bool
-	// Attempt is the pre-authentication verdict for user with token, counting nothing.
-	Attempt(user, token string, now time.Time) decide.Attempt
-	// FailAccount counts a failed login of user; the token presented, when
-	// valid for user, takes the failure instead.
-	FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error)
-	// SucceedAccount records a successful login of user and issues a device
-	// token for it. A success does not unlock the account.
-	SucceedAccount(ctx context.Context, user, token string, now time.Time) (DeviceToken, error)
-	// Locks are the locks in force at now, the soonest to end first.
-	Locks(now time.Time) []decide.Lock
-	// Unlock forgets user: failures, lock and escalation. false: not tracked.
-	Unlock(ctx context.Context, user string, now time.Time) (decide.Lock, bool, error)
-	// CountAttempt counts one /v1/attempts answer: "allow" or the reason
-	// of the refusal (the address's or the account's).
-	CountAttempt(result string)
-}
-
 // DeviceToken is a token issued at a successful login.
 type DeviceToken struct {
 	Token   string
 	Expires time.Time
 }
 
-// Accounts is the single-instance AccountService: decide.Accounts, the
+// Accounts is the account side of the service, beside Local: failed logins
+// counted per account (normalised username) across every address, locks, and
+// the device tokens that keep an account's own users out of its lock.
+// Usernames given to it are normalised (decide.NormalizeUsername) and not
+// empty; tokens may be empty. It holds decide.Accounts, the
 // device key, and the state file when there is one. A lock is written and
 // fsynced before the failure that made it is answered, as bans are; token
 // failures are kept in memory only (a crash gives a token at most
@@ -98,6 +76,7 @@ type AccountOptions struct {
 // metrics. It returns where the key came from, for the start line.
 func NewAccounts(o AccountOptions, local *Local) (*Accounts, string, error) {
 	a := &Accounts{acc: decide.NewAccounts(o.Policy, o.Max), ttl: o.TTL, store: o.Store, local: local}
+	local.accounts, local.mem.acc = a, a.acc
 	a.register(local.m.Set(), o.Now)
 	if !a.acc.Enabled() {
 		return a, "", nil
@@ -161,11 +140,6 @@ func (a *Accounts) UseKey(raw []byte) error {
 	a.local.log.Warn("device key replaced by the cluster's; tokens this doorman issued before are no longer valid")
 	return nil
 }
-
-// Persist writes what memory holds for users (their locks, or their lock
-// counts still remembered) to the state file, fsynced; for a wrapper that
-// applied locks learned from other instances.
-func (a *Accounts) Persist(users []string, now time.Time) error { return a.persist(users, now) }
 
 // newDeviceKey is the state file's key, or a new one kept there.
 func newDeviceKey(st *store.Store) ([]byte, string, error) {
@@ -231,11 +205,9 @@ func (a *Accounts) restore(now time.Time) error {
 	return nil
 }
 
-// Enabled reports whether accounts are counted (DOORMAN_ACCOUNT_MAX_FAILURES > 0).
+// Enabled reports whether accounts are counted at all
+// (DOORMAN_ACCOUNT_MAX_FAILURES > 0).
 func (a *Accounts) Enabled() bool { return a.acc.Enabled() }
-
-// Core returns the accounts' memory, for a wrapper that shares it (cluster mode).
-func (a *Accounts) Core() *decide.Accounts { return a.acc }
 
 // Device verifies token for user at now. An empty or bad token proves
 // nothing; it is never an error.
@@ -248,79 +220,35 @@ func (a *Accounts) Device(user, token string, now time.Time) decide.Device {
 	return decide.Device{ID: id, Valid: err == nil}
 }
 
-// Attempt implements AccountService. It counts nothing.
+// Attempt is the pre-authentication verdict for user with token, counting
+// nothing.
 func (a *Accounts) Attempt(user, token string, now time.Time) decide.Attempt {
 	return a.acc.Check(user, a.Device(user, token, now), now)
 }
 
-// CountAttempt implements AccountService.
+// CountAttempt counts one /v1/attempts answer: "allow" or the reason of the
+// refusal (the address's or the account's).
 func (a *Accounts) CountAttempt(result string) {
 	if c := a.m.attempts[result]; c != nil {
 		c.Inc()
 	}
 }
 
-// FailAccount implements AccountService.
-func (a *Accounts) FailAccount(_ context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
-	res := a.acc.Fail(user, a.Device(user, token, now), now)
-	a.Counted(res, now)
-	var write []string
-	if res.NewLock {
-		write = append(write, user)
-	}
-	for _, e := range res.Evicted {
-		if e.Table == "accounts" && e.Count > 0 {
-			write = append(write, e.Username)
-		}
-	}
-	if res.NewLock {
-		a.Locked(res.Lock(), now, SourceFailures)
-	}
-	return res, a.persist(write, now)
+// FailAccount counts a failed login of user; the token presented, when valid
+// for user, takes the failure instead.
+func (a *Accounts) FailAccount(ctx context.Context, user, token string, now time.Time) (decide.AccountResult, error) {
+	res, ch := a.local.backend.FailAccount(ctx, user, a.Device(user, token, now), now)
+	_, err := a.local.commit(ctx, ch, now)
+	return res, err
 }
 
-// Counted does the bookkeeping of one account failure counted in memory:
-// metrics, a device token that took it, evictions.
-func (a *Accounts) Counted(res decide.AccountResult, now time.Time) {
-	if res.Device.Counted {
-		a.m.deviceFailures.Inc()
-		if res.Device.Locked && res.Device.Failures == a.acc.Policy().DeviceMaxFailures {
-			a.local.log.Info("device token locked", "username", res.Username, "until", res.Device.Until.Format(time.RFC3339))
-		}
-	} else {
-		a.m.failures.Inc()
-	}
-	for _, e := range res.Evicted {
-		kind := "unlocked"
-		if e.Locked {
-			kind = "locked"
-		}
-		a.m.evicted[e.Table+"/"+kind].Inc()
-		a.local.evict.log(a.local, e.Table, kind, netip.Prefix{}, now)
-	}
-}
-
-// Locked does the bookkeeping of a lock in force in memory: its metric, the
-// warn line msg=lock and the observers. The caller writes the state file.
-func (a *Accounts) Locked(l decide.Lock, now time.Time, source string) {
-	if source != SourceCluster {
-		a.m.locks.Inc()
-	}
-	attrs := []any{"username", l.Username, "until", l.Until.Format(time.RFC3339), "failures", l.Failures,
-		"count", l.Count, "duration", l.Until.Sub(now).Round(time.Second).String()}
-	if source == SourceCluster {
-		attrs = append(attrs, "source", source)
-	}
-	a.local.log.Warn("lock", attrs...)
-	a.local.emit(Event{Time: now, Type: EventLock, Account: l.Username, Until: l.Until, Reason: "failures", Count: l.Count, Source: source})
-}
-
-// SucceedAccount implements AccountService.
-func (a *Accounts) SucceedAccount(_ context.Context, user, token string, now time.Time) (DeviceToken, error) {
+// SucceedAccount records a successful login of user and issues a device
+// token for it. A success does not unlock the account.
+func (a *Accounts) SucceedAccount(ctx context.Context, user, token string, now time.Time) (DeviceToken, error) {
 	if !a.acc.Enabled() {
 		return DeviceToken{}, nil
 	}
-	a.acc.Succeed(user, a.Device(user, token, now))
+	a.local.backend.SucceedAccount(ctx, user, a.Device(user, token, now), now)
 	var nonce [8]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return DeviceToken{}, err
@@ -331,30 +259,17 @@ func (a *Accounts) SucceedAccount(_ context.Context, user, token string, now tim
 	return DeviceToken{Token: a.key.Load().k.Issue(user, exp, nonce), Expires: exp.UTC()}, nil
 }
 
-// Locks implements AccountService.
+// Locks are the locks in force at now, the soonest to end first.
 func (a *Accounts) Locks(now time.Time) []decide.Lock { return a.acc.Locks(now) }
 
-// Unlock implements AccountService.
-func (a *Accounts) Unlock(_ context.Context, user string, now time.Time) (decide.Lock, bool, error) {
-	l, ok := a.acc.Unlock(user, now)
+// Unlock forgets user: failures, lock and escalation.
+func (a *Accounts) Unlock(ctx context.Context, user string, now time.Time) (Unlocked, error) {
+	l, ok, ch := a.local.backend.Unlock(ctx, user, now)
 	if !ok {
-		return l, false, nil
+		return Unlocked{Lock: l}, nil
 	}
-	return l, true, a.Unlocked(l, now, SourceManual)
-}
-
-// Unlocked does the bookkeeping of an account forgotten in memory: its
-// metric, an info line, the observers and the state file.
-func (a *Accounts) Unlocked(l decide.Lock, now time.Time, source string) error {
-	a.m.unlocks.Inc()
-	attrs := []any{"username", l.Username, "active", l.Active(now)}
-	if source == SourceCluster {
-		attrs = append(attrs, "source", source)
-	}
-	a.local.log.Info("unlock", attrs...)
-	err := a.persist([]string{l.Username}, now)
-	a.local.emit(Event{Time: now, Type: EventUnlock, Account: l.Username, Until: l.Until, Count: l.Count, Source: source})
-	return err
+	r, err := a.local.commit(ctx, ch, now)
+	return Unlocked{Lock: l, Found: true, Receipt: r}, err
 }
 
 // persist writes what memory holds now for users: a lock (or a lock count
@@ -363,16 +278,21 @@ func (a *Accounts) persist(users []string, now time.Time) error {
 	if a.store == nil || len(users) == 0 {
 		return nil
 	}
-	err := a.store.SyncLocks(users, func(u string) (decide.Lock, bool) {
-		l, _, found := a.acc.Status(u, now)
-		return l, found && l.Count > 0 && !l.Until.IsZero()
-	})
-	if err != nil {
+	if err := a.store.SyncLocks(users, a.current(now)); err != nil {
 		a.local.m.StoreErrors.Inc()
 		a.local.log.Error("state file write failed", "file", a.store.Path(), "err", err)
 		return fmt.Errorf("%w: %v", ErrNotSaved, err)
 	}
 	return nil
+}
+
+// current reports the record the state file keeps for an account at now: a
+// lock, or a lock count still remembered; false: none.
+func (a *Accounts) current(now time.Time) func(string) (decide.Lock, bool) {
+	return func(u string) (decide.Lock, bool) {
+		l, _, found := a.acc.Status(u, now)
+		return l, found && l.Count > 0 && !l.Until.IsZero()
+	}
 }
 
 // Subject is what an event is about, as logs, the history and

@@ -84,8 +84,8 @@ func TestLocksPersistBeforeAck(t *testing.T) {
 	if !strings.Contains(log.String(), "level=WARN msg=lock username=admin until=") {
 		t.Errorf("no lock line:\n%s", log.String())
 	}
-	if _, ok, err := a.Unlock(context.Background(), "root", t0); !ok || err != nil {
-		t.Fatalf("Unlock root: %v %v", ok, err)
+	if u, err := a.Unlock(context.Background(), "root", t0); !u.Found || err != nil {
+		t.Fatalf("Unlock root: %v %v", u.Found, err)
 	}
 	if _, ok := storedLocks(t, st)["root"]; ok {
 		t.Error("root still in the state file after Unlock")

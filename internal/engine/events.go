@@ -18,6 +18,10 @@ const (
 type Event struct {
 	Time time.Time
 	Type string // EventBan, EventUnban, EventLock, EventUnlock
+	// Kind names the change for people and receivers: Type, or KindRangeBan
+	// and KindRangeUnban for a ban held under a range rather than a ban
+	// unit. Set when the change is committed.
+	Kind string
 	Key  netip.Prefix
 	// Account is the normalised username, for locks.
 	Account string
@@ -35,6 +39,7 @@ type Event struct {
 func (l *Local) OnEvent(f func(Event)) { l.events = append(l.events, f) }
 
 func (l *Local) emit(e Event) {
+	e.Kind = l.kind(e)
 	for _, f := range l.events {
 		f(e)
 	}

@@ -30,7 +30,7 @@ const (
 // stops, its last summary waits for the next failure; its first= and last=
 // say when the failures it counts happened.
 //
-// Ban lines are written by Banned and never pass through here.
+// Ban lines are written by Local.commit and never pass through here.
 //
 // The zero value is ready to use. A FailureLog is safe for concurrent use and
 // must not be copied.

@@ -9,16 +9,16 @@ import (
 // HistoryEntry is one entry of the event history, as the state file keeps it.
 type HistoryEntry = store.Event
 
-// History kinds beyond the Event types: a change of a ban held under a range
+// Event kinds beyond the Event types: a change of a ban held under a range
 // rather than a ban unit.
 const (
-	KindRangeBan   = "range_ban"
-	KindRangeUnban = "range_unban"
+	KindRangeBan   = "range_" + EventBan
+	KindRangeUnban = "range_" + EventUnban
 )
 
-// Kind names an event for people and receivers: ban or unban for a ban
-// unit, range_ban or range_unban for a range (a manual CIDR ban).
-func (l *Local) Kind(e Event) string {
+// kind is e's Kind: ban or unban for a ban unit, range_ban or range_unban
+// for a range (a manual CIDR ban, a range escalation), else e's type.
+func (l *Local) kind(e Event) string {
 	if e.Key.IsValid() && l.core.Unit(e.Key.Addr()) != e.Key {
 		return "range_" + e.Type
 	}
@@ -54,29 +54,20 @@ func (l *Local) NewHistory(max int) *History {
 
 // entry is the history entry of e.
 func (h *History) entry(e Event) HistoryEntry {
-	he := HistoryEntry{Time: e.Time.UTC(), Type: h.l.Kind(e), Key: e.Subject(), Reason: e.Reason, Source: e.Source, Count: e.Count}
+	he := HistoryEntry{Time: e.Time.UTC(), Type: h.l.kind(e), Key: e.Subject(), Reason: e.Reason, Source: e.Source, Count: e.Count}
 	if e.Type == EventBan || e.Type == EventLock {
 		he.Until = e.Until.UTC()
 	}
 	return he
 }
 
-// record keeps one event. With a state file, bans and unbans were written
-// with their change, in its transaction (Local.persist); other events are
-// written here (fsync, batched with concurrent writes) before the change's
-// API call answers.
+// record keeps one event in memory; with a state file, every event was
+// written with its change, in its transaction (Local.commit).
 func (h *History) record(e Event) {
-	he := h.entry(e)
 	if h.l.store != nil {
-		if e.Type == EventBan || e.Type == EventUnban {
-			return
-		}
-		if err := h.l.store.AddEvents(he); err != nil {
-			h.l.m.StoreErrors.Inc()
-			h.l.log.Error("state file write failed (event history)", "file", h.l.store.Path(), "err", err)
-		}
 		return
 	}
+	he := h.entry(e)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.ring) < h.max {

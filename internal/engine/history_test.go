@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func changes(t *testing.T, l *Local) {
 	t.Helper()
 	ctx := context.Background()
 	for i := range 3 {
-		if _, err := l.Fail(ctx, netip.MustParseAddr("192.0.2.7"), t0.Add(time.Duration(i)*time.Second)); err != nil {
+		if _, err := l.Fail(ctx, netip.MustParseAddr("192.0.2.7"), "", t0.Add(time.Duration(i)*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -43,7 +44,7 @@ func changes(t *testing.T, l *Local) {
 	if _, err := l.Unban(ctx, netip.MustParseAddr("192.0.2.7"), t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := l.Remove(ctx, netip.MustParsePrefix("198.51.100.0/24"), t0.Add(time.Minute)); err != nil {
+	if _, err := l.Remove(ctx, netip.MustParsePrefix("198.51.100.0/24"), t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -110,8 +111,27 @@ func TestKind(t *testing.T) {
 		{EventUnban, "10.0.0.0/8", "range_unban"},
 		{EventUnban, "10.0.0.1/32", "unban"},
 	} {
-		if got := l.Kind(Event{Type: tc.typ, Key: netip.MustParsePrefix(tc.key)}); got != tc.want {
+		if got := l.kind(Event{Type: tc.typ, Key: netip.MustParsePrefix(tc.key)}); got != tc.want {
 			t.Errorf("%s %s: got %s, want %s", tc.typ, tc.key, got, tc.want)
 		}
+	}
+}
+
+// Observers get each event with its kind, as the history names it.
+func TestEventKind(t *testing.T) {
+	l := newLocal(t, 100, nil)
+	var kinds []string
+	l.OnEvent(func(e Event) { kinds = append(kinds, e.Kind) })
+	for _, p := range []string{"10.0.0.0/8", "192.0.2.1/32"} {
+		if _, err := l.Ban(context.Background(), netip.MustParsePrefix(p), time.Hour, "", t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Unban(context.Background(), netip.MustParseAddr("10.1.2.3"), t0); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{KindRangeBan, EventBan, KindRangeUnban}
+	if !slices.Equal(kinds, want) {
+		t.Errorf("kinds %v, want %v", kinds, want)
 	}
 }

@@ -10,134 +10,119 @@ import (
 	"github.com/doorman/doorman/internal/store"
 )
 
-// Local is the single-instance Service: the Core, plus the state file when
-// there is one. Its exported memory operations and bookkeeping (Apply, Take,
-// Lift, Banned, Lifted, …) are for a wrapper that shares state with other
-// instances (cluster mode); they are not Service methods.
+// Local is the ban service the listeners use: memory (decide.Core and decide.Accounts), a Backend
+// that decides counts and bans (Memory, or a shared one set with
+// UseBackend), and the state file when there is one. Every change a backend
+// makes is booked by commit, the one write path.
 type Local struct {
-	core    *decide.Core
-	store   *store.Store // nil: memory only
-	log     *slog.Logger
-	m       *Metrics
-	evict   evictionLog
-	events  []func(Event)
-	history *History // nil: no event history
-	saved   savedBans
+	core     *decide.Core
+	mem      *Memory
+	backend  Backend
+	store    *store.Store // nil: memory only
+	log      *slog.Logger
+	m        *Metrics
+	evict    evictionLog
+	events   []func(Event)
+	hooks    []Hook
+	history  *History  // nil: no event history
+	accounts *Accounts // nil until NewAccounts
+	saved    savedBans
+	// failLog writes the failure lines: at most FailureLinesPerSecond a
+	// second at info, the rest at debug, summed up at info every
+	// FailureSummaryEvery.
+	failLog FailureLog
 }
 
-// NewLocal returns the service over core; st may be nil (memory only).
+// NewLocal returns the service over core, with the Memory backend; st may
+// be nil (memory only).
 func NewLocal(core *decide.Core, st *store.Store, log *slog.Logger, m *Metrics) *Local {
-	return &Local{core: core, store: st, log: log, m: m, saved: newSavedBans(4096), evict: newEvictionLog()}
+	mem := &Memory{core: core}
+	return &Local{core: core, mem: mem, backend: mem, store: st, log: log, m: m, saved: newSavedBans(4096), evict: newEvictionLog()}
 }
+
+// UseBackend makes b decide counts and bans (cluster mode); call it before
+// serving.
+func (l *Local) UseBackend(b Backend) { l.backend = b }
+
+// Memory is this doorman's memory, for a shared backend: what it changes,
+// and its fallback.
+func (l *Local) Memory() *Memory { return l.mem }
 
 // Metrics returns the service's metrics, for the listeners' own series.
 func (l *Local) Metrics() *Metrics { return l.m }
 
-// Decide implements Service.
+// Decide is the verdict for a at now, from memory whatever the backend; it
+// does not allocate.
 func (l *Local) Decide(a netip.Addr, now time.Time) decide.Verdict { return l.core.Decide(a, now) }
 
-// Fail implements Service.
-func (l *Local) Fail(_ context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
-	res := l.core.Fail(a, now)
-	l.Counted(res, now)
-	if !res.Banned {
-		if res.InForce() {
-			// Answered "banned" by a ban another call made: it must be on
-			// disk before this answer says so.
-			return res, l.Saved(res.Ban)
-		}
-		return res, nil
-	}
-	return res, l.Banned(res.Addr.String(), res.Ban, res.Evicted, now, SourceFailures, res.Folded...)
+// Fail counts a failed login from a; user is the normalised username the
+// failure line names ("" when none was given).
+func (l *Local) Fail(ctx context.Context, a netip.Addr, user string, now time.Time) (Failed, error) {
+	res, ch := l.backend.Fail(ctx, a, now)
+	ch.User = user
+	r, err := l.commit(ctx, ch, now)
+	return Failed{res, r}, err
 }
 
-// Succeed implements Service.
-func (l *Local) Succeed(_ context.Context, a netip.Addr, _ time.Time) (netip.Addr, netip.Prefix, error) {
-	a, key := l.core.Succeed(a)
+// Succeed forgets the failures of a's unit; it returns the cleaned address
+// and its unit.
+func (l *Local) Succeed(ctx context.Context, a netip.Addr, now time.Time) (netip.Addr, netip.Prefix, error) {
+	a, key := l.backend.Succeed(ctx, a, now)
 	l.m.Successes.Inc()
 	return a, key, nil
 }
 
-// Ban implements Service.
-func (l *Local) Ban(_ context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
-	b, evicted, err := l.core.BanPrefix(p, d, note, now)
+// Ban makes a manual ban of p: an address bans its unit, a range exactly
+// that range; d 0 escalates.
+func (l *Local) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (Banned, error) {
+	b, ch, err := l.backend.Ban(ctx, p, d, note, now)
 	if err != nil {
-		return b, err
+		return Banned{Ban: b}, err
 	}
-	return b, l.Banned(IP(p), b, evicted, now, SourceManual)
+	r, err := l.commit(ctx, ch, now)
+	return Banned{b, r}, err
 }
 
-// Unban implements Service.
-func (l *Local) Unban(_ context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
-	a, lifted := l.Lift(a)
-	return lifted, l.Lifted(a.String(), lifted, now, SourceManual)
+// Unban lifts every ban covering a, and returns the records lifted, active
+// or expired.
+func (l *Local) Unban(ctx context.Context, a netip.Addr, now time.Time) (Lifted, error) {
+	ch := l.backend.Unban(ctx, a, now)
+	r, err := l.commit(ctx, ch, now)
+	return Lifted{ch.Lifted, r}, err
 }
 
-// Remove implements Service.
-func (l *Local) Remove(_ context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
-	b, ok := l.core.Remove(p)
-	if !ok {
-		return b, false, nil
+// Remove lifts exactly the ban held under p.
+func (l *Local) Remove(ctx context.Context, p netip.Prefix, now time.Time) (Lifted, error) {
+	ch := l.backend.Remove(ctx, p, now)
+	if len(ch.Lifted) == 0 {
+		return Lifted{}, nil
 	}
-	return b, true, l.Lifted(IP(p), []decide.Ban{b}, now, SourceManual)
+	r, err := l.commit(ctx, ch, now)
+	return Lifted{ch.Lifted, r}, err
 }
 
-// Explain implements Service.
-func (l *Local) Explain(_ context.Context, a netip.Addr, now time.Time) Explanation {
+// Lift is Remove when p is valid (exactly a CIDR ban), else Unban of a: an
+// unban target as the API, the status page and the CLI name it
+// (api.ParseUnban).
+func (l *Local) Lift(ctx context.Context, a netip.Addr, p netip.Prefix, now time.Time) (Lifted, error) {
+	if p.IsValid() {
+		return l.Remove(ctx, p, now)
+	}
+	return l.Unban(ctx, a, now)
+}
+
+// Explain is the verdict for a with its failure count, counting nothing;
+// the count is the backend's (cluster-wide in cluster mode).
+func (l *Local) Explain(ctx context.Context, a netip.Addr, now time.Time) Explanation {
 	v := l.core.Decide(a, now)
-	return Explanation{Addr: l.core.Addr(a), Verdict: v, Failures: l.core.Failures(a, now)}
+	return Explanation{Addr: l.core.Addr(a), Verdict: v, Failures: l.backend.Failures(ctx, a, now)}
 }
 
-// Bans implements Service.
+// Bans are the bans in force at now, oldest first.
 func (l *Local) Bans(now time.Time) []decide.Ban { return l.core.Bans(now) }
 
-// Stats implements Service.
+// Stats sums up the tables at now.
 func (l *Local) Stats(now time.Time) decide.Stats { return l.core.Stats(now) }
-
-// Memory operations for a wrapper. None of them logs or writes the state
-// file: the wrapper follows each with Banned or Lifted, possibly later.
-
-// Policy is the Core's ban policy.
-func (l *Local) Policy() decide.Policy { return l.core.Policy() }
-
-// Unit is the ban unit of a.
-func (l *Local) Unit(a netip.Addr) netip.Prefix { return l.core.Unit(a) }
-
-// Addr is a as the Core judges it (unmapped, NAT64 translated).
-func (l *Local) Addr(a netip.Addr) netip.Addr { return l.core.Addr(a) }
-
-// Normalize is the key a ban of p is held under.
-func (l *Local) Normalize(p netip.Prefix) netip.Prefix { return l.core.Normalize(p) }
-
-// NeverBan reports whether a is exempt from bans.
-func (l *Local) NeverBan(a netip.Addr) bool { return l.core.Lists().NeverBan(l.core.Addr(a)) }
-
-// Record is the record held under exactly p, active or expired.
-func (l *Local) Record(p netip.Prefix) (decide.Ban, bool) { return l.core.Record(p) }
-
-// Records are every record held, expired ones included.
-func (l *Local) Records(now time.Time) []decide.Ban { return l.core.Records(now) }
-
-// Apply puts b in force as it is; see decide.Core.Apply.
-func (l *Local) Apply(b decide.Ban, now time.Time) ([]decide.Ban, error) { return l.core.Apply(b, now) }
-
-// Escalate counts a failure ban made elsewhere toward its range; see
-// decide.Core.Escalate.
-func (l *Local) Escalate(a netip.Addr, unit decide.Ban, now time.Time) decide.FailResult {
-	return l.core.Escalate(a, unit, now)
-}
-
-// Take removes the record under exactly p from memory.
-func (l *Local) Take(p netip.Prefix) (decide.Ban, bool) { return l.core.Remove(p) }
-
-// Lift removes every ban covering a from memory and forgets its failures; it
-// returns the cleaned address and the records removed.
-func (l *Local) Lift(a netip.Addr) (netip.Addr, []decide.Ban) {
-	return l.core.Addr(a), l.core.Unban(a)
-}
-
-// Forget forgets the failures of a's unit.
-func (l *Local) Forget(a netip.Addr) { l.core.Succeed(a) }
 
 // SetLists swaps in reloaded lists.
 func (l *Local) SetLists(lists *decide.Lists) { l.core.SetLists(lists) }

@@ -53,7 +53,7 @@ func TestBansPersistBeforeAck(t *testing.T) {
 	ctx := context.Background()
 	ip := netip.MustParseAddr("203.0.113.7")
 	for range 3 {
-		if _, err := l.Fail(ctx, ip, t0); err != nil {
+		if _, err := l.Fail(ctx, ip, "", t0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -93,7 +93,7 @@ func TestStoreFollowsMemory(t *testing.T) {
 		wg.Go(func() { l.Ban(ctx, p("10.0.0.2/32"), time.Hour, "", now) })
 		wg.Wait()
 		disk := stored(t, st)
-		mem := l.Records(now)
+		mem := l.core.Records(now)
 		if len(disk) != len(mem) {
 			t.Fatalf("round %d: disk %v, memory %v", round, disk, mem)
 		}
@@ -128,7 +128,7 @@ func TestEventsObserved(t *testing.T) {
 	ctx := context.Background()
 	ip := netip.MustParseAddr("192.0.2.9")
 	for range 3 {
-		l.Fail(ctx, ip, t0)
+		l.Fail(ctx, ip, "", t0)
 	}
 	l.Unban(ctx, ip, t0)
 	if len(got) != 2 || got[0].Type != EventBan || got[0].Source != SourceFailures || got[1].Type != EventUnban ||
@@ -144,10 +144,10 @@ func TestCoveredAnswerIsSaved(t *testing.T) {
 	defer st.Close()
 	l := newLocal(t, 100, st)
 	r := decide.Ban{Key: netip.MustParsePrefix("198.51.100.0/24"), Until: t0.Add(time.Hour), Range: true, Count: 1}
-	if _, err := l.Apply(r, t0); err != nil { // in memory, as a concurrent call leaves it before its write
+	if _, err := l.core.Apply(r, t0); err != nil { // in memory, as a concurrent call leaves it before its write
 		t.Fatal(err)
 	}
-	res, err := l.Fail(context.Background(), netip.MustParseAddr("198.51.100.7"), t0)
+	res, err := l.Fail(context.Background(), netip.MustParseAddr("198.51.100.7"), "", t0)
 	if err != nil || !res.InForce() || res.Ban.Key != r.Key {
 		t.Fatalf("covered failure: %+v %v", res, err)
 	}
@@ -156,25 +156,58 @@ func TestCoveredAnswerIsSaved(t *testing.T) {
 	}
 }
 
-// A NAT64 address is its embedded IPv4 address for every question a wrapper
-// asks (cluster mode counts, logs and exempts by it).
+// A NAT64 address is its embedded IPv4 address for every question a backend
+// asks of the memory (cluster mode counts, logs and exempts by it).
 func TestNAT64AddressesAsJudged(t *testing.T) {
 	p := decide.Policy{MaxFailures: 3, FindTime: time.Minute, BanTime: time.Hour, BanFactor: 2, MaxBanTime: 2 * time.Hour,
 		IPv4Prefix: 32, IPv6Prefix: 64, NAT64: []netip.Prefix{netip.MustParsePrefix("64:ff9b::/96")}}
 	never := []netip.Prefix{netip.MustParsePrefix("198.51.100.9/32")}
 	core := decide.New(p, decide.NewLists(nil, nil, never), 10, 10)
 	l := NewLocal(core, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(core.Stats, false, time.Now))
+	mem := l.Memory()
 	a := netip.MustParseAddr("64:ff9b::c633:6409")
-	if got := l.Addr(a).String(); got != "198.51.100.9" {
+	if got := mem.Core().Addr(a).String(); got != "198.51.100.9" {
 		t.Errorf("Addr = %s, want 198.51.100.9", got)
 	}
-	if got := l.Unit(a).String(); got != "198.51.100.9/32" {
+	if got := mem.Core().Unit(a).String(); got != "198.51.100.9/32" {
 		t.Errorf("Unit = %s, want 198.51.100.9/32", got)
 	}
-	if !l.NeverBan(a) {
+	if !mem.Core().Lists().NeverBan(mem.Core().Addr(a)) {
 		t.Error("NeverBan of the translated address: false, want true")
 	}
-	if got, _ := l.Lift(a); got.String() != "198.51.100.9" {
-		t.Errorf("Lift = %s, want 198.51.100.9", got)
+	if got := mem.Unban(context.Background(), a, t0).IP; got != "198.51.100.9" {
+		t.Errorf("Unban names %s, want 198.51.100.9", got)
+	}
+}
+
+// Lift lifts an address's bans or exactly a CIDR ban; Active leaves out the
+// expired records an unban also forgets.
+func TestLift(t *testing.T) {
+	l := newLocal(t, 1000, nil)
+	ctx := context.Background()
+	for _, p := range []string{"192.0.2.7/32", "198.51.100.0/24"} {
+		if _, err := l.Ban(ctx, netip.MustParsePrefix(p), time.Hour, "", t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Ban(ctx, netip.MustParsePrefix("192.0.2.0/24"), time.Minute, "", t0); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(30 * time.Minute) // the /24 over 192.0.2.7 has ended
+	for _, tc := range []struct {
+		addr, prefix string
+		want         int
+	}{{"192.0.2.7", "", 1}, {"", "198.51.100.0/24", 1}, {"", "203.0.113.0/24", 0}, {"192.0.2.7", "", 0}} {
+		var a netip.Addr
+		var p netip.Prefix
+		if tc.addr != "" {
+			a = netip.MustParseAddr(tc.addr)
+		} else {
+			p = netip.MustParsePrefix(tc.prefix)
+		}
+		lifted, err := l.Lift(ctx, a, p, now)
+		if got := lifted.Active(now); err != nil || len(got) != tc.want {
+			t.Errorf("Lift %s%s: %v, %v; want %d in force", tc.addr, tc.prefix, got, err, tc.want)
+		}
 	}
 }

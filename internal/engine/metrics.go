@@ -62,6 +62,7 @@ func NewMetrics(stats func(now time.Time) decide.Stats, dryRun bool, now func() 
 	gauge(`doorman_list_prefixes{list="allow"}`, func(st decide.Stats) int { return st.Allow })
 	gauge(`doorman_list_prefixes{list="deny"}`, func(st decide.Stats) int { return st.Deny })
 	gauge(`doorman_list_prefixes{list="never_ban"}`, func(st decide.Stats) int { return st.NeverBan })
+	gauge(`doorman_list_prefixes{list="sourced"}`, func(st decide.Stats) int { return st.Sourced })
 	dry := 0.0
 	if dryRun {
 		dry = 1

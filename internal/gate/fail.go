@@ -13,7 +13,7 @@ import (
 func (g *Gate) failed(ctx context.Context, a netip.Addr, name string, now time.Time) error {
 	var errs []error
 	if a.IsValid() {
-		res, err := g.o.Service.Fail(ctx, a, now)
+		res, err := g.o.Service.Fail(ctx, a, name, now)
 		if err != nil {
 			errs = append(errs, err)
 		}

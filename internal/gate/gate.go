@@ -10,8 +10,8 @@
 //     the state file and fsynced before the call returns; memory changes only
 //     after the write succeeded.
 //   - A failed TOTP code or passkey assertion is a failure of the address
-//     (engine.Service.Fail) and of the account (engine.AccountService), the
-//     webhook's write path; an account lock stops TOTP, not passkeys.
+//     (engine.Local.Fail) and of the account (engine.Accounts.FailAccount),
+//     the webhook's write path; an account lock stops TOTP, not passkeys.
 //   - Secrets (TOTP secrets, enrollment tokens, sessions) are never logged.
 //
 // A Gate is safe for concurrent use; writers serialize on one mutex.
@@ -43,9 +43,9 @@ type Options struct {
 	SessionTTL time.Duration
 	EnrollTTL  time.Duration
 	TOTP       bool
-	Service    engine.Service        // failures of the address
-	Accounts   engine.AccountService // failures and locks of the account; nil: none
-	Shared     Shared                // cluster mode; nil: this doorman alone
+	Service    *engine.Local    // failures of the address
+	Accounts   *engine.Accounts // failures and locks of the account; nil: none
+	Shared     Shared           // cluster mode; nil: this doorman alone
 	Now        func() time.Time
 	Log        *slog.Logger
 }

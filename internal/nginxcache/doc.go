@@ -12,6 +12,9 @@
 //     them fall inside a prefix.
 //   - expires.go: how long nginx may keep a verdict.
 //   - refresh.go: the Refresher, which sends the refresh requests to nginx.
+//   - hook.go: the Refresher as an engine hook: each change is refreshed
+//     before its call answers, and the receipt says so (proxies_refreshed);
+//     changes learned from the cluster are queued for Run.
 //
 // Key, Set and ExpiryOf are pure: no I/O, no clock (time is passed in), no
 // logs; Set is safe for concurrent use and Remember does not allocate once

@@ -14,7 +14,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/doorman/doorman/decide"
-	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/throttle"
 )
 
 const (
@@ -43,9 +43,7 @@ type Refresher struct {
 	errors  *metrics.Counter
 	learned chan netip.Prefix
 
-	logMu   sync.Mutex
-	logged  time.Time // when a failure was last logged
-	skipped int       // failures not logged since
+	warn *throttle.Throttle // failure lines: one a second
 }
 
 // RefresherOptions configure a Refresher.
@@ -66,7 +64,7 @@ type RefresherOptions struct {
 // NewRefresher registers the metrics doorman_cache_refreshes_total,
 // doorman_cache_refresh_errors_total and doorman_cache_tracked.
 func NewRefresher(o RefresherOptions) *Refresher {
-	r := &Refresher{urls: o.URLs, set: o.Set, now: o.Now, log: o.Log, verdict: o.Verdict,
+	r := &Refresher{urls: o.URLs, warn: throttle.New(time.Second), set: o.Set, now: o.Now, log: o.Log, verdict: o.Verdict,
 		grace:   o.Now().Add(o.TTL + Margin),
 		learned: make(chan netip.Prefix, learnedQueue),
 		client: &http.Client{Transport: &http.Transport{
@@ -126,24 +124,7 @@ func (r *Refresher) Reloaded(ctx context.Context) bool {
 	return ok
 }
 
-// Observe is an engine event observer: a ban or unban made elsewhere (learned
-// from the cluster) is queued for Run to refresh. Changes made through this
-// instance's API are refreshed by Service before the call answers.
-func (r *Refresher) Observe(e engine.Event) {
-	if e.Source == engine.SourceFailures || e.Source == engine.SourceManual || !e.Key.IsValid() {
-		return
-	}
-	if e.Type != engine.EventBan && e.Type != engine.EventUnban {
-		return
-	}
-	select {
-	case r.learned <- e.Key:
-	default:
-		r.failed("", Key{}, fmt.Errorf("%d changes learned from the cluster wait already; %s not refreshed", learnedQueue, e.Key))
-	}
-}
-
-// Run refreshes the changes Observe queued, until ctx ends.
+// Run refreshes the changes Committed queued, until ctx ends.
 func (r *Refresher) Run(ctx context.Context) {
 	for {
 		var batch []netip.Prefix
@@ -244,14 +225,11 @@ func (r *Refresher) one(ctx context.Context, url string, k Key) error {
 // number not logged since: with an nginx down, every change fails.
 func (r *Refresher) failed(url string, k Key, err error) {
 	r.errors.Inc()
-	now := r.now()
-	r.logMu.Lock()
-	defer r.logMu.Unlock()
-	if now.Sub(r.logged) < time.Second {
-		r.skipped++
+	skipped, ok := r.warn.Allow("refresh", r.now())
+	if !ok {
 		return
 	}
-	attrs := []any{"err", err, "since_last_logged", r.skipped}
+	attrs := []any{"err", err, "since_last_logged", skipped}
 	if url != "" {
 		attrs = append([]any{"url", url, "ip", k.String()}, attrs...)
 	}
@@ -259,67 +237,4 @@ func (r *Refresher) failed(url string, k Key, err error) {
 		attrs = append(attrs, "timeout", refreshTimeout)
 	}
 	r.log.Warn("nginx cache refresh failed: that nginx may serve the old verdict until it expires", attrs...)
-	r.logged, r.skipped = now, 0
-}
-
-// Service is an engine.Service whose bans and unbans are refreshed in nginx
-// before each call returns, with the outcome recorded in the call's context
-// (engine.ReportProxies).
-type Service struct {
-	engine.Service
-	R *Refresher
-}
-
-// Fail implements engine.Service.
-func (s Service) Fail(ctx context.Context, a netip.Addr, now time.Time) (decide.FailResult, error) {
-	res, err := s.Service.Fail(ctx, a, now)
-	if res.Banned {
-		changed := []netip.Prefix{res.Ban.Key}
-		for _, e := range res.Evicted {
-			if e.Active(now) { // an active ban evicted for room: its 403 is no longer right
-				changed = append(changed, e.Key)
-			}
-		}
-		engine.ReportProxies(ctx, s.R.Refresh(ctx, changed, res.Addr))
-	}
-	return res, err
-}
-
-// Ban implements engine.Service.
-func (s Service) Ban(ctx context.Context, p netip.Prefix, d time.Duration, note string, now time.Time) (decide.Ban, error) {
-	b, err := s.Service.Ban(ctx, p, d, note, now)
-	if b.Key.IsValid() && (err == nil || errors.Is(err, engine.ErrNotSaved)) {
-		engine.ReportProxies(ctx, s.R.Refresh(ctx, []netip.Prefix{b.Key}, named(p)...))
-	}
-	return b, err
-}
-
-// Unban implements engine.Service.
-func (s Service) Unban(ctx context.Context, a netip.Addr, now time.Time) ([]decide.Ban, error) {
-	lifted, err := s.Service.Unban(ctx, a, now)
-	if len(lifted) > 0 {
-		changed := make([]netip.Prefix, len(lifted))
-		for i, b := range lifted {
-			changed[i] = b.Key
-		}
-		engine.ReportProxies(ctx, s.R.Refresh(ctx, changed, a))
-	}
-	return lifted, err
-}
-
-// Remove implements engine.Service.
-func (s Service) Remove(ctx context.Context, p netip.Prefix, now time.Time) (decide.Ban, bool, error) {
-	b, ok, err := s.Service.Remove(ctx, p, now)
-	if ok {
-		engine.ReportProxies(ctx, s.R.Refresh(ctx, []netip.Prefix{b.Key}, named(p)...))
-	}
-	return b, ok, err
-}
-
-// named is the address a change of p names, if p is one address.
-func named(p netip.Prefix) []netip.Addr {
-	if p.IsSingleIP() {
-		return []netip.Addr{p.Addr()}
-	}
-	return nil
 }

@@ -180,60 +180,72 @@ func TestReloaded(t *testing.T) {
 	}
 }
 
-// The Service refreshes its changes before returning and reports it.
-func TestServiceRefreshesBeforeAnswering(t *testing.T) {
+// As a hook of the engine, the refresher refreshes each change before its
+// call returns and reports it in the receipt.
+func TestHookRefreshesBeforeAnswering(t *testing.T) {
 	f := newRefresherFixture(t, 1)
 	f.remember("192.0.2.1", "192.0.2.9")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	local := engine.NewLocal(f.core, nil, log, engine.NewMetrics(f.core.Stats, false, func() time.Time { return f.now }))
-	s := Service{Service: local, R: f.r}
+	s := engine.NewLocal(f.core, nil, log, engine.NewMetrics(f.core.Stats, false, func() time.Time { return f.now }))
+	s.AddHook(f.r)
+	ctx := context.Background()
 	steps := []struct {
 		name string
-		call func(ctx context.Context)
+		call func() engine.Receipt
 		want []string
 	}{
-		{"failures up to a ban", func(ctx context.Context) {
+		{"failures up to a ban", func() engine.Receipt {
+			var r engine.Failed
 			for range 3 {
-				s.Fail(ctx, netip.MustParseAddr("192.0.2.1"), f.now)
+				r, _ = s.Fail(ctx, netip.MustParseAddr("192.0.2.1"), "", f.now)
 			}
+			return r.Receipt
 		}, []string{"192.0.2.1"}},
-		{"unban", func(ctx context.Context) { s.Unban(ctx, netip.MustParseAddr("192.0.2.1"), f.now) }, []string{"192.0.2.1"}},
-		{"range ban", func(ctx context.Context) {
-			s.Ban(ctx, netip.MustParsePrefix("192.0.2.0/24"), time.Hour, "", f.now)
+		{"unban", func() engine.Receipt {
+			r, _ := s.Unban(ctx, netip.MustParseAddr("192.0.2.1"), f.now)
+			return r.Receipt
+		}, []string{"192.0.2.1"}},
+		{"range ban", func() engine.Receipt {
+			r, _ := s.Ban(ctx, netip.MustParsePrefix("192.0.2.0/24"), time.Hour, "", f.now)
+			return r.Receipt
 		}, []string{"192.0.2.1", "192.0.2.9"}},
-		{"range unban", func(ctx context.Context) {
-			s.Remove(ctx, netip.MustParsePrefix("192.0.2.0/24"), f.now)
+		{"range unban", func() engine.Receipt {
+			r, _ := s.Remove(ctx, netip.MustParsePrefix("192.0.2.0/24"), f.now)
+			return r.Receipt
 		}, []string{"192.0.2.1", "192.0.2.9"}},
 	}
+	want := []engine.Report{{Name: Report, OK: true}}
 	for _, st := range steps {
-		ctx := engine.WithProxiesReport(context.Background())
-		st.call(ctx)
+		r := st.call()
 		if got := f.nginx[0].refreshed(); !slices.Equal(got, st.want) {
 			t.Errorf("%s: refreshed %q, want %q", st.name, got, st.want)
 		}
-		if r := engine.ProxiesRefreshed(ctx); r == nil || !*r {
-			t.Errorf("%s: proxies refreshed %v, want true", st.name, r)
+		if !slices.Equal(r.Reports, want) {
+			t.Errorf("%s: receipt %v, want %v", st.name, r.Reports, want)
 		}
 	}
 	f.nginx[0].status = http.StatusNotFound
-	ctx := engine.WithProxiesReport(context.Background())
-	s.Ban(ctx, netip.MustParsePrefix("192.0.2.9/32"), time.Hour, "", f.now)
-	if r := engine.ProxiesRefreshed(ctx); r == nil || *r {
-		t.Errorf("refresh failed: proxies refreshed %v, want false", r)
+	r, _ := s.Ban(ctx, netip.MustParsePrefix("192.0.2.9/32"), time.Hour, "", f.now)
+	if want := []engine.Report{{Name: Report, OK: false}}; !slices.Equal(r.Reports, want) {
+		t.Errorf("refresh failed: receipt %v, want %v", r.Reports, want)
 	}
 }
 
-// Changes learned from the cluster are refreshed by Run; the API's own are not
-// refreshed twice.
-func TestObserveLearned(t *testing.T) {
+// Changes learned from the cluster are refreshed by Run, not before Commit
+// returns; the API's own are refreshed once, by the hook.
+func TestHookLearned(t *testing.T) {
 	f := newRefresherFixture(t, 1)
 	f.remember("192.0.2.1", "192.0.2.2")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.r.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	f.r.Observe(engine.Event{Type: engine.EventBan, Key: netip.MustParsePrefix("192.0.2.2/32"), Source: engine.SourceManual})
-	f.r.Observe(engine.Event{Type: engine.EventBan, Key: netip.MustParsePrefix("192.0.2.1/32"), Source: engine.SourceCluster})
+	ban := func(ip string) *decide.Ban {
+		return &decide.Ban{Key: netip.MustParsePrefix(ip + "/32"), Until: f.now.Add(time.Hour)}
+	}
+	if r := f.r.Committed(ctx, engine.Change{Source: engine.SourceCluster, Ban: ban("192.0.2.1")}, f.now); len(r.Reports) != 0 {
+		t.Errorf("a learned change reported %v, want nothing: no caller waits", r.Reports)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	var got []string
 	for len(got) == 0 && time.Now().Before(deadline) {

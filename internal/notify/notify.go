@@ -38,6 +38,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/throttle"
 )
 
 // Defaults of Options.
@@ -98,9 +99,7 @@ type Notifier struct {
 	queue []Event // FIFO; len ≤ QueueSize
 	head  int     // queue[head:] are waiting
 
-	logMu    sync.Mutex
-	lastLog  time.Time
-	unlogged int
+	warn *throttle.Throttle // delivery errors: one line a minute
 }
 
 // New checks the options and returns a Notifier; call Run to start sending.
@@ -149,7 +148,7 @@ func New(o Options) (*Notifier, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Notifier{o: o, client: newClient(o.Proxy, o.Timeout), wake: make(chan struct{}, 1)}, nil
+	return &Notifier{o: o, client: newClient(o.Proxy, o.Timeout), wake: make(chan struct{}, 1), warn: throttle.New(time.Minute)}, nil
 }
 
 // newClient returns the client of the notifications. Go's default client
@@ -375,16 +374,10 @@ func (n *Notifier) post(ctx context.Context, body []byte) error {
 // logError logs at warn level at most once a minute, with the number of
 // errors not logged since: a receiver that is down fails every retry.
 func (n *Notifier) logError(msg string, err error, events int, retryIn time.Duration) {
-	now := n.o.Now()
-	n.logMu.Lock()
-	if !n.lastLog.IsZero() && now.Sub(n.lastLog) < time.Minute {
-		n.unlogged++
-		n.logMu.Unlock()
+	skipped, ok := n.warn.Allow("delivery", n.o.Now())
+	if !ok {
 		return
 	}
-	skipped := n.unlogged
-	n.lastLog, n.unlogged = now, 0
-	n.logMu.Unlock()
 	attrs := []any{"url", redact(n.o.URL), "err", err, "events", events, "queued", n.Queued(), "since_last_logged", skipped}
 	if retryIn > 0 {
 		attrs = append(attrs, "retry_in", retryIn.String())
@@ -459,13 +452,12 @@ func code(s string) string {
 
 var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
-// Watch sends every change event of l, from now on: call it before serving.
-func (n *Notifier) Watch(l *engine.Local) {
-	l.OnEvent(func(e engine.Event) {
-		ev := Event{Type: l.Kind(e), Key: e.Subject(), Reason: e.Reason, Count: e.Count, Source: e.Source}
-		if e.Type == engine.EventBan || e.Type == engine.EventLock {
-			ev.Until = e.Until.UTC().Format(time.RFC3339)
-		}
-		n.Send(ev)
-	})
+// Observe sends the change event e: register it with engine.Local.OnEvent
+// before serving.
+func (n *Notifier) Observe(e engine.Event) {
+	ev := Event{Type: e.Kind, Key: e.Subject(), Reason: e.Reason, Count: e.Count, Source: e.Source}
+	if e.Type == engine.EventBan || e.Type == engine.EventLock {
+		ev.Until = e.Until.UTC().Format(time.RFC3339)
+	}
+	n.Send(ev)
 }

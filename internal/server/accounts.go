@@ -9,7 +9,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
-	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/api"
 )
 
 // The account side of the API: POST /v1/attempts (the pre-authentication
@@ -17,23 +17,8 @@ import (
 // /v1/accounts/{username} (unlock), and the "account" of /v1/failures and
 // the device token of /v1/successes. Usernames are normalised
 // (decide.NormalizeUsername) before anything else; one that cannot be (over
-// 256 bytes, before or after, or not UTF-8) is a 400 that changes nothing.
-
-// AccountJSON is an account as the API shows it.
-type AccountJSON struct {
-	Username string `json:"username"`
-	Failures int    `json:"failures"`
-	Locked   bool   `json:"locked"`
-	Until    string `json:"until,omitempty"`
-	Count    int    `json:"count,omitempty"`
-}
-
-// AttemptJSON is the answer of POST /v1/attempts.
-type AttemptJSON struct {
-	Allow      bool   `json:"allow"`
-	Reason     string `json:"reason,omitempty"`
-	RetryAfter int64  `json:"retry_after,omitempty"` // seconds, when the refusal has an end
-}
+// 256 bytes, before or after, not UTF-8, or with a control or format
+// character inside) is a 400 that changes nothing.
 
 func (a *API) accountsOn() bool { return a.Accounts != nil && a.Accounts.Enabled() }
 
@@ -60,9 +45,9 @@ func (a *API) handleAccounts(c context.Context, ctx *fasthttp.RequestCtx, path s
 // accountName normalises a request's username; "" when none was given. A
 // username that cannot be normalised is answered 400.
 func accountName(ctx *fasthttp.RequestCtx, raw string) (string, bool) {
-	u, err := decide.NormalizeUsername(raw)
+	u, err := api.Username(raw)
 	if err != nil {
-		apiError(ctx, fasthttp.StatusBadRequest, `"username": %v`, err)
+		apiError(ctx, fasthttp.StatusBadRequest, "%v", err)
 		return "", false
 	}
 	return u, true
@@ -79,15 +64,15 @@ func (a *API) attempt(ctx *fasthttp.RequestCtx) {
 	}
 	user := in.Username
 	now := a.Now()
-	out := AttemptJSON{Allow: true}
+	out := api.AttemptJSON{Allow: true}
 	if v := a.Service.Decide(ip, now); !v.Allow {
-		out = AttemptJSON{Reason: v.Reason.String()}
+		out = api.AttemptJSON{Reason: v.Reason.String()}
 		if v.Reason == decide.Banned {
 			out.RetryAfter = retryAfter(v.Until, now)
 		}
 	} else if user != "" && a.accountsOn() {
 		if at := a.Accounts.Attempt(user, in.Device, now); !at.Allow {
-			out = AttemptJSON{Reason: at.Reason.String(), RetryAfter: retryAfter(at.Until, now)}
+			out = api.AttemptJSON{Reason: at.Reason.String(), RetryAfter: retryAfter(at.Until, now)}
 		}
 	}
 	if a.Accounts != nil {
@@ -99,19 +84,19 @@ func (a *API) attempt(ctx *fasthttp.RequestCtx) {
 	}
 	if !out.Allow && a.DryRun {
 		a.Log.Info("dry-run: attempt would be refused", "ip", ip.String(), "username", user, "reason", out.Reason)
-		out = AttemptJSON{Allow: true, Reason: "dry-run-" + out.Reason}
+		out = api.AttemptJSON{Allow: true, Reason: "dry-run-" + out.Reason}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 // accountFailure counts the account side of a failure of user (normalised;
 // nothing when empty or accounts are off) and returns it for the answer.
-func (a *API) accountFailure(c context.Context, user, device string, now time.Time) (*AccountJSON, error) {
+func (a *API) accountFailure(c context.Context, user, device string, now time.Time) (*api.AccountJSON, error) {
 	if user == "" || !a.accountsOn() {
 		return nil, nil
 	}
 	res, err := a.Accounts.FailAccount(c, user, device, now)
-	out := &AccountJSON{Username: user, Failures: res.Failures, Locked: res.Locked}
+	out := &api.AccountJSON{Username: user, Failures: res.Failures, Locked: res.Locked}
 	if res.Locked {
 		out.Until, out.Count = res.Until.Format(time.RFC3339), res.Count
 	}
@@ -121,7 +106,7 @@ func (a *API) accountFailure(c context.Context, user, device string, now time.Ti
 // deviceToken records the account side of a success of user and adds the
 // device token issued for it to out (nothing when user is empty or accounts
 // are off).
-func (a *API) deviceToken(c context.Context, out map[string]any, user, device string, now time.Time) error {
+func (a *API) deviceToken(c context.Context, out *api.SuccessJSON, user, device string, now time.Time) error {
 	if user == "" || !a.accountsOn() {
 		return nil
 	}
@@ -130,25 +115,26 @@ func (a *API) deviceToken(c context.Context, out map[string]any, user, device st
 		return err
 	}
 	if t.Token != "" {
-		out["device"], out["device_expires"] = t.Token, t.Expires.Format(time.RFC3339)
+		out.Device, out.DeviceExpires = t.Token, t.Expires.Format(time.RFC3339)
 	}
 	return nil
 }
 
 func (a *API) listAccounts(ctx *fasthttp.RequestCtx) {
-	out := []AccountJSON{}
+	out := api.AccountsJSON{Accounts: []api.AccountJSON{}}
 	if a.accountsOn() {
 		for _, l := range a.Accounts.Locks(a.Now()) {
-			out = append(out, AccountJSON{Username: l.Username, Failures: l.Failures, Locked: true,
+			out.Accounts = append(out.Accounts, api.AccountJSON{Username: l.Username, Failures: l.Failures, Locked: true,
 				Until: l.Until.Format(time.RFC3339), Count: l.Count})
 		}
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"accounts": out})
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 // unlock answers DELETE /v1/accounts/{username} (path-escaped): 204 when the
 // account was tracked (its failures, lock and escalation are forgotten),
-// else 404.
+// 200 with {"shared":false} when it was but the other doormen learn it only
+// once Redis is reachable again, else 404.
 func (a *API) unlock(c context.Context, ctx *fasthttp.RequestCtx) {
 	// The original path: fasthttp's decoded one has "/../" and "//" folded.
 	raw, _ := strings.CutPrefix(string(ctx.URI().PathOriginal()), "/v1/accounts/")
@@ -169,16 +155,14 @@ func (a *API) unlock(c context.Context, ctx *fasthttp.RequestCtx) {
 		apiError(ctx, fasthttp.StatusNotFound, "accounts are off (DOORMAN_ACCOUNT_MAX_FAILURES=0)")
 		return
 	}
-	_, found, err := a.Accounts.Unlock(c, user, a.Now())
+	r, err := a.Accounts.Unlock(c, user, a.Now())
 	if err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
-	if !found {
+	if !r.Found {
 		apiError(ctx, fasthttp.StatusNotFound, "no account %q is tracked", user)
 		return
 	}
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	noContent(ctx, r.Receipt)
 }
-
-var _ engine.AccountService = (*engine.Accounts)(nil)

@@ -225,7 +225,7 @@ func TestDeviceTokenFailureLimit(t *testing.T) {
 }
 
 func TestAccountBadInput(t *testing.T) {
-	f, acc := accountFixture(t, "", io.Discard)
+	f, _ := accountFixture(t, "", io.Discard)
 	long := strings.Repeat("a", 257)
 	grows := strings.Repeat("\uFDFA", 20) // 60 bytes that NFKC makes 660
 	tests := []struct {
@@ -261,7 +261,7 @@ func TestAccountBadInput(t *testing.T) {
 	if s := f.core.Stats(f.now); s.Tracked != 0 {
 		t.Errorf("%d addresses tracked after bad requests", s.Tracked)
 	}
-	if s := acc.Core().Stats(f.now); s.Tracked != 0 {
+	if s := f.api.Service.Memory().Accounts().Stats(f.now); s.Tracked != 0 {
 		t.Errorf("%d accounts tracked after bad requests", s.Tracked)
 	}
 	// A username with a slash is one path segment when escaped.

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/gate"
 )
@@ -22,16 +24,13 @@ import (
 // MaxBody is the largest request body the API reads.
 const MaxBody = 4 << 10
 
-// MaxManualBan is the longest manual ban (engine.MaxManualBan).
-const MaxManualBan = engine.MaxManualBan
-
 // apiTimeout bounds the service calls of one API request (Redis round trips
 // in cluster mode).
 const apiTimeout = 5 * time.Second
 
 // API is the JSON API handler.
 type API struct {
-	Service engine.Service
+	Service *engine.Local
 	Token   string // empty: no token required
 	Now     func() time.Time
 	Metrics *engine.Metrics // served on /metrics
@@ -40,60 +39,24 @@ type API struct {
 	UI      fasthttp.RequestHandler // /ui/, the status page, with its own login; nil: 404
 	// Accounts serves /v1/attempts and /v1/accounts and the account side of
 	// failures and successes; nil: accounts off. DryRun: /v1/attempts allows.
-	Accounts engine.AccountService
+	Accounts *engine.Accounts
 	DryRun   bool
+	// Locate says where an address is (country, network), for the explain
+	// answer; nil: no address database.
+	Locate func(netip.Addr) Place
+	// Feed serves GET /v1/feed; nil: 404.
+	Feed *Feed
 	// Gate serves /v1/gate/… (gate_api.go); nil: the gate is off.
 	Gate *gate.Gate
-
-	// failLog writes the failure lines: at most
-	// engine.FailureLinesPerSecond a second at info, the rest at debug,
-	// summed up at info every engine.FailureSummaryEvery.
-	failLog engine.FailureLog
 }
 
-type failureIn struct {
-	IP       string `json:"ip"`
-	Username string `json:"username"`
-	Device   string `json:"device"` // the client's device token, if any
-}
-
-type failureOut struct {
-	IP       string       `json:"ip"`
-	Key      string       `json:"key"`
-	Failures int          `json:"failures"`
-	Banned   bool         `json:"banned"`
-	Until    string       `json:"until,omitempty"`
-	NeverBan bool         `json:"never_ban,omitempty"`
-	Account  *AccountJSON `json:"account,omitempty"`
-}
-
-type banIn struct {
-	IP       string `json:"ip"`
-	Duration string `json:"duration"`
-	Reason   string `json:"reason"`
-}
-
-// BanJSON is a ban as the API shows it.
-type BanJSON struct {
-	Key    string `json:"key"`
-	Until  string `json:"until"`
-	Reason string `json:"reason"`
-	Count  int    `json:"count"`
-	Note   string `json:"note,omitempty"`
-}
-
-// DecideJSON explains a decision.
-type DecideJSON struct {
-	IP       string `json:"ip"`
-	Verdict  string `json:"verdict"`
-	Reason   string `json:"reason"`
-	Key      string `json:"key,omitempty"`
-	Until    string `json:"until,omitempty"`
-	Failures int    `json:"failures"`
-}
-
-func banJSON(b decide.Ban) BanJSON {
-	return BanJSON{Key: b.Key.String(), Until: b.Until.Format(time.RFC3339), Reason: b.Reason(), Count: b.Count, Note: b.Note}
+// Place is what the address databases say of an address. Zero fields are
+// unknown.
+type Place struct {
+	Country string
+	ASN     uint32
+	Org     string
+	Network netip.Prefix
 }
 
 // Handle routes one API request.
@@ -135,7 +98,6 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	c = engine.WithProxiesReport(c) // cached mode: were nginx's caches refreshed?
 	switch {
 	case path == "/v1/failures":
 		if a.method(ctx, "POST") {
@@ -169,6 +131,10 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	case path == "/v1/events":
 		if a.method(ctx, "GET") {
 			a.events(ctx)
+		}
+	case path == "/v1/feed" && a.Feed != nil:
+		if a.method(ctx, "GET", "HEAD") {
+			a.Feed.serve(ctx, a.Now())
 		}
 	default:
 		apiError(ctx, fasthttp.StatusNotFound, "no such endpoint: %s", path)
@@ -208,8 +174,8 @@ func (a *API) method(ctx *fasthttp.RequestCtx, allowed ...string) bool {
 
 // readAddr decodes a {"ip":…,"username":…} body, parses its address and
 // normalises its username (in.Username; "" when none was given).
-func readAddr(ctx *fasthttp.RequestCtx) (failureIn, netip.Addr, bool) {
-	var in failureIn
+func readAddr(ctx *fasthttp.RequestCtx) (api.AddrIn, netip.Addr, bool) {
+	var in api.AddrIn
 	if !readJSON(ctx, &in) {
 		return in, netip.Addr{}, false
 	}
@@ -228,17 +194,12 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	user := in.Username
 	now := a.Now()
-	res, err := a.Service.Fail(c, ip, now)
-	if err != nil && !res.Banned {
-		a.serviceError(ctx, err)
-		return
-	}
-	a.failLog.Log(a.Log, now, res.Key, "ip", res.Addr.String(), "key", res.Key.String(), "username", user, "failures", res.Failures)
+	res, err := a.Service.Fail(c, ip, user, now)
 	if err != nil {
 		a.serviceError(ctx, err) // the ban holds in memory; say it was not saved
 		return
 	}
-	out := failureOut{IP: res.Addr.String(), Key: res.Key.String(), Failures: res.Failures, NeverBan: res.NeverBan}
+	out := api.FailureJSON{IP: res.Addr.String(), Key: res.Key.String(), Failures: res.Failures, NeverBan: res.NeverBan}
 	if res.InForce() {
 		out.Banned, out.Until = true, res.Ban.Until.Format(time.RFC3339)
 	}
@@ -246,7 +207,7 @@ func (a *API) failure(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err) // the lock holds in memory; say it was not saved
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, withProxies(c, out))
+	writeReceipt(ctx, fasthttp.StatusOK, out, res.Receipt)
 }
 
 func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
@@ -261,8 +222,8 @@ func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
 		a.serviceError(ctx, err)
 		return
 	}
-	out := map[string]any{"ip": ip.String(), "key": key.String(), "failures": 0}
-	if err := a.deviceToken(c, out, user, in.Device, now); err != nil {
+	out := api.SuccessJSON{IP: ip.String(), Key: key.String()}
+	if err := a.deviceToken(c, &out, user, in.Device, now); err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
@@ -271,93 +232,57 @@ func (a *API) success(c context.Context, ctx *fasthttp.RequestCtx) {
 
 func (a *API) listBans(ctx *fasthttp.RequestCtx) {
 	bans := a.Service.Bans(a.Now())
-	out := make([]BanJSON, len(bans))
+	out := api.BansJSON{Bans: make([]api.BanJSON, len(bans))}
 	for i, b := range bans {
-		out[i] = banJSON(b)
+		out.Bans[i] = api.BanOf(b)
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"bans": out})
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 func (a *API) ban(c context.Context, ctx *fasthttp.RequestCtx) {
-	var in banIn
+	var in api.BanIn
 	if !readJSON(ctx, &in) {
 		return
 	}
-	p, err := decide.ParsePrefix(strings.TrimSpace(in.IP))
-	if in.IP == "" {
-		apiError(ctx, fasthttp.StatusBadRequest, `missing "ip": an IP or CIDR`)
-		return
-	} else if err != nil {
-		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %v`, err)
+	want, err := api.ParseBan(in.IP, in.Duration, in.Reason)
+	if err != nil {
+		apiError(ctx, fasthttp.StatusBadRequest, "%v", err)
 		return
 	}
-	var d time.Duration
-	if in.Duration != "" {
-		// Under 1s is refused: such a ban would be answered 201 and be over
-		// before the next request.
-		if d, err = time.ParseDuration(in.Duration); err != nil || d < time.Second || d > MaxManualBan {
-			apiError(ctx, fasthttp.StatusBadRequest, `"duration": %q is not a duration from 1s to %v (e.g. 90s, 1h)`, in.Duration, MaxManualBan)
-			return
-		}
-	}
-	if len(in.Reason) > 256 {
-		apiError(ctx, fasthttp.StatusBadRequest, `"reason": longer than 256 bytes`)
-		return
-	}
-	b, err := a.Service.Ban(c, p, d, in.Reason, a.Now())
+	b, err := a.Service.Ban(c, want.Prefix, want.Duration, want.Note, a.Now())
 	if errors.Is(err, decide.ErrTableFull) {
 		apiError(ctx, fasthttp.StatusConflict, "%v (DOORMAN_MAX_BANS)", err)
 		return
 	} else if errors.Is(err, decide.ErrTooWide) {
-		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %q: %v`, in.IP, err)
+		apiError(ctx, fasthttp.StatusBadRequest, `"ip": %q: %v`, truncate(in.IP, 64), err)
 		return
 	} else if err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, withProxies(c, banJSON(b)))
+	writeReceipt(ctx, fasthttp.StatusCreated, api.BanOf(b.Ban), b.Receipt)
 }
 
+// unban answers DELETE /v1/bans/{ip or CIDR} (api.ParseUnban): 204, 404
+// when no ban in force covers it.
 func (a *API) unban(c context.Context, ctx *fasthttp.RequestCtx, arg string) {
-	now := a.Now()
-	var lifted []decide.Ban
-	var err error
-	if strings.Contains(arg, "/") {
-		p, perr := decide.ParsePrefix(arg)
-		if perr != nil {
-			apiError(ctx, fasthttp.StatusBadRequest, "%v", perr)
-			return
-		}
-		var b decide.Ban
-		var ok bool
-		if b, ok, err = a.Service.Remove(c, p, now); ok {
-			lifted = append(lifted, b)
-		}
-	} else {
-		ip, ok := parseIP(ctx, arg)
-		if !ok {
-			return
-		}
-		lifted, err = a.Service.Unban(c, ip, now)
+	target, err := api.ParseUnban(arg)
+	if err != nil {
+		apiError(ctx, fasthttp.StatusBadRequest, "%v", err)
+		return
 	}
+	now := a.Now()
+	lifted, err := a.Service.Lift(c, target.Addr, target.Prefix, now)
 	if err != nil {
 		a.serviceError(ctx, err)
 		return
 	}
-	active := 0
-	for _, b := range lifted {
-		if b.Active(now) {
-			active++
-		}
-	}
-	if active == 0 {
-		apiError(ctx, fasthttp.StatusNotFound, "no ban covers %s", arg)
+	active := lifted.Active(now)
+	if len(active) == 0 {
+		apiError(ctx, fasthttp.StatusNotFound, "no ban covers %s", truncate(arg, 64))
 		return
 	}
-	if proxiesNotRefreshed(c, ctx) {
-		return
-	}
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	noContent(ctx, lifted.Receipt)
 }
 
 func (a *API) explain(c context.Context, ctx *fasthttp.RequestCtx) {
@@ -366,12 +291,25 @@ func (a *API) explain(c context.Context, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	e := a.Service.Explain(c, ip, a.Now())
-	out := DecideJSON{IP: e.Addr.String(), Verdict: "deny", Reason: e.Verdict.Reason.String(), Failures: e.Failures}
+	out := api.DecideJSON{IP: e.Addr.String(), Verdict: "deny", Reason: e.Verdict.Reason.String(), Failures: e.Failures}
 	if e.Verdict.Allow {
 		out.Verdict = "allow"
 	}
 	if e.Verdict.Reason == decide.Banned {
 		out.Key, out.Until = e.Verdict.Key.String(), e.Verdict.Until.Format(time.RFC3339)
+	}
+	if e.Verdict.Reason == decide.Feed {
+		out.Feed = e.Verdict.Source
+	}
+	if a.Locate != nil {
+		p := a.Locate(e.Addr)
+		out.Country, out.Org = p.Country, p.Org
+		if p.ASN != 0 {
+			out.ASN = fmt.Sprintf("AS%d", p.ASN)
+		}
+		if p.Network.IsValid() {
+			out.Network = p.Network.String()
+		}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
 }
@@ -428,6 +366,42 @@ func truncate(s string, n int) string {
 	return s
 }
 
+// noContent answers a change that has nothing to show: 204, or 200 with the
+// receipt's reports when one of them is false (a 204 has no body to say it).
+func noContent(ctx *fasthttp.RequestCtx, r engine.Receipt) {
+	if !r.Failed() {
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		return
+	}
+	out := make(map[string]bool, len(r.Reports))
+	for _, x := range r.Reports {
+		out[x.Name] = x.OK
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+// writeReceipt answers v, a JSON object, with the receipt's reports added as
+// its last fields: {"key":…,"proxies_refreshed":true}. A hook's report shows
+// with no change here.
+func writeReceipt(ctx *fasthttp.RequestCtx, status int, v any, r engine.Receipt) {
+	b, _ := json.Marshal(v)
+	if len(r.Reports) > 0 && len(b) >= 2 && b[len(b)-1] == '}' {
+		b = b[:len(b)-1]
+		for _, x := range r.Reports {
+			if b[len(b)-1] != '{' {
+				b = append(b, ',')
+			}
+			name, _ := json.Marshal(x.Name)
+			b = append(append(b, name...), ':')
+			b = strconv.AppendBool(b, x.OK)
+		}
+		b = append(b, '}')
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
+}
+
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
@@ -436,7 +410,7 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 }
 
 func apiError(ctx *fasthttp.RequestCtx, status int, format string, args ...any) {
-	writeJSON(ctx, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+	writeJSON(ctx, status, api.ErrorJSON{Error: fmt.Sprintf(format, args...)})
 }
 
 // APIError answers a request the server could not read: 413 for a body over

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/doorman/doorman/internal/api"
 )
 
 // A manual ban's duration is from 1s to MaxManualBan: "1ns" was answered 201
@@ -19,8 +21,8 @@ func TestBanDurationBounds(t *testing.T) {
 		{"-1s", 400},
 		{"1s", 201},
 		{"90s", 201},
-		{MaxManualBan.String(), 201},
-		{(MaxManualBan + time.Second).String(), 400},
+		{api.MaxManualBan.String(), 201},
+		{(api.MaxManualBan + time.Second).String(), 400},
 	}
 	for i, tc := range tests {
 		t.Run(tc.duration, func(t *testing.T) {

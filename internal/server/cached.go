@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"net/netip"
 	"strconv"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
-	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/nginxcache"
 )
 
@@ -32,6 +30,21 @@ type Cache struct {
 	// never kept: it is asked about on every request until it is banned or
 	// its failures expire.
 	Failures func(a netip.Addr, now time.Time) int
+	// NAT64 are DOORMAN_NAT64_PREFIXES. A client inside one is judged as
+	// the IPv4 address it embeds, but nginx keys its cache entry by the
+	// IPv6 address: a change of the IPv4 address's bans could not name that
+	// entry in a refresh, so such verdicts are never kept.
+	NAT64 []netip.Prefix
+}
+
+// nat64 reports whether a is inside a NAT64 prefix.
+func (c *Cache) nat64(a netip.Addr) bool {
+	for _, p := range c.NAT64 {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // mark is read before the verdict is made; see nginxcache.Set.Change.
@@ -62,7 +75,7 @@ func (c *Cache) expires(ctx *fasthttp.RequestCtx, dryRun bool, a netip.Addr, raw
 	if raw != nil {
 		k, known = nginxcache.KeyFor(a, raw)
 	}
-	if known && !dryRun && c.Failures(a, now) == 0 {
+	if known && !dryRun && !c.nat64(a) && c.Failures(a, now) == 0 {
 		if e, keep := nginxcache.ExpiryOf(v, now, c.TTL); keep && c.Set.Remember(k, v.Reason, e.Gone, now, mark) {
 			var buf [24]byte
 			h.SetCanonical(hdrAccelExpires, strconv.AppendInt(append(buf[:0], '@'), e.Last, 10))
@@ -74,40 +87,4 @@ func (c *Cache) expires(ctx *fasthttp.RequestCtx, dryRun bool, a netip.Addr, raw
 		return
 	}
 	h.SetCanonical(hdrAccelExpires, valNotKept)
-}
-
-// withProxies adds "proxies_refreshed" to the answer v of an API call that
-// refreshed nginx's caches (cached mode): false when a refresh failed, so
-// the change may reach that nginx only when its copy expires.
-func withProxies(c context.Context, v any) any {
-	r := engine.ProxiesRefreshed(c)
-	if r == nil {
-		return v
-	}
-	type refreshed struct {
-		ProxiesRefreshed bool `json:"proxies_refreshed"`
-	}
-	switch x := v.(type) {
-	case failureOut:
-		return struct {
-			failureOut
-			refreshed
-		}{x, refreshed{*r}}
-	case BanJSON:
-		return struct {
-			BanJSON
-			refreshed
-		}{x, refreshed{*r}}
-	}
-	return v
-}
-
-// proxiesNotRefreshed answers an unban whose refresh failed: 200 with
-// {"proxies_refreshed":false} instead of 204, which has no body to say it.
-func proxiesNotRefreshed(c context.Context, ctx *fasthttp.RequestCtx) bool {
-	if r := engine.ProxiesRefreshed(c); r == nil || *r {
-		return false
-	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]bool{"proxies_refreshed": false})
-	return true
 }

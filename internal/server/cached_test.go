@@ -16,7 +16,8 @@ import (
 
 func newCachedFixture(t testing.TB, max int) *fixture {
 	f := newFixture(t, "", "203.0.113.0/24")
-	f.dec.Cache = &Cache{Set: nginxcache.New(max, 10*time.Second+nginxcache.Margin), TTL: 10 * time.Second, Failures: f.core.Failures}
+	f.dec.Cache = &Cache{Set: nginxcache.New(max, 10*time.Second+nginxcache.Margin), TTL: 10 * time.Second, Failures: f.core.Failures,
+		NAT64: []netip.Prefix{netip.MustParsePrefix("64:ff9b::/96")}}
 	return f
 }
 
@@ -49,6 +50,9 @@ func TestCachedExpires(t *testing.T) {
 		{"ipv4 of a dual-stack listener", nil, "127.0.0.1", []string{"X-Real-IP", "::ffff:192.0.2.1"}, keep},
 		{"ipv6 as nginx writes it", nil, "::1", []string{"X-Real-IP", "::0.1.0.2"}, keep},
 		{"ipv6 not as nginx writes it: not kept", nil, "::1", []string{"X-Real-IP", "::1:2"}, "0"},
+		{"nat64 client: not kept (nginx keys it by its IPv6 address)", nil, "::1", []string{"X-Real-IP", "64:ff9b::c000:201"}, "0"},
+		{"nat64 client on a refresh: replaced by an expired copy", nil, "::1",
+			[]string{"X-Real-IP", "64:ff9b::c000:201", "X-Doorman-Refresh", "64:ff9b::c000:201"}, "@1"},
 		{"upper case: not kept", nil, "127.0.0.1", []string{"X-Real-IP", "2001:DB8::1"}, "0"},
 		{"no client address: not kept", nil, "127.0.0.1", nil, "0"},
 		{"no client address on a refresh: not kept", nil, "127.0.0.1", []string{"X-Doorman-Refresh", "192.0.2.1"}, "0"},
@@ -193,7 +197,7 @@ func TestAPIProxiesRefreshed(t *testing.T) {
 			ms := metrics.NewSet()
 			r := nginxcache.NewRefresher(nginxcache.RefresherOptions{URLs: []string{nginx.URL}, Set: f.dec.Cache.Set, TTL: 10 * time.Second,
 				Verdict: f.core.Decide, Metrics: ms, Log: f.api.Log, Now: func() time.Time { return f.now.Add(-time.Hour) }})
-			f.api.Service = nginxcache.Service{Service: f.api.Service, R: r}
+			f.api.Service.AddHook(r)
 			f.decideReq(tcp("127.0.0.1"), "X-Real-IP", "192.0.2.1") // kept: remembered
 			want := works
 			var body map[string]any

@@ -31,7 +31,7 @@ var (
 	}()
 )
 
-// Verdicts is what the decision handler asks: engine.Service (or a
+// Verdicts is what the decision handler asks: *engine.Local (or a
 // decide.Core) satisfies it.
 type Verdicts interface {
 	Decide(a netip.Addr, now time.Time) decide.Verdict

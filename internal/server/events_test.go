@@ -4,13 +4,11 @@ import (
 	"fmt"
 	"testing"
 	"time"
-
-	"github.com/doorman/doorman/internal/engine"
 )
 
 func TestEventsEndpoint(t *testing.T) {
 	f := newFixture(t, "", "")
-	f.api.Events = f.api.Service.(*engine.Local).NewHistory(3)
+	f.api.Events = f.api.Service.NewHistory(3)
 	f.api.Token = "tok"
 	auth := []string{"Authorization", "Bearer tok"}
 	for _, ip := range []string{"192.0.2.1", "192.0.2.2", "10.0.0.0/8", "192.0.2.3"} {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/gate"
 )
 
@@ -30,7 +31,7 @@ func (a *API) handleGate(ctx *fasthttp.RequestCtx, path string) {
 		}
 	case path == "/v1/gate/credentials":
 		if a.method(ctx, "GET") {
-			writeJSON(ctx, fasthttp.StatusOK, map[string]any{"credentials": a.Gate.Credentials()})
+			a.gateCredentials(ctx)
 		}
 	case strings.HasPrefix(path, "/v1/gate/credentials/"):
 		if a.method(ctx, "DELETE") {
@@ -45,17 +46,26 @@ func (a *API) handleGate(ctx *fasthttp.RequestCtx, path string) {
 	}
 }
 
-// EnrollmentJSON is an enrollment link as the API answers it.
-type EnrollmentJSON struct {
-	Username string `json:"username"`
-	URL      string `json:"url"`
-	Expires  string `json:"expires"`
+// gateCredential is c as the API shows it.
+func gateCredential(c gate.Info) api.GateCredentialJSON {
+	out := api.GateCredentialJSON{ID: c.ID, Username: c.User, Kind: c.Kind, Created: c.Created.UTC().Format(time.RFC3339)}
+	if !c.Used.IsZero() {
+		out.Used = c.Used.UTC().Format(time.RFC3339)
+	}
+	return out
+}
+
+func (a *API) gateCredentials(ctx *fasthttp.RequestCtx) {
+	creds := a.Gate.Credentials()
+	out := api.GateCredentialsJSON{Credentials: make([]api.GateCredentialJSON, len(creds))}
+	for i, c := range creds {
+		out.Credentials[i] = gateCredential(c)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 func (a *API) gateEnroll(ctx *fasthttp.RequestCtx) {
-	var in struct {
-		Username string `json:"username"`
-	}
+	var in api.EnrollmentIn
 	if !readJSON(ctx, &in) {
 		return
 	}
@@ -72,7 +82,7 @@ func (a *API) gateEnroll(ctx *fasthttp.RequestCtx) {
 		apiError(ctx, fasthttp.StatusServiceUnavailable, "enrollment: %v", err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusCreated, EnrollmentJSON{Username: user, URL: a.Gate.EnrollURL(tok), Expires: exp.Format(time.RFC3339)})
+	writeJSON(ctx, fasthttp.StatusCreated, api.EnrollmentJSON{Username: user, URL: a.Gate.EnrollURL(tok), Expires: exp.Format(time.RFC3339)})
 }
 
 func (a *API) gateRevoke(ctx *fasthttp.RequestCtx, raw string) {
@@ -88,7 +98,7 @@ func (a *API) gateRevoke(ctx *fasthttp.RequestCtx, raw string) {
 	case err != nil:
 		apiError(ctx, fasthttp.StatusInternalServerError, "credential %q: %v", raw, err)
 	default:
-		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"revoked": info})
+		writeJSON(ctx, fasthttp.StatusOK, api.GateRevokedJSON{Revoked: gateCredential(info)})
 	}
 }
 
@@ -104,6 +114,6 @@ func (a *API) gateSignOut(ctx *fasthttp.RequestCtx, raw string) {
 	case !found:
 		apiError(ctx, fasthttp.StatusNotFound, "username %q has no gate credential", user)
 	default:
-		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"signed_out": user})
+		writeJSON(ctx, fasthttp.StatusOK, api.GateSignedOutJSON{SignedOut: user})
 	}
 }

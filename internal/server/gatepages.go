@@ -53,8 +53,8 @@ var gateWeb embed.FS
 // GatePages serves the gate listener. Set the exported fields, then call Init.
 type GatePages struct {
 	Gate        *gate.Gate
-	Service     engine.Service // the address verdicts
-	Header      string         // the client-IP header (DOORMAN_CLIENT_IP_HEADER), read from Trusted peers
+	Service     *engine.Local // the address verdicts
+	Header      string        // the client-IP header (DOORMAN_CLIENT_IP_HEADER), read from Trusted peers
 	Trusted     *bart.Lite
 	Unix        bool
 	BypassAllow bool

@@ -9,7 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/gate"
 )
 
@@ -35,7 +35,7 @@ func (p *GatePages) signInTOTP(ctx *fasthttp.RequestCtx) {
 		p.page(ctx, fasthttp.StatusBadRequest, "message", pageData{Title: "Refused", Message: "rd is not a page of a gated site."})
 		return
 	}
-	user, err := decide.NormalizeUsername(string(args.Peek("username")))
+	user, err := api.Username(string(args.Peek("username")))
 	if err != nil {
 		user = "" // counted against the address alone
 	}

@@ -30,28 +30,30 @@ const accountVersion = 1
 // commit means concurrent changes of one account can never leave a stale
 // record on disk.
 func (s *Store) SyncLocks(users []string, current func(string) (decide.Lock, bool)) error {
+	return s.Write(Write{Users: users, Lock: current})
+}
+
+func putLocks(tx *bolt.Tx, users []string, current func(string) (decide.Lock, bool)) error {
 	if len(users) == 0 {
 		return nil
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(accountBucket)
-		if err != nil {
-			return err
-		}
-		for _, u := range users {
-			l, ok := current(u)
-			if !ok {
-				if err := bk.Delete([]byte(u)); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := bk.Put([]byte(u), encodeLock(l)); err != nil {
+	bk, err := tx.CreateBucketIfNotExists(accountBucket)
+	if err != nil {
+		return err
+	}
+	for _, u := range users {
+		l, ok := current(u)
+		if !ok {
+			if err := bk.Delete([]byte(u)); err != nil {
 				return err
 			}
+			continue
 		}
-		return nil
-	})
+		if err := bk.Put([]byte(u), encodeLock(l)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // LoadLocks returns the locks still worth keeping at now: those that ended

@@ -164,23 +164,40 @@ func (s *Store) Delete(keys ...netip.Prefix) error {
 
 // Sync writes, durably, the record current reports for each key (current's
 // false: the record is deleted), and appends evs to the event history (see
-// AddEvents), in one transaction: a change and its history entry are on disk
-// together or not at all. current is called inside the write transaction,
-// so the file always ends up with what memory held when the last Sync of a
-// key committed, whatever order concurrent Syncs of that key committed in: a
-// writer never puts a stale record or deletes a fresh one.
+// AddEvents), in one transaction; see Write.
 func (s *Store) Sync(keys []netip.Prefix, current func(netip.Prefix) (decide.Ban, bool), evs ...Event) error {
-	if len(keys) == 0 && len(evs) == 0 {
+	return s.Write(Write{Keys: keys, Ban: current, Events: evs})
+}
+
+// Write is one change's writes: the ban records under Keys and the account
+// records of Users as memory holds them (Ban and Lock report them, false:
+// deleted), and history entries.
+type Write struct {
+	Keys   []netip.Prefix
+	Ban    func(netip.Prefix) (decide.Ban, bool)
+	Users  []string
+	Lock   func(string) (decide.Lock, bool)
+	Events []Event
+}
+
+// Write commits w durably (fsync) in one transaction: a change and its
+// history entry are on disk together or not at all. Ban and Lock are called
+// inside the write transaction, so the file always ends up with what memory
+// held when the last write of a key committed, whatever order concurrent
+// writes of that key committed in: a writer never puts a stale record or
+// deletes a fresh one.
+func (s *Store) Write(w Write) error {
+	if len(w.Keys) == 0 && len(w.Users) == 0 && len(w.Events) == 0 {
 		return nil
 	}
-	vals, err := encodeEvents(evs)
+	vals, err := encodeEvents(w.Events)
 	if err != nil {
 		return err
 	}
 	return s.db.Batch(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucket)
-		for _, k := range keys {
-			b, ok := current(k)
+		for _, k := range w.Keys {
+			b, ok := w.Ban(k)
 			if !ok {
 				if err := bk.Delete([]byte(k.String())); err != nil {
 					return err
@@ -191,6 +208,9 @@ func (s *Store) Sync(keys []netip.Prefix, current func(netip.Prefix) (decide.Ban
 			if err := bk.Put(kb, v); err != nil {
 				return err
 			}
+		}
+		if err := putLocks(tx, w.Users, w.Lock); err != nil {
+			return err
 		}
 		return appendEvents(tx, vals, s.maxEvents.Load())
 	})

@@ -122,6 +122,12 @@ func (r *Redis) Close() {
 // waits until the sentinel answers PING. URL is the sentinel's address as a
 // redis:// URL without the master name.
 func StartSentinel(bin string, masterPort int) (*Redis, error) {
+	return StartSentinelQuorum(bin, masterPort, 1)
+}
+
+// StartSentinelQuorum is StartSentinel with the given quorum: how many
+// sentinels must agree that the master is down before one fails it over.
+func StartSentinelQuorum(bin string, masterPort, quorum int) (*Redis, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -135,10 +141,10 @@ func StartSentinel(bin string, masterPort int) (*Redis, error) {
 bind 127.0.0.1
 dir %s
 logfile %s
-sentinel monitor main 127.0.0.1 %d 1
+sentinel monitor main 127.0.0.1 %d %d
 sentinel down-after-milliseconds main 1000
 sentinel failover-timeout main 10000
-`, port, dir, filepath.Join(dir, "redis.log"), masterPort), 0o600); err != nil {
+`, port, dir, filepath.Join(dir, "redis.log"), masterPort, quorum), 0o600); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}

@@ -46,3 +46,33 @@ func TestAccountsOffHidden(t *testing.T) {
 		t.Errorf("locked accounts shown without accounts")
 	}
 }
+
+// TestUnlockNormalises: the page unlocks the account a name as typed
+// reaches, as the API does ("ADMIN " is admin); a name that cannot be an
+// account changes nothing.
+func TestUnlockNormalises(t *testing.T) {
+	f := newFixture(t, "s3cret")
+	clock := func() time.Time { return f.now }
+	acc, _, err := engine.NewAccounts(engine.AccountOptions{Policy: decide.AccountPolicy{MaxFailures: 1, FindTime: time.Hour,
+		LockTime: 15 * time.Minute, LockFactor: 2, MaxLockTime: time.Hour, DeviceMaxFailures: 2}, Max: 100, Now: clock}, f.local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ui.o.Accounts = acc
+	if _, err := acc.FailAccount(context.Background(), "admin", "", f.now); err != nil {
+		t.Fatal(err)
+	}
+	cookie, csrf := f.login(t)
+	for _, tc := range []struct{ user, flash string }{
+		{"ad%0Amin", "Not unlocked: &#34;username&#34;: has a control or format character."},
+		{"%EF%BC%A1DMIN+", "Unlocked admin."}, // "ＡDMIN "
+	} {
+		f.req("POST", "/ui/unlock", cookie, "user="+tc.user+"&csrf="+csrf)
+		if page := f.req("GET", "/ui/", cookie, "").body; !strings.Contains(page, tc.flash) {
+			t.Errorf("unlock %s: no %q on the page", tc.user, tc.flash)
+		}
+	}
+	if n := len(acc.Locks(f.now)); n != 0 {
+		t.Errorf("%d locks after unlocking ＡDMIN, want 0", n)
+	}
+}

@@ -5,7 +5,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/gate"
 )
 
@@ -39,7 +39,7 @@ func (u *UI) gateEnroll(ctx *fasthttp.RequestCtx) string {
 	if u.o.Gate == nil {
 		return "The gate is off."
 	}
-	user, err := decide.NormalizeUsername(string(ctx.PostArgs().Peek("user")))
+	user, err := api.Username(string(ctx.PostArgs().Peek("user")))
 	if err != nil || user == "" {
 		return "A username is needed."
 	}

@@ -28,6 +28,8 @@ type explanation struct {
 	Allow                    bool
 	Until                    time.Time
 	Failures                 int
+	Feed                     string // the feed that denied
+	Place                    Place
 }
 
 type pageData struct {
@@ -58,6 +60,8 @@ type pageData struct {
 
 	Accounts bool // accounts enabled
 	Locks    []decide.Lock
+
+	Feeds []Feed
 
 	Gate      bool // the gate is on
 	GateCreds []gate.Info
@@ -108,6 +112,9 @@ func (u *UI) show(ctx *fasthttp.RequestCtx) {
 		d.Locks = u.o.Accounts.Locks(now)
 		d.Locks = d.Locks[:min(len(d.Locks), maxRows)]
 	}
+	if u.o.Feeds != nil {
+		d.Feeds = u.o.Feeds()
+	}
 	if d.Gate = u.o.Gate != nil; d.Gate {
 		d.GateCreds = u.o.Gate.Credentials()
 		d.GateCreds = d.GateCreds[:min(len(d.GateCreds), maxRows)]
@@ -141,6 +148,12 @@ func (u *UI) explain(s string, now time.Time) (*explanation, string) {
 	}
 	if e.Verdict.Reason == decide.Banned {
 		x.Key, x.Until = e.Verdict.Key.String(), e.Verdict.Until
+	}
+	if e.Verdict.Reason == decide.Feed {
+		x.Feed = e.Verdict.Source
+	}
+	if u.o.Locate != nil {
+		x.Place = u.o.Locate(e.Addr)
 	}
 	return x, ""
 }

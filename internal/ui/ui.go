@@ -11,8 +11,10 @@
 //     with a per-process key and looked up server-side (12 h; HttpOnly,
 //     SameSite=Strict, Path=/ui/, Secure over TLS). The bearer token alone
 //     does not open the page and the cookie does not open /v1/.
-//   - Wrong tokens are answered 401 and limited (see limit.go); past the
-//     limit every login is 429.
+//   - Wrong tokens are answered 401 and limited per address and in total,
+//     in sliding windows (see limit.go); past a limit a login is 429. The
+//     total of wrong tokens from elsewhere never refuses an operator on
+//     loopback, the unix socket or in DOORMAN_ALLOW.
 //   - Every state-changing form carries the session's CSRF token (field
 //     csrf); without it the answer is 403 and nothing changes.
 //   - Without a token (loopback only) the page opens directly, with an
@@ -31,7 +33,6 @@ import (
 	"crypto/subtle"
 	"embed"
 	"errors"
-	"fmt"
 	"html/template"
 	"log/slog"
 	"net"
@@ -40,10 +41,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/gate"
 	"github.com/doorman/doorman/internal/minutes"
@@ -52,30 +55,47 @@ import (
 //go:embed page.html login.html style.css
 var files embed.FS
 
-// maxBan is the longest ban the page makes, as the API's.
-const maxBan = engine.MaxManualBan
-
 // Options configure New. Service, Counts and Now are required.
 type Options struct {
-	Service engine.Service
+	Service *engine.Local
 	History *engine.History // nil: no events shown
 	// Gate lists the gate's credentials (UseGate); nil: not shown.
 	Gate *gate.Gate
 	// Accounts lists and unlocks locked accounts; nil or disabled: not shown.
-	Accounts engine.AccountService
+	Accounts *engine.Accounts
 	// Counts returns the decisions so far by reason and the failures
 	// (engine.Metrics.Counts); Run samples it for the charts.
-	Counts  func() ([decide.NumReasons]uint64, uint64)
-	Token   string // DOORMAN_API_TOKEN; empty: no login
-	Version string
-	DryRun  bool
+	Counts func() ([decide.NumReasons]uint64, uint64)
+	Token  string // DOORMAN_API_TOKEN; empty: no login
+	// Operators (DOORMAN_ALLOW), with loopback and the unix socket, sign
+	// in while wrong tokens from elsewhere fill the login limit (limit.go).
+	Operators []netip.Prefix
+	Version   string
+	DryRun    bool
 	// RedisUp reports whether Redis is reachable; nil: not in cluster mode.
 	RedisUp func() bool
 	// LastSync is when the cluster last resynced with Redis in full.
 	LastSync func() time.Time
-	Log      *slog.Logger
-	Now      func() time.Time
+	// Feeds are the deny feeds' states; nil: none configured.
+	Feeds func() []Feed
+	// Locate says where an address is; nil: no address database.
+	Locate func(netip.Addr) Place
+	Log    *slog.Logger
+	Now    func() time.Time
 }
+
+// Feed is one deny feed as the page shows it.
+type Feed struct {
+	Name, URL string
+	Prefixes  int       // in force
+	Skipped   int       // entries left out: too wide, private, malformed, over the limit
+	Verified  time.Time // when its source last confirmed the copy in force; zero: no copy yet
+	Error     string    // the last fetch's error; empty when it succeeded
+}
+
+// Place is what the address databases say of an address; empty fields are
+// unknown.
+type Place struct{ Country, ASN, Org, Network string }
 
 // UI is the status page handler.
 type UI struct {
@@ -97,7 +117,10 @@ func New(o Options) (*UI, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	funcs := template.FuncMap{"in": untilWords, "time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }}
+	// v shows a string a person or Redis chose (a note, a username) with
+	// its control and format characters escaped (api.Visible):
+	// html/template escapes markup, not a bidi override or a newline.
+	funcs := template.FuncMap{"v": api.Visible, "in": untilWords, "time": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }}
 	page, err := template.New("page.html").Funcs(funcs).ParseFS(files, "page.html")
 	if err != nil {
 		return nil, err
@@ -265,14 +288,15 @@ func (u *UI) doLogin(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	now, from := u.o.Now(), peer(ctx)
-	if ok, wait := u.limit.allowed(from, now); !ok {
+	op := operator(from, u.o.Operators)
+	if ok, wait := u.limit.allowed(from, op, now); !ok {
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 		u.renderLogin(ctx, fasthttp.StatusTooManyRequests, "Too many wrong tokens. Try again "+untilWords(now.Add(wait), now)+".")
 		return
 	}
 	got := ctx.PostArgs().Peek("token")
 	if subtle.ConstantTimeCompare(got, []byte(u.o.Token)) != 1 {
-		u.limit.failed(from, now)
+		u.limit.failed(from, op, now)
 		u.o.Log.Warn("ui login refused: wrong token", "peer", from.String())
 		u.renderLogin(ctx, fasthttp.StatusUnauthorized, "Wrong token.")
 		return
@@ -298,70 +322,48 @@ func callCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 5*time.Second)
 }
 
-// unban lifts the ban covering an address, or exactly a ban's CIDR key, and
-// returns the message for the page.
+// unban lifts the bans covering an address, or exactly a ban's CIDR key
+// (api.ParseUnban), and returns the message for the page.
 func (u *UI) unban(ctx *fasthttp.RequestCtx) string {
-	arg := strings.TrimSpace(string(ctx.PostArgs().Peek("ip")))
+	arg := string(ctx.PostArgs().Peek("ip"))
+	target, err := api.ParseUnban(arg)
+	if err != nil {
+		return "Not unbanned: " + err.Error() + "."
+	}
 	c, cancel := callCtx()
 	defer cancel()
 	now := u.o.Now()
-	var lifted []decide.Ban
-	var err error
-	if strings.Contains(arg, "/") {
-		p, perr := decide.ParsePrefix(arg)
-		if perr != nil {
-			return "Not unbanned: " + perr.Error()
-		}
-		var b decide.Ban
-		var ok bool
-		if b, ok, err = u.o.Service.Remove(c, p, now); ok {
-			lifted = append(lifted, b)
-		}
-	} else {
-		a, perr := netip.ParseAddr(arg)
-		if perr != nil {
-			return fmt.Sprintf("Not unbanned: %q is not an IP address or a ban's CIDR.", trunc(arg))
-		}
-		lifted, err = u.o.Service.Unban(c, a, now)
-	}
-	u.o.Log.Info("ui unban", "ip", trunc(arg), "lifted", len(lifted), "peer", peer(ctx).String())
-	if err != nil {
-		return "Unbanned in memory, but: " + err.Error()
-	}
+	lifted, err := u.o.Service.Lift(c, target.Addr, target.Prefix, now)
+	active := lifted.Active(now)
+	u.o.Log.Info("ui unban", "ip", cut(arg), "lifted", len(active), "peer", peer(ctx).String())
 	var keys []string
-	for _, b := range lifted {
-		if b.Active(now) {
-			keys = append(keys, b.Key.String())
-		}
+	for _, b := range active {
+		keys = append(keys, b.Key.String())
 	}
-	if len(keys) == 0 {
-		return "No ban covers " + trunc(arg) + "."
+	switch {
+	case err != nil && len(keys) > 0:
+		return "Unbanned " + strings.Join(keys, ", ") + " in memory, but: " + err.Error()
+	case err != nil:
+		return "Not unbanned: " + err.Error()
+	case len(keys) == 0:
+		return "No ban covers " + trunc(strings.TrimSpace(arg)) + "."
 	}
 	return "Unbanned " + strings.Join(keys, ", ") + "."
 }
 
+// ban makes a manual ban (api.ParseBan) and returns the message for the page.
 func (u *UI) ban(ctx *fasthttp.RequestCtx) string {
 	args := ctx.PostArgs()
-	arg := strings.TrimSpace(string(args.Peek("ip")))
-	p, err := decide.ParsePrefix(arg)
+	arg := string(args.Peek("ip"))
+	want, err := api.ParseBan(arg, string(args.Peek("duration")), string(args.Peek("note")))
 	if err != nil {
-		return "Not banned: " + err.Error()
-	}
-	var d time.Duration
-	if s := strings.TrimSpace(string(args.Peek("duration"))); s != "" {
-		if d, err = time.ParseDuration(s); err != nil || d < time.Second || d > maxBan {
-			return fmt.Sprintf("Not banned: %q is not a duration from 1s to 87600h (e.g. 90s, 1h).", trunc(s))
-		}
-	}
-	note := string(args.Peek("note"))
-	if len(note) > 256 {
-		return "Not banned: the note is longer than 256 bytes."
+		return "Not banned: " + problem(err) + "."
 	}
 	c, cancel := callCtx()
 	defer cancel()
 	now := u.o.Now()
-	b, err := u.o.Service.Ban(c, p, d, note, now)
-	u.o.Log.Info("ui ban", "ip", arg, "duration", d.String(), "peer", peer(ctx).String(), "ok", err == nil)
+	b, err := u.o.Service.Ban(c, want.Prefix, want.Duration, want.Note, now)
+	u.o.Log.Info("ui ban", "ip", cut(arg), "duration", want.Duration.String(), "peer", peer(ctx).String(), "ok", err == nil)
 	switch {
 	case errors.Is(err, engine.ErrNotSaved):
 		return "Banned " + b.Key.String() + ", but: " + err.Error()
@@ -371,32 +373,65 @@ func (u *UI) ban(ctx *fasthttp.RequestCtx) string {
 	return "Banned " + b.Key.String() + " until " + b.Until.UTC().Format("2006-01-02 15:04 UTC") + " (" + untilWords(b.Until, now) + ")."
 }
 
-// unlock lifts an account's lock and forgets its failures.
+// problem is an input error without the API's field name; the form says
+// which field is which.
+func problem(err error) string {
+	var fe *api.FieldError
+	if errors.As(err, &fe) {
+		if fe.Field == "reason" {
+			return "the note is " + fe.Err.Error()
+		}
+		return fe.Err.Error()
+	}
+	return err.Error()
+}
+
+// unlock lifts an account's lock and forgets its failures; the name is
+// normalised as the API normalises it (api.Username).
 func (u *UI) unlock(ctx *fasthttp.RequestCtx) string {
-	user := string(ctx.PostArgs().Peek("user"))
+	raw := string(ctx.PostArgs().Peek("user"))
 	if !u.accountsOn() {
 		return "Accounts are not enabled."
 	}
+	user, err := api.Username(raw)
+	if err != nil {
+		return "Not unlocked: " + err.Error() + "."
+	}
+	if user == "" {
+		return "Not unlocked: no username."
+	}
 	c, cancel := callCtx()
 	defer cancel()
-	l, ok, err := u.o.Accounts.Unlock(c, user, u.o.Now())
-	u.o.Log.Info("ui unlock", "user", trunc(user), "ok", ok, "peer", peer(ctx).String())
+	r, err := u.o.Accounts.Unlock(c, user, u.o.Now())
+	u.o.Log.Info("ui unlock", "user", user, "ok", r.Found, "peer", peer(ctx).String())
 	switch {
 	case err != nil:
 		return "Unlocked, but: " + err.Error()
-	case !ok:
-		return "No account " + trunc(user) + " is tracked."
+	case !r.Found:
+		return "No account " + api.Visible(user) + " is tracked."
+	case r.Failed():
+		return "Unlocked " + api.Visible(r.Lock.Username) + " here; other doormen learn it when Redis is reachable again."
 	}
-	return "Unlocked " + l.Username + "."
+	return "Unlocked " + api.Visible(r.Lock.Username) + "."
 }
 
 func (u *UI) accountsOn() bool { return u.o.Accounts != nil && u.o.Accounts.Enabled() }
 
-func trunc(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
+// trunc shortens what a form sent for a message on the page, escaped
+// (api.Visible).
+func trunc(s string) string { return api.Visible(cut(s)) }
+
+// cut shortens what a form sent to 64 bytes, on a rune boundary, for a log
+// line (the handler escapes it) or a %q.
+func cut(s string) string {
+	if len(s) <= 64 {
+		return s
 	}
-	return s
+	n := 64
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // untilWords says when t comes, from now, rounding up: "in 59 minutes".

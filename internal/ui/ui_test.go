@@ -194,37 +194,6 @@ func TestLoginRateLimit(t *testing.T) {
 	}
 }
 
-func TestLimiter(t *testing.T) {
-	l := newLimiter()
-	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	for range LoginPerAddr {
-		l.failed(a, t0)
-	}
-	if ok, wait := l.allowed(a, t0.Add(time.Minute)); ok || wait != LoginWindow-time.Minute {
-		t.Errorf("a past its limit: allowed %v, wait %v; want false, %v", ok, wait, LoginWindow-time.Minute)
-	}
-	if ok, _ := l.allowed(b, t0); !ok {
-		t.Errorf("b refused for a's failures")
-	}
-	// The total limit holds across addresses.
-	for i := range LoginTotal {
-		l.failed(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), t0)
-	}
-	if ok, _ := l.allowed(b, t0); ok {
-		t.Errorf("b allowed past the total limit")
-	}
-	if ok, _ := l.allowed(b, t0.Add(LoginWindow)); !ok {
-		t.Errorf("b refused in the next window")
-	}
-	// Memory is bounded.
-	for i := range MaxAddrs + 10 {
-		l.failed(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), t0.Add(2*LoginWindow))
-	}
-	if n := len(l.byAddr); n > MaxAddrs {
-		t.Errorf("%d addresses held, want at most %d", n, MaxAddrs)
-	}
-}
-
 func TestSessionsBounded(t *testing.T) {
 	s := newSessions()
 	first := s.create(t0)
@@ -340,7 +309,7 @@ func TestPage(t *testing.T) {
 		}
 	}
 	for range 3 {
-		f.local.Fail(ctx, netip.MustParseAddr("203.0.113.5"), f.now)
+		f.local.Fail(ctx, netip.MustParseAddr("203.0.113.5"), "", f.now)
 	}
 	// The chart: decisions sampled in two minutes.
 	f.dec[decide.Allowed], f.dec[decide.Banned], f.fails = 40, 10, 3
