@@ -43,10 +43,11 @@ func startGate(cfg *config.Config, st *store.Store, local *engine.Local, account
 	if err != nil {
 		return nil, nil, err
 	}
-	d.Gate.Sessions, api.Gate = g.Sessions(), g
+	gm := server.NewGateMetrics(d.Metrics.Set())
+	d.Gate.Sessions, d.Gate.Metrics, api.Gate = g.Sessions(), gm, g
 	page.UseGate(g)
 	pages := &server.GatePages{Gate: g, Service: local, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
-		Unix: cfg.GateListen.Unix(), BypassAllow: cfg.GateBypassAllow, Now: time.Now, Log: log}
+		Unix: cfg.GateListen.Unix(), BypassAllow: cfg.GateBypassAllow, Metrics: gm, Now: time.Now, Log: log}
 	if err := pages.Init(); err != nil {
 		return nil, nil, err
 	}

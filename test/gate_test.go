@@ -228,6 +228,18 @@ func TestGateTOTP(t *testing.T) {
 	if p.status != http.StatusForbidden || !strings.Contains(p.body, "locked") {
 		t.Errorf("TOTP on a locked account: %d, want 403 naming the lock\n%s", p.status, p.body)
 	}
+	// Since the restart: one right code, five wrong ones (two replays),
+	// one lock, two requests from the banned address.
+	for name, want := range map[string]float64{
+		`doorman_gate_signins_total{method="totp",result="ok"}`:     1,
+		`doorman_gate_signins_total{method="totp",result="wrong"}`:  5,
+		`doorman_gate_signins_total{method="totp",result="locked"}`: 1,
+		`doorman_gate_refused_total{why="address"}`:                 2,
+	} {
+		if got := metricValue(t, s.d, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
 
 	// Revocation holds at the next request.
 	if out := s.cli(t, "gate", "list"); !strings.Contains(out, "alice") || !strings.Contains(out, "totp") {

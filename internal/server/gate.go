@@ -50,6 +50,7 @@ type GateCheck struct {
 	// forwarded requests name them; the first is where a request from
 	// another one is sent to sign in.
 	Origins [][]byte
+	Metrics *GateMetrics // nil: not counted
 }
 
 // GateOrigins turns the configured origins into GateCheck.Origins.
@@ -85,7 +86,9 @@ func (d *Decider) gateJudge(v decide.Verdict, token []byte, now time.Time) (gate
 	}
 	g := d.Gate
 	if g != nil && g.Sessions != nil && len(token) > 0 {
-		if e, ok := g.Sessions.Check(token, now); ok && (v.Reason != decide.NotAllowlisted || g.BypassAllow) {
+		e, ok := g.Sessions.Check(token, now)
+		g.Metrics.session(ok)
+		if ok && (v.Reason != decide.NotAllowlisted || g.BypassAllow) {
 			return gateAllow, e
 		}
 	}

@@ -27,7 +27,7 @@ func gateFixture(t testing.TB, allow string, bypass bool) (*fixture, string) {
 	id := decide.GateCredID{5}
 	g.SetCredentials(map[decide.GateCredID]decide.GateEntry{id: {User: "alice", UserHeader: []byte("alice")}})
 	o, _ := url.Parse("https://admin.example.com")
-	f.dec.Gate = &GateCheck{Sessions: g, BypassAllow: bypass, Origins: GateOrigins([]*url.URL{o})}
+	f.dec.Gate = &GateCheck{Sessions: g, BypassAllow: bypass, Origins: GateOrigins([]*url.URL{o}), Metrics: NewGateMetrics(f.metrics.Set())}
 	return f, g.Issue(id, 0, t0.Add(time.Hour))
 }
 

@@ -58,6 +58,7 @@ type GatePages struct {
 	Trusted     *bart.Lite
 	Unix        bool
 	BypassAllow bool
+	Metrics     *GateMetrics // nil: not counted
 	Now         func() time.Time
 	Log         *slog.Logger
 
@@ -118,10 +119,12 @@ func (p *GatePages) Handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if !p.addressAllowed(ctx) {
+		p.Metrics.refused(true)
 		p.page(ctx, fasthttp.StatusForbidden, "message", pageData{Title: "Refused", Message: "Requests from your address are refused."})
 		return
 	}
 	if ctx.IsPost() && !p.sameOrigin(ctx) {
+		p.Metrics.refused(false)
 		apiError(ctx, fasthttp.StatusForbidden, "cross-site request refused")
 		return
 	}

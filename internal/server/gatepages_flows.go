@@ -43,6 +43,7 @@ func (p *GatePages) signInTOTP(ctx *fasthttp.RequestCtx) {
 	c, cancel := context.WithTimeout(context.Background(), gateTimeout)
 	defer cancel()
 	s, err := p.Gate.SignInTOTP(c, a, user, string(args.Peek("code")), p.Now())
+	p.Metrics.signIn(methodTOTP, err)
 	d := pageData{Title: "Sign in", RD: rd, TOTP: p.Gate.TOTP()}
 	switch {
 	case errors.Is(err, gate.ErrLocked):
@@ -85,6 +86,7 @@ func (p *GatePages) loginFinish(ctx *fasthttp.RequestCtx) {
 	c, cancel := context.WithTimeout(context.Background(), gateTimeout)
 	defer cancel()
 	s, err := p.Gate.FinishLogin(c, string(ctx.Request.Header.Cookie(cookieLogin)), a, ctx.PostBody(), p.Now())
+	p.Metrics.signIn(methodPasskey, err)
 	p.finished(ctx, s, err, rd)
 }
 

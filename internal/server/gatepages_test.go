@@ -28,7 +28,8 @@ func gatePagesFixture(t *testing.T) (*GatePages, *fixture) {
 		t.Fatal(err)
 	}
 	trusted, _ := decide.ParseList("127.0.0.0/8")
-	p := &GatePages{Gate: g, Service: local, Header: "X-Real-IP", Trusted: NewTrusted(trusted), Now: func() time.Time { return f.now }, Log: log}
+	p := &GatePages{Gate: g, Service: local, Header: "X-Real-IP", Trusted: NewTrusted(trusted), Now: func() time.Time { return f.now }, Log: log,
+		Metrics: NewGateMetrics(f.metrics.Set())}
 	if err := p.Init(); err != nil {
 		t.Fatal(err)
 	}
