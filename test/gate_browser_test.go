@@ -103,7 +103,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 }
 
 // TestGatePasskeyBrowser: real Chromium with a virtual authenticator through
-// real nginx: /admin/ → the gate; an enrollment link → a passkey registered
+// real nginx: /admin/ → the gate; an enrollment link (Continue) → a passkey registered
 // → in; a new browser context without the cookie → the gate again; sign-in
 // with the same passkey → in. The account lock stops TOTP, never a passkey.
 func TestGatePasskeyBrowser(t *testing.T) {
@@ -122,7 +122,11 @@ func TestGatePasskeyBrowser(t *testing.T) {
 	if status != 201 || json.Unmarshal(b, &link) != nil {
 		t.Fatalf("POST /v1/gate/enrollments: %d %s", status, b)
 	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(link.URL), chromedp.WaitVisible(chromedp.ID("passkey-register"))); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Navigate(link.URL), chromedp.WaitVisible(chromedp.ID("enroll-continue")),
+		chromedp.Click(chromedp.ID("enroll-continue"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.ID("passkey-register"))); err != nil {
 		t.Fatal(err)
 	}
 	screenshot(t, ctx, "gate-enroll.png")

@@ -129,13 +129,22 @@ func (s *gateSite) enroll(t *testing.T, c *http.Client, user string, now time.Ti
 		t.Fatal(err)
 	}
 	link := strings.TrimPrefix(out.URL, s.origin)
-	p := s.do(t, c, "GET", link, nil)
+	tok := strings.TrimPrefix(link, "/_doorman/enroll?t=")
+	// A link preview's GET leaves the link working; the page's POST uses it up.
+	if preview := s.do(t, s.browser(t, "127.0.0.9"), "GET", link, nil); preview.status != 200 {
+		t.Fatalf("enrollment link, a preview's GET: %d\n%s", preview.status, preview.body)
+	}
+	start := s.do(t, c, "GET", link, nil)
+	if start.status != 200 {
+		t.Fatalf("enrollment link: %d\n%s", start.status, start.body)
+	}
+	p := s.do(t, c, "POST", "/_doorman/enroll", url.Values{"csrf": {csrfOf(t, start)}, "t": {tok}})
 	m := otpauthRe.FindStringSubmatch(p.body)
 	if p.status != 200 || m == nil {
 		t.Fatalf("enrollment page: %d\n%s", p.status, p.body)
 	}
 	if again := s.do(t, s.browser(t, "127.0.0.9"), "GET", link, nil); again.status != http.StatusNotFound {
-		t.Errorf("enrollment link opened twice: %d, want 404", again.status)
+		t.Errorf("enrollment link after use: %d, want 404", again.status)
 	}
 	key, err := otp.NewKeyFromURL(html.UnescapeString(m[1]))
 	if err != nil {

@@ -14,10 +14,12 @@ import (
 )
 
 // An enrollment link carries a random token; the state file keeps only its
-// SHA-256, the user it enrolls and when it ends. Opening the link uses it
-// up (the record is deleted, fsynced) and starts an enrollment ceremony in
-// memory, bound to the browser that opened it by a cookie: there the person
-// registers a passkey and, where allowed, a TOTP secret.
+// SHA-256, the user it enrolls and when it ends. Opening the link (a GET)
+// only looks it up (PeekEnrollment), so a chat app's link preview does not
+// burn it; the person's POST from that page uses it up (the record is
+// deleted, fsynced) and starts an enrollment ceremony in memory, bound to
+// the browser by a cookie: there the person registers a passkey and, where
+// allowed, a TOTP secret.
 type enrollRecord struct {
 	User    string    `json:"user"`
 	Expires time.Time `json:"expires"`
@@ -72,6 +74,19 @@ type Enrollment struct {
 	// TOTPQR its QR code (PNG); empty when TOTP is off.
 	TOTPURI string
 	TOTPQR  []byte
+}
+
+// PeekEnrollment returns the user the link token enrolls, without using it
+// up; ErrEnrollUnknown when it is unknown, used or expired.
+func (g *Gate) PeekEnrollment(tok string, now time.Time) (string, error) {
+	h := sha256.Sum256([]byte(tok))
+	g.mu.Lock()
+	rec, ok := g.enrolls[h]
+	g.mu.Unlock()
+	if !ok || !now.Before(rec.Expires) {
+		return "", ErrEnrollUnknown
+	}
+	return rec.User, nil
 }
 
 // OpenEnrollment uses up the link token and starts its ceremony.

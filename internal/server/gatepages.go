@@ -105,7 +105,10 @@ func (p *GatePages) Handle(ctx *fasthttp.RequestCtx) {
 	h.Set("Content-Security-Policy", gateCSP)
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Referrer-Policy", "no-referrer") // the enrollment link's token is in its URL
+	// The enrollment link's token is in its URL: no Referer leaves the site.
+	// Not no-referrer: under it browsers send Origin: null with a form's
+	// POST, which sameOrigin refuses.
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("X-Content-Type-Options", "nosniff")
 	path := string(ctx.Path())
 	switch path {
@@ -142,7 +145,8 @@ func (p *GatePages) routes() map[string]fasthttp.RequestHandler {
 		"POST /_doorman/gate/totp":             p.signInTOTP,
 		"POST /_doorman/gate/passkey/begin":    p.loginBegin,
 		"POST /_doorman/gate/passkey/finish":   p.loginFinish,
-		"GET /_doorman/enroll":                 p.enrollPage,
+		"GET /_doorman/enroll":                 p.enrollStart,
+		"POST /_doorman/enroll":                p.enrollPage,
 		"POST /_doorman/enroll/passkey/begin":  p.registerBegin,
 		"POST /_doorman/enroll/passkey/finish": p.registerFinish,
 		"POST /_doorman/enroll/totp":           p.enrollTOTP,
@@ -256,6 +260,7 @@ func (p *GatePages) rd(raw string) (string, bool) {
 // pageData is what the templates read.
 type pageData struct {
 	Title, Error, CSRF, RD, User, TOTPURI, Message string
+	Token                                          string       // the enrollment link's, for enroll-start's form
 	QR                                             template.URL // data:image/png;base64,… drawn by doorman
 	TOTP, SignOut                                  bool
 }

@@ -107,9 +107,22 @@ func (p *GatePages) finished(ctx *fasthttp.RequestCtx, s gate.Session, err error
 	}
 }
 
-// enrollPage uses up the link's token and shows the enrollment page.
+// enrollStart shows what the link is for, with a button to go on; it does
+// not use the link up, so a link preview fetching it leaves it working.
+func (p *GatePages) enrollStart(ctx *fasthttp.RequestCtx) {
+	tok := string(ctx.QueryArgs().Peek("t"))
+	user, err := p.Gate.PeekEnrollment(tok, p.Now())
+	if err != nil {
+		p.page(ctx, fasthttp.StatusNotFound, "message", pageData{Title: "Enrollment", Message: "This enrollment link is unknown, used or expired. Ask for a new one."})
+		return
+	}
+	p.page(ctx, fasthttp.StatusOK, "enroll-start", pageData{Title: "Enrollment", User: user, Token: tok})
+}
+
+// enrollPage uses up the link's token (the POST of enrollStart's form) and
+// shows the enrollment page.
 func (p *GatePages) enrollPage(ctx *fasthttp.RequestCtx) {
-	e, err := p.Gate.OpenEnrollment(string(ctx.QueryArgs().Peek("t")), p.Now())
+	e, err := p.Gate.OpenEnrollment(string(ctx.PostArgs().Peek("t")), p.Now())
 	switch {
 	case errors.Is(err, gate.ErrEnrollUnknown):
 		p.page(ctx, fasthttp.StatusNotFound, "message", pageData{Title: "Enrollment", Message: "This enrollment link is unknown, used or expired. Ask for a new one."})

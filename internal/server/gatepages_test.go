@@ -62,7 +62,7 @@ func TestGatePagesHeaders(t *testing.T) {
 		t.Fatalf("gate page: %d", r.StatusCode())
 	}
 	for h, want := range map[string]string{"Content-Security-Policy": "script-src 'self'", "X-Frame-Options": "DENY",
-		"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"} {
+		"Cache-Control": "no-store", "Referrer-Policy": "same-origin"} {
 		if got := string(r.Header.Peek(h)); !strings.Contains(got, want) {
 			t.Errorf("%s: %q, want it to contain %q", h, got, want)
 		}
@@ -123,5 +123,40 @@ func TestGatePagesRefusals(t *testing.T) {
 				t.Errorf("%s %s: %d, want %d\n%s", method, tc.uri, r.StatusCode(), tc.want, r.Body())
 			}
 		})
+	}
+}
+
+// TestGateEnrollLinkPreview: GETs of the link (a chat app's preview, the
+// person opening it twice) leave it working; the page's POST uses it up.
+func TestGateEnrollLinkPreview(t *testing.T) {
+	p, f := gatePagesFixture(t)
+	tok, _, err := p.Gate.Enroll("alice", f.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := "/_doorman/enroll?t=" + tok
+	ip := []string{"X-Real-IP", "198.51.100.1"}
+	for i := range 2 {
+		if r := p.req("GET", link, "", ip...); r.StatusCode() != 200 || !strings.Contains(string(r.Body()), `id="enroll-continue"`) {
+			t.Fatalf("GET %d of the link: %d\n%s", i, r.StatusCode(), r.Body())
+		}
+	}
+	const csrf = "0123456789abcdefghijkl"
+	post := append(ip, "Origin", "https://admin.example.com", "Cookie", cookieCSRF+"="+csrf)
+	if r := p.req("POST", "/_doorman/enroll", "t="+tok+"&csrf=nope-nope-nope-nope", post...); r.StatusCode() != 403 {
+		t.Errorf("POST with a wrong CSRF token: %d, want 403", r.StatusCode())
+	}
+	if r := p.req("POST", "/_doorman/enroll", "t="+tok+"&csrf="+csrf, post...); r.StatusCode() != 200 || !strings.Contains(string(r.Body()), `id="passkey-register"`) {
+		t.Fatalf("POST of the link: %d\n%s", r.StatusCode(), r.Body())
+	}
+	for _, m := range []string{"POST", "GET"} {
+		body := ""
+		if m == "POST" {
+			body = "t=" + tok + "&csrf=" + csrf
+		}
+		uri := map[string]string{"POST": "/_doorman/enroll", "GET": link}[m]
+		if r := p.req(m, uri, body, post...); r.StatusCode() != 404 {
+			t.Errorf("%s of the used link: %d, want 404", m, r.StatusCode())
+		}
 	}
 }

@@ -34,15 +34,19 @@ func gateSignIn(t *testing.T, inside func(string, ...string) string, origin stri
 	}
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Timeout: 10 * time.Second, Jar: jar, Transport: &http.Transport{Proxy: nil}}
-	page := get(t, c, link)
+	start := get(t, c, link) // does not use the link up: a link preview may fetch it
+	csrf := csrfRe.FindStringSubmatch(start.body)
+	if start.status != 200 || csrf == nil {
+		t.Fatalf("enrollment link: %d %.300q", start.status, start.body)
+	}
+	page := post(t, c, origin, "/_doorman/enroll", url.Values{"csrf": {csrf[1]}, "t": {strings.TrimPrefix(link, origin+"/_doorman/enroll?t=")}})
 	m := otpauthRe.FindStringSubmatch(page.body)
-	csrf := csrfRe.FindStringSubmatch(page.body)
-	if page.status != 200 || m == nil || csrf == nil {
+	if page.status != 200 || m == nil {
 		t.Fatalf("enrollment page: %d %.300q", page.status, page.body)
 	}
 	other := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	if again := get(t, other, link); again.status != http.StatusNotFound {
-		t.Errorf("the enrollment link opened twice: %d, want 404", again.status)
+		t.Errorf("the enrollment link after use: %d, want 404", again.status)
 	}
 	key, err := otp.NewKeyFromURL(html.UnescapeString(m[1]))
 	if err != nil {
@@ -52,20 +56,25 @@ func gateSignIn(t *testing.T, inside func(string, ...string) string, origin stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	form := url.Values{"csrf": {csrf[1]}, "code": {code}}
-	req, _ := http.NewRequest("POST", origin+"/_doorman/enroll/totp", strings.NewReader(form.Encode()))
+	if r := post(t, c, origin, "/_doorman/enroll/totp", url.Values{"csrf": {csrf[1]}, "code": {code}}); r.status != 200 || !strings.Contains(r.body, "signed in") {
+		t.Fatalf("confirming the TOTP secret: %d %.300q", r.status, r.body)
+	}
+	return c
+}
+
+// post sends form to origin+path from c, as the gate's pages do (Origin set).
+func post(t *testing.T, c *http.Client, origin, path string, form url.Values) response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", origin+path, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", origin)
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("POST %s: %v", path, err)
 	}
+	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(b), "signed in") {
-		t.Fatalf("confirming the TOTP secret: %d %.300q", resp.StatusCode, b)
-	}
-	return c
+	return response{resp.StatusCode, string(b), resp.Header.Get("Retry-After")}
 }
 
 // noRedirects answers the first response, a redirect included.
