@@ -37,6 +37,7 @@ func startGateSite(t *testing.T, env map[string]string) *gateSite {
 	app := testApp(t)
 	n := startNginxHTTP(t, func(dir string, port int) string {
 		return fmt.Sprintf(`include doorman/doorman-upstream.conf;
+include doorman/doorman-gate-upstream.conf;
 server {
     listen 127.0.0.1:%d;
     include doorman/doorman-gate.conf;
