@@ -94,6 +94,7 @@ var commands = map[string]func(ctx context.Context, c *apiClient, args []string,
 	"check":    cmdCheck,
 	"accounts": cmdAccounts,
 	"unlock":   cmdUnlock,
+	"gate":     cmdGate,
 }
 
 // client runs the commands that talk to a running doorman.

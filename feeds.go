@@ -34,7 +34,7 @@ func newLists(cfg *config.Config, core *decide.Core, changed *func(), log *slog.
 		feeds[i] = lists.Feed{Name: f.Name, URL: f.URL, Token: f.Token}
 	}
 	first := true
-	return lists.New(lists.Options{Static: cfg.ListSpec, Feeds: feeds, MaxPrefixes: cfg.FeedMaxPrefixes, CacheDir: dir,
+	lm, err := lists.New(lists.Options{Static: cfg.ListSpec, Feeds: feeds, MaxPrefixes: cfg.FeedMaxPrefixes, CacheDir: dir,
 		CountryDB: cfg.GeoIPDB, ASNDB: cfg.ASNDB, AllowCountries: cfg.AllowCC, DenyCountries: cfg.DenyCC, DenyASNs: cfg.DenyASNList,
 		Client: lists.NewClient(feedTimeout), Log: log,
 		Set: func(l *decide.Lists) {
@@ -44,6 +44,10 @@ func newLists(cfg *config.Config, core *decide.Core, changed *func(), log *slog.
 			}
 			first = false
 		}})
+	if err == nil && cfg.ASNDB != "" {
+		core.SetNetworks(lm.Network) // range bans follow the announced network
+	}
+	return lm, err
 }
 
 // runFeeds registers the lists' metrics and refreshes the deny feeds every

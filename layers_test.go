@@ -45,6 +45,9 @@ func TestImportRules(t *testing.T) {
 		// Observers of the engine's events: they may not reach under it.
 		{"internal/notify", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/valyala/fasthttp"}},
 		{"internal/nginxcache", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server", "github.com/redis/"}},
+		// The gate's service: below the listeners, beside the engine (go-webauthn brings net/http with it).
+		{"internal/gate", []string{mod + "internal/server", mod + "internal/cluster", "github.com/valyala/fasthttp",
+			"github.com/redis/", mod + "internal/ui"}},
 		{"internal/lists", []string{mod + "internal/store", "go.etcd.io/bbolt", mod + "internal/cluster", mod + "internal/server",
 			mod + "internal/engine", mod + "internal/ui", "github.com/redis/", "github.com/valyala/fasthttp"}},
 		// What the API, the status page and the CLI share: no HTTP, disk,

@@ -23,6 +23,7 @@ import (
 	"github.com/doorman/doorman/internal/cluster"
 	"github.com/doorman/doorman/internal/config"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/kernel"
 	"github.com/doorman/doorman/internal/lists"
 	"github.com/doorman/doorman/internal/nginxcache"
 	"github.com/doorman/doorman/internal/notify"
@@ -103,7 +104,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			debug.SetGCPercent(50)
 		}
 		return serve(ctx, cfg, stderr)
-	case "bans", "ban", "unban", "check", "health", "events", "accounts", "unlock":
+	case "bans", "ban", "unban", "check", "health", "events", "accounts", "unlock", "gate":
 		return client(ctx, cfg, cmd, args, stdout)
 	}
 	return usageError{fmt.Errorf("unknown command %q\n%s", cmd, usage)}
@@ -116,6 +117,8 @@ const usage = `usage: doorman [command]
   unban IP|CIDR                 lift the ban covering IP (or exactly CIDR)
   accounts                      list locked accounts
   unlock USER                   unlock an account and forget its failures
+  gate enroll USER              print a one-time enrollment link for the gate (docs/gate.md)
+  gate list|revoke ID|signout USER  the gate's credentials; revoke one; end a user's sessions
   check IP                      explain the decision for IP
   events [-n 100]               the last bans and unbans, newest first
   health                        exit 0 when the API answers /healthz
@@ -150,7 +153,7 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serve runs both listeners until ctx ends, reloading the list files on SIGHUP.
+// serve runs the listeners until ctx ends, reloading the list files on SIGHUP.
 func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	core := decide.New(cfg.Policy(), nil, cfg.MaxBans, cfg.MaxTracked)
@@ -160,19 +163,9 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 		return usageError{err}
 	}
 	defer lm.Close()
-	if cfg.ASNDB != "" {
-		core.SetNetworks(lm.Network) // range bans follow the announced network
-	}
 	m := engine.NewMetrics(core.Stats, cfg.DryRun, time.Now)
-	nft, err := openKernel(cfg, core, m, log)
+	nft, st, err := openKernelAndState(cfg, core, m, log)
 	if err != nil {
-		return err
-	}
-	st, err := openState(cfg, core, log)
-	if err != nil {
-		if nft != nil {
-			nft.Close()
-		}
 		return err
 	}
 	if st != nil {
@@ -185,13 +178,9 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	}
 	defer stopKernel()
 	history := local.NewHistory(cfg.MaxEvents)
-	accounts, keySource, err := engine.NewAccounts(engine.AccountOptions{Policy: cfg.AccountPolicy(), Max: cfg.MaxAccounts,
-		Key: []byte(cfg.DeviceKey), TTL: cfg.DeviceTTL, Store: st, Now: time.Now}, local)
+	accounts, err := newAccounts(cfg, st, local, log)
 	if err != nil {
 		return err
-	}
-	if accounts.Enabled() {
-		log.Info("accounts", "max_failures", cfg.AccountMaxFailures, "find_time", cfg.AccountFindTime, "lock_time", cfg.AccountLockTime, "device_key", keySource)
 	}
 	stopNotify, err := notifications(cfg, local, m, log)
 	if err != nil {
@@ -207,40 +196,48 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) error {
 	defer stopCache()
 	listsChanged = reloaded
 	defer runFeeds(cfg, lm, m)()
-	api, stopPage, err := newAPI(cfg, local, accounts, history, lm, redisUp, lastSync, log)
+
+	d := &server.Decider{Core: local, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
+		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log,
+		Cache: cache}
+	uo := ui.Options{Service: local, History: history, Accounts: accounts, Counts: m.Counts, Token: cfg.APIToken,
+		Operators: cfg.AllowList, Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now}
+	page, stopPage, err := statusPage(cfg, uo, lm)
 	if err != nil {
 		return err
 	}
 	defer stopPage()
-
-	decideLn, apiLn, err := listen(cfg)
-	if err != nil {
-		return err
-	}
-	d := &server.Decider{Core: local, Header: cfg.ClientIPHeader, Trusted: server.NewTrusted(cfg.Trusted),
-		Unix: cfg.DecideListen.Unix(), DryRun: cfg.DryRun, ExposeReason: cfg.ExposeReason, Now: time.Now, Metrics: m, Log: log,
-		Cache: cache}
+	api := newAPI(cfg, local, accounts, history, page, lm, log)
 	seen, stopLearning, err := startLearning(cfg, d.Trusted, local, log)
 	if err != nil {
-		decideLn.Close()
-		apiLn.Close()
 		return err
 	}
 	defer stopLearning() // the last booking ends before the state file closes
 	api.Seen = seen
+	gateSrv, stopGate, err := startGate(cfg, st, local, accounts, d, api, page, log)
+	if err != nil {
+		return err
+	}
+	defer stopGate() // before the state file closes
 	servers := []*fasthttp.Server{server.NewDecideServer(d, log), server.NewAPIServer(api, log)}
-	return runServers(ctx, servers, []net.Listener{decideLn, apiLn}, func() { logStarted(cfg, core.Stats(time.Now()), log) },
-		func() { reload(lm, core, m, log) }, log)
+	if gateSrv != nil {
+		servers = append(servers, gateSrv)
+	}
+	listeners, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	logStarted(cfg, core.Stats(time.Now()), log)
+	return runServers(ctx, servers, listeners, func() { reload(lm, core, m, log) }, log)
 }
 
 // runServers serves each listener with its server until ctx ends or one
-// stops, running reload on SIGHUP; started runs once they serve.
-func runServers(ctx context.Context, servers []*fasthttp.Server, lns []net.Listener, started, reload func(), log *slog.Logger) error {
-	errc := make(chan error, len(servers))
-	for i, ln := range lns {
+// stops; a SIGHUP runs reload.
+func runServers(ctx context.Context, servers []*fasthttp.Server, listeners []net.Listener, reload func(), log *slog.Logger) error {
+	errc := make(chan error, len(listeners))
+	for i, ln := range listeners {
 		go func() { errc <- servers[i].Serve(ln) }()
 	}
-	started()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -259,13 +256,34 @@ func runServers(ctx context.Context, servers []*fasthttp.Server, lns []net.Liste
 	}
 }
 
-// newAPI builds the API listener's handler with its status page, running
-// until stop.
-func newAPI(cfg *config.Config, local *engine.Local, accounts *engine.Accounts, history *engine.History, lm *lists.Manager,
-	redisUp func() bool, lastSync func() time.Time, log *slog.Logger) (a *server.API, stop func(), err error) {
-	m := local.Metrics()
-	uo := ui.Options{Service: local, History: history, Accounts: accounts, Counts: m.Counts, Token: cfg.APIToken,
-		Operators: cfg.AllowList, Version: version, DryRun: cfg.DryRun, RedisUp: redisUp, LastSync: lastSync, Log: log, Now: time.Now}
+// newAPI is the API listener's handler, the status page under /ui/.
+func newAPI(cfg *config.Config, local *engine.Local, accounts *engine.Accounts, history *engine.History, page *ui.UI, lm *lists.Manager,
+	log *slog.Logger) *server.API {
+	a := &server.API{Service: local, Token: cfg.APIToken, Now: time.Now, Metrics: local.Metrics(), Log: log, Events: history, UI: page.Handle}
+	a.Accounts, a.DryRun = accounts, cfg.DryRun
+	a.Feed = server.NewFeed(local)
+	if cfg.GeoIPDB != "" || cfg.ASNDB != "" {
+		a.Locate = locate(lm)
+	}
+	return a
+}
+
+// newAccounts is the account service (DOORMAN_ACCOUNT_*), with its device key.
+func newAccounts(cfg *config.Config, st *store.Store, local *engine.Local, log *slog.Logger) (*engine.Accounts, error) {
+	accounts, keySource, err := engine.NewAccounts(engine.AccountOptions{Policy: cfg.AccountPolicy(), Max: cfg.MaxAccounts,
+		Key: []byte(cfg.DeviceKey), TTL: cfg.DeviceTTL, Store: st, Now: time.Now}, local)
+	if err != nil {
+		return nil, err
+	}
+	if accounts.Enabled() {
+		log.Info("accounts", "max_failures", cfg.AccountMaxFailures, "find_time", cfg.AccountFindTime, "lock_time", cfg.AccountLockTime, "device_key", keySource)
+	}
+	return accounts, nil
+}
+
+// statusPage is the status page with the feeds and address databases lm
+// holds, its minute counters running until the returned stop.
+func statusPage(cfg *config.Config, uo ui.Options, lm *lists.Manager) (*ui.UI, func(), error) {
 	if len(cfg.Feeds) > 0 {
 		uo.Feeds = pageFeeds(lm)
 	}
@@ -278,13 +296,7 @@ func newAPI(cfg *config.Config, local *engine.Local, accounts *engine.Accounts, 
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	go page.Run(ctx)
-	a = &server.API{Service: local, Token: cfg.APIToken, Now: time.Now, Metrics: m, Log: log, Events: history, UI: page.Handle}
-	a.Accounts, a.DryRun = accounts, cfg.DryRun
-	a.Feed = server.NewFeed(local)
-	if cfg.GeoIPDB != "" || cfg.ASNDB != "" {
-		a.Locate = locate(lm)
-	}
-	return a, stop, nil
+	return page, stop, nil
 }
 
 // notifications starts the notifier when DOORMAN_NOTIFY_URL is set: an
@@ -360,19 +372,32 @@ func logStarted(cfg *config.Config, stats decide.Stats, log *slog.Logger) {
 		"state_file", cfg.StateFile, "dry_run", cfg.DryRun)
 }
 
-// listen opens the decision and API listeners; the decision listener's
+// listen opens the decision and API listeners and, when the gate is on,
+// the gate listener; on an error none stays open. The decision listener's
 // connections are watched against server.DecideLimits.
-func listen(cfg *config.Config) (decideLn, apiLn net.Listener, err error) {
-	decideLn, err = server.Listen(cfg.DecideListen.Network, cfg.DecideListen.Address, 0o666)
-	if err != nil {
-		return nil, nil, fmt.Errorf("DOORMAN_DECIDE_ADDR: %w", err)
+func listen(cfg *config.Config) ([]net.Listener, error) {
+	type addr struct {
+		name string
+		l    config.Listen
+		perm os.FileMode
 	}
-	apiLn, err = server.Listen(cfg.APIListen.Network, cfg.APIListen.Address, 0o660)
-	if err != nil {
-		decideLn.Close()
-		return nil, nil, fmt.Errorf("DOORMAN_API_ADDR: %w", err)
+	addrs := []addr{{"DOORMAN_DECIDE_ADDR", cfg.DecideListen, 0o666}, {"DOORMAN_API_ADDR", cfg.APIListen, 0o660}}
+	if cfg.GateOn() {
+		addrs = append(addrs, addr{"DOORMAN_GATE_ADDR", cfg.GateListen, 0o666})
 	}
-	return server.Watch(decideLn, server.DecideLimits), apiLn, nil
+	var lns []net.Listener
+	for _, a := range addrs {
+		ln, err := server.Listen(a.l.Network, a.l.Address, a.perm)
+		if err != nil {
+			for _, open := range lns {
+				open.Close()
+			}
+			return nil, fmt.Errorf("%s: %w", a.name, err)
+		}
+		lns = append(lns, ln)
+	}
+	lns[0] = server.Watch(lns[0], server.DecideLimits)
+	return lns, nil
 }
 
 // reload reads the list files and the address databases again (SIGHUP);
@@ -397,6 +422,20 @@ func shutdown(servers []*fasthttp.Server, log *slog.Logger) {
 			log.Warn("shutdown", "err", err)
 		}
 	}
+}
+
+// openKernelAndState opens the kernel's table (nil when off), then the
+// state file; when the state file fails the table is closed.
+func openKernelAndState(cfg *config.Config, core *decide.Core, m *engine.Metrics, log *slog.Logger) (*kernel.Table, *store.Store, error) {
+	nft, err := openKernel(cfg, core, m, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := openState(cfg, core, log)
+	if err != nil && nft != nil {
+		nft.Close()
+	}
+	return nft, st, err
 }
 
 // openState opens the state file and loads its bans into core. A damaged file

@@ -71,6 +71,14 @@ type Config struct {
 	DeviceTTL          time.Duration `env:"DOORMAN_DEVICE_TTL" group:"accounts" envDefault:"720h" help:"life of the device token issued at each successful login"`
 	DeviceMaxFailures  int           `env:"DOORMAN_DEVICE_MAX_FAILURES" group:"accounts" envDefault:"5" help:"failures with one valid device token after which it exempts nothing until DOORMAN_ACCOUNT_LOCK_TIME has passed"`
 
+	GateAddr        string        `env:"DOORMAN_GATE_ADDR" group:"gate" envDefault:"127.0.0.1:9182" help:"gate listener (the sign-in and enrollment pages the proxy publishes under /_doorman/): host:port or unix:/path.sock; empty turns the gate off (docs/gate.md)"`
+	GateOrigins     string        `env:"DOORMAN_GATE_ORIGINS" group:"gate" help:"origins of the gated sites, comma-separated (https://admin.example.com; http://localhost:PORT for tests); the passkeys' relying party is the first one's host; unset: the gate is off and /gate answers 401"`
+	GateSessionTTL  time.Duration `env:"DOORMAN_GATE_SESSION_TTL" group:"gate" envDefault:"12h" help:"life of a gate session (the doorman_gate cookie)"`
+	GateEnrollTTL   time.Duration `env:"DOORMAN_GATE_ENROLL_TTL" group:"gate" envDefault:"15m" help:"life of an enrollment link; each is used once"`
+	GateTOTP        bool          `env:"DOORMAN_GATE_TOTP" group:"gate" envDefault:"true" help:"offer a TOTP secret at enrollment and a TOTP form at sign-in, beside the passkey"`
+	GateBypassAllow bool          `env:"DOORMAN_GATE_BYPASS_ALLOW" group:"gate" envDefault:"false" help:"a valid gate session also passes DOORMAN_ALLOW (never DOORMAN_DENY): a registered device gets in from any address"`
+	GateKey         string        `env:"DOORMAN_GATE_KEY" group:"gate" help:"HMAC-SHA256 key of the gate sessions, at least 32 bytes; unset: generated once and kept in the state file"`
+
 	StateFile   string `env:"DOORMAN_STATE_FILE" group:"state" envDefault:"doorman.db" help:"embedded store for bans; empty keeps state in memory only"`
 	StateReset  bool   `env:"DOORMAN_STATE_RESET" group:"state" envDefault:"false" help:"when the state file is unreadable, move it aside to FILE.corrupt-TIME and start empty instead of refusing to start"`
 	RedisURL    string `env:"DOORMAN_REDIS_URL" group:"cluster" help:"cluster mode: share failures and bans through this Redis (redis:// or rediss://); see docs/cluster.md"`
@@ -98,18 +106,20 @@ type Config struct {
 	LogLevel  string `env:"DOORMAN_LOG_LEVEL" group:"logs" envDefault:"info" help:"debug, info, warn or error"`
 
 	// Parsed by Validate.
-	DecideListen Listen         `env:"-"`
-	APIListen    Listen         `env:"-"`
-	Trusted      []netip.Prefix `env:"-"`
-	AllowList    []netip.Prefix `env:"-"`
-	DenyList     []netip.Prefix `env:"-"`
-	NeverBanList []netip.Prefix `env:"-"`
-	NAT64List    []netip.Prefix `env:"-"`
-	RefreshURLs  []string       `env:"-"` // DOORMAN_NGINX_REFRESH_URLS, split
-	Feeds        []Feed         `env:"-"` // DOORMAN_DENY_FEEDS with DOORMAN_FEED_TOKENS
-	AllowCC      []string       `env:"-"` // DOORMAN_ALLOW_COUNTRIES, upper case
-	DenyCC       []string       `env:"-"`
-	DenyASNList  []uint32       `env:"-"`
+	DecideListen   Listen         `env:"-"`
+	APIListen      Listen         `env:"-"`
+	Trusted        []netip.Prefix `env:"-"`
+	AllowList      []netip.Prefix `env:"-"`
+	DenyList       []netip.Prefix `env:"-"`
+	NeverBanList   []netip.Prefix `env:"-"`
+	NAT64List      []netip.Prefix `env:"-"`
+	RefreshURLs    []string       `env:"-"` // DOORMAN_NGINX_REFRESH_URLS, split
+	Feeds          []Feed         `env:"-"` // DOORMAN_DENY_FEEDS with DOORMAN_FEED_TOKENS
+	AllowCC        []string       `env:"-"` // DOORMAN_ALLOW_COUNTRIES, upper case
+	DenyCC         []string       `env:"-"`
+	DenyASNList    []uint32       `env:"-"`
+	GateListen     Listen         `env:"-"` // DOORMAN_GATE_ADDR; zero: no gate listener
+	GateOriginList []*url.URL     `env:"-"` // DOORMAN_GATE_ORIGINS, parsed
 
 	NotifyProxyURL *url.URL `env:"-"` // DOORMAN_NOTIFY_PROXY, parsed; nil: none
 
@@ -235,7 +245,7 @@ func (c *Config) Validate() error {
 			return &Error{Var: k.name, Value: fmt.Sprint(k.val), Problem: k.expected}
 		}
 	}
-	for _, v := range []func() error{c.validateCache, c.validateNotify, c.validateAccounts, c.validateFeeds, c.validateLearn, c.validateKernel} {
+	for _, v := range []func() error{c.validateCache, c.validateNotify, c.validateAccounts, c.validateFeeds, c.validateGate, c.validateLearn, c.validateKernel} {
 		if err := v(); err != nil {
 			return err
 		}
@@ -341,7 +351,7 @@ type Field struct{ Var, Default, Help, Group string }
 
 // Groups are the reference's sections, in the order printed; every variable's
 // group tag names one of them (TestEveryVariableHasAGroup).
-var Groups = []string{"listeners", "lists", "feeds", "bans", "ranges", "accounts", "state", "cluster", "notify", "cached mode", "learn", "kernel", "logs"}
+var Groups = []string{"listeners", "lists", "feeds", "bans", "ranges", "accounts", "gate", "state", "cluster", "notify", "cached mode", "learn", "kernel", "logs"}
 
 // fields are the variables in the struct's order.
 func fields() []Field {

@@ -18,6 +18,7 @@ import (
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/gate"
 	"github.com/doorman/doorman/internal/requestid"
 )
 
@@ -50,6 +51,8 @@ type API struct {
 	Locate func(netip.Addr) Place
 	// Feed serves GET /v1/feed; nil: 404.
 	Feed *Feed
+	// Gate serves /v1/gate/… (gate_api.go); nil: the gate is off.
+	Gate *gate.Gate
 }
 
 // Place is what the address databases say of an address. Zero fields are
@@ -128,6 +131,8 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 		}
 	case path == "/v1/attempts" || path == "/v1/accounts" || strings.HasPrefix(path, "/v1/accounts/"):
 		a.handleAccounts(c, ctx, path)
+	case strings.HasPrefix(path, "/v1/gate/"):
+		a.handleGate(ctx, path)
 	case path == "/v1/events":
 		if a.method(ctx, "GET") {
 			a.events(ctx)

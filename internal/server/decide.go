@@ -53,6 +53,9 @@ type Decider struct {
 	ExposeReason bool
 	// Cache is nginx's cached mode (cached.go); nil: no verdict is kept.
 	Cache *Cache
+	// Gate serves /gate and /forward-auth/gate (gate.go); nil: the gate is
+	// off and those paths always ask for it.
+	Gate *GateCheck
 }
 
 // NewTrusted builds the trusted-proxy table.
@@ -65,10 +68,19 @@ func NewTrusted(ps []netip.Prefix) *bart.Lite {
 }
 
 // Handle answers one decision request by the contract its path names:
-// /forward-auth and /ext-authz/… (forward.go), else /decide, nginx's
-// auth_request. It does not allocate.
+// /gate and /forward-auth/gate (gate.go), /forward-auth and /ext-authz/…
+// (forward.go), else /decide, nginx's auth_request. It does not allocate.
 func (d *Decider) Handle(ctx *fasthttp.RequestCtx) {
-	if forwardPath(ctx.Request.Header.RequestURI()) {
+	uri := ctx.Request.Header.RequestURI()
+	switch {
+	case gatePath(uri, pathGate):
+		d.gate(ctx)
+		return
+	case gatePath(uri, pathForwardGate):
+		d.forwardGate(ctx)
+		return
+	}
+	if forwardPath(uri) {
 		d.forward(ctx)
 		return
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/gate"
 )
 
 // maxRows is how many bans the page lists; the filter finds the others.
@@ -61,6 +62,9 @@ type pageData struct {
 	Locks    []decide.Lock
 
 	Feeds []Feed
+
+	Gate      bool // the gate is on
+	GateCreds []gate.Info
 }
 
 func (u *UI) show(ctx *fasthttp.RequestCtx) {
@@ -110,6 +114,10 @@ func (u *UI) show(ctx *fasthttp.RequestCtx) {
 	}
 	if u.o.Feeds != nil {
 		d.Feeds = u.o.Feeds()
+	}
+	if d.Gate = u.o.Gate != nil; d.Gate {
+		d.GateCreds = u.o.Gate.Credentials()
+		d.GateCreds = d.GateCreds[:min(len(d.GateCreds), maxRows)]
 	}
 	if u.o.History != nil {
 		var err error

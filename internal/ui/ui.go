@@ -48,6 +48,7 @@ import (
 	"github.com/doorman/doorman/decide"
 	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/engine"
+	"github.com/doorman/doorman/internal/gate"
 	"github.com/doorman/doorman/internal/minutes"
 )
 
@@ -58,6 +59,8 @@ var files embed.FS
 type Options struct {
 	Service *engine.Local
 	History *engine.History // nil: no events shown
+	// Gate lists the gate's credentials (UseGate); nil: not shown.
+	Gate *gate.Gate
 	// Accounts lists and unlocks locked accounts; nil or disabled: not shown.
 	Accounts *engine.Accounts
 	// Counts returns the decisions so far by reason and the failures
@@ -177,7 +180,7 @@ func (u *UI) Handle(ctx *fasthttp.RequestCtx) {
 		if u.method(ctx, "GET", "HEAD") {
 			u.show(ctx)
 		}
-	case "/ui/logout", "/ui/unban", "/ui/ban", "/ui/unlock":
+	case "/ui/logout", "/ui/unban", "/ui/ban", "/ui/unlock", "/ui/gate/revoke", "/ui/gate/enroll":
 		if !u.method(ctx, "POST") {
 			return
 		}
@@ -196,6 +199,10 @@ func (u *UI) Handle(ctx *fasthttp.RequestCtx) {
 			u.sessions.setFlash(id, u.ban(ctx))
 		case "/ui/unlock":
 			u.sessions.setFlash(id, u.unlock(ctx))
+		case "/ui/gate/revoke":
+			u.sessions.setFlash(id, u.gateRevoke(ctx))
+		case "/ui/gate/enroll":
+			u.sessions.setFlash(id, u.gateEnroll(ctx))
 		}
 		redirect(ctx)
 	default:

@@ -116,6 +116,26 @@ func TestComposeStack(t *testing.T) {
 		return out
 	}
 
+	// The gate on /admin/: no session, the gate page; alice enrolled with
+	// the CLI's link and a TOTP code reaches Django's login.
+	resp, err := noRedirects().Get(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/_doorman/gate?rd=/admin/" {
+		t.Fatalf("GET /admin/ without a session: %d Location %q, want 302 to the gate", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	origin := fmt.Sprintf("http://localhost:%d", port)
+	alice := gateSignIn(t, inside, origin)
+	inDjango := func(what string) {
+		t.Helper()
+		if r := get(t, alice, origin+"/admin/"); r.status != 200 || !strings.Contains(r.body, "Django") {
+			t.Fatalf("%s: alice's /admin/: %d %.200q, want Django's login", what, r.status, r.body)
+		}
+	}
+	inDjango("after enrollment")
+
 	// Failed logins reported over the compose network, as the app does:
 	// without the token 401, with it the 5th failure bans.
 	if out := inside("app", "python3", "-c", postFailure, me.String(), ""); !strings.Contains(out, "status=401") {
@@ -137,12 +157,14 @@ func TestComposeStack(t *testing.T) {
 	if out := inside("doorman", "/doorman", "bans"); !strings.Contains(out, me.String()+"/32") {
 		t.Errorf("doorman bans: %s, want %s/32 listed", out, me)
 	}
+	inDjango("banned address, gate session") // a session holder is not guessing
 
 	// The ban lives in the state volume: it holds across a restart.
 	if out, err := compose(2*time.Minute, "restart", "-t", "10", "doorman"); err != nil {
 		t.Fatalf("restart doorman: %v\n%s", err, out)
 	}
 	waitFor(t, c, admin, time.Minute, func(r response) bool { return r.status == 403 })
+	inDjango("after a restart") // the credential and the key are in the state volume
 
 	// doorman stopped: nginx fails closed with its 503 page.
 	if out, err := compose(2*time.Minute, "stop", "-t", "10", "doorman"); err != nil {
@@ -177,6 +199,12 @@ func TestComposeStack(t *testing.T) {
 	}
 	if r := get(t, c, admin); r.status >= 400 {
 		t.Errorf("after POSTs to /v1/failures through nginx: status %d, want the app", r.status)
+	}
+	if out := inside("doorman", "/doorman", "gate", "signout", "alice"); !strings.Contains(out, "signed alice out") {
+		t.Errorf("doorman gate signout alice: %s", out)
+	}
+	if r := get(t, alice, origin+"/admin/"); r.status != 200 || !strings.Contains(r.body, `id="gate"`) {
+		t.Errorf("alice's /admin/ after signout: %d %.200q, want the gate page", r.status, r.body)
 	}
 	t.Logf("compose test done in %v", time.Since(start).Round(time.Second))
 }

@@ -19,10 +19,19 @@ error), the attempt goes on to the next backend (fail open), and the problem
 is logged (logger "doorman_django", at most one warning a minute with a
 count): logins do not depend on doorman being up. With DOORMAN_FAIL_CLOSED =
 True such an attempt is refused instead, like a locked account.
+
+With DOORMAN_GATE_SAME_USER = True (doorman's gate in front of the login,
+docs/gate.md), a login as anyone but the gate's user is refused before any
+password is checked: the gate's user comes in X-Doorman-User, which the
+proxy sets from doorman's answer on the gated location (nginx:
+auth_request_set + proxy_set_header; a client's own header is replaced
+there). A request without it is refused too.
 """
 
 import logging
+import unicodedata
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 
@@ -37,6 +46,12 @@ class DoormanBackend:
             return None  # no client to judge (authenticate() called without a request)
         if username is None:
             username = kwargs.get(getattr(get_user_model(), "USERNAME_FIELD", "username"))
+        if getattr(settings, "DOORMAN_GATE_SAME_USER", False):
+            gate_user = request.META.get("HTTP_X_DOORMAN_USER", "")
+            if not gate_user or gate_user != gate_name(username or ""):
+                logger.info("doorman: login as %r refused: the gate's user is %r (DOORMAN_GATE_SAME_USER)",
+                            username, gate_user)
+                raise PermissionDenied("not the gate's user (DOORMAN_GATE_SAME_USER)")
         try:
             answer, unanswered = ask_attempt(request, username)
         except Exception:  # a bug here must not turn a login into a 500
@@ -57,3 +72,8 @@ class DoormanBackend:
 
     def get_user(self, user_id):
         return None
+
+
+def gate_name(username):
+    """The username as doorman's gate names it: NFKC, case-folded, trimmed."""
+    return unicodedata.normalize("NFKC", username).casefold().strip()

@@ -584,3 +584,17 @@ class FailModeTests(LoginTestCase):
             self.assertEqual(ids(), ["doorman_django.I002"])
         with self.settings(DOORMAN_FAIL_CLOSED=True, DOORMAN_API_URL=""):
             self.assertEqual(ids(), ["doorman_django.W003"])
+
+
+class GateSameUserTests(LoginTestCase):
+    @override_settings(DOORMAN_GATE_SAME_USER=True)
+    def test_only_the_gate_user_logs_in(self):
+        self.assertEqual(self.good_login(HTTP_X_DOORMAN_USER="admin").status_code, 302)
+        self.client.logout()
+        self.assertEqual(self.good_login(HTTP_X_DOORMAN_USER="alice").status_code, 200)
+        self.assertEqual(self.good_login().status_code, 200)  # no gate user at all
+        # The refused ones were refused before doorman was asked.
+        self.assertEqual(self.doorman.bodies("/v1/attempts"), [{"ip": "203.0.113.5", "username": "admin"}])
+
+    def test_off_by_default(self):
+        self.assertEqual(self.good_login(HTTP_X_DOORMAN_USER="alice").status_code, 302)
