@@ -26,10 +26,66 @@ const slack = 2 * time.Second
 // the elements that differed from what doorman had written (counted in
 // doorman_nft_drift_total).
 func (t *Table) Check(bans []decide.Ban, now time.Time) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	return t.checkWith(func(time.Time) []decide.Ban { return bans }, now)
+}
+
+// checkTries bounds how often a check dumps the sets again because a write
+// happened during the dump; then the repair waits for the next check.
+const checkTries = 3
+
+// checkWith is Check with the bans read from bansOf after the writes seen so
+// far. The sets are dumped without holding the table, so writes (each ban
+// before its answer) do not wait for a dump; a write during the dump makes
+// the dump stale, and the check dumps again.
+func (t *Table) checkWith(bansOf func(time.Time) []decide.Ban, now time.Time) (int, error) {
 	t.m.checks.Inc()
-	drift, err := t.check(bans, now)
+	for try := range checkTries {
+		if try > 0 {
+			now = time.Now()
+		}
+		t.mu.Lock()
+		gen := t.gen
+		t.mu.Unlock()
+		bans := bansOf(now)
+		kernel, err := t.dump()
+		t.mu.Lock()
+		if err == nil && t.gen != gen {
+			t.mu.Unlock()
+			continue
+		}
+		drift, err := t.repair(kernel, err, bans, now)
+		t.mu.Unlock()
+		return drift, err
+	}
+	return 0, nil
+}
+
+// dump reads the ban sets on a socket of its own.
+func (t *Table) dump() ([]held, error) {
+	c, err := t.reader()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	var kernel []held
+	for _, s := range []*nftables.Set{t.r.bans4, t.r.bans6} {
+		els, err := c.GetSetElements(s)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, errRebuild
+		} else if err != nil {
+			return nil, err
+		}
+		kernel = append(kernel, intervals(els)...)
+	}
+	return kernel, nil
+}
+
+// repair, holding the table, compares the dump (or its error) and repairs.
+func (t *Table) repair(kernel []held, err error, bans []decide.Ban, now time.Time) (int, error) {
+	drift := 0
+	if err == nil {
+		drift, err = t.check(kernel, bans, now)
+	}
 	if errors.Is(err, errRebuild) {
 		t.o.Log.Warn("nftables table incomplete; rebuilding it", "table", t.o.Name)
 		drift, err = 1, t.rebuild(bans, now)
@@ -42,20 +98,10 @@ func (t *Table) Check(bans []decide.Ban, now time.Time) (int, error) {
 	return drift, nil
 }
 
-func (t *Table) check(bans []decide.Ban, now time.Time) (int, error) {
+func (t *Table) check(kernel []held, bans []decide.Ban, now time.Time) (int, error) {
 	t.deadline(max(t.o.Timeout, rebuildTimeout))
 	if err := t.checkRules(); err != nil {
 		return 0, err
-	}
-	var kernel []held
-	for _, s := range []*nftables.Set{t.r.bans4, t.r.bans6} {
-		els, err := t.cc.GetSetElements(s)
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, errRebuild
-		} else if err != nil {
-			return 0, err
-		}
-		kernel = append(kernel, intervals(els)...)
 	}
 	// The kernel gives each element's time left when it dumps it, after now
 	// by up to read: a dump of a large interval set takes seconds.

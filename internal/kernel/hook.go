@@ -120,7 +120,7 @@ func (t *Table) Run(ctx context.Context) {
 
 // check1 runs one Check and logs what it found.
 func (t *Table) check1(now time.Time) {
-	drift, err := t.Check(t.o.Bans(now), now)
+	drift, err := t.checkWith(t.o.Bans, now)
 	if err != nil {
 		t.o.Log.Error("kernel ban check failed", "table", t.o.Name, "err", err)
 	} else if drift > 0 {

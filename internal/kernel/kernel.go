@@ -65,6 +65,9 @@ type Table struct {
 	// may end up to lag after its ban.
 	lag time.Duration
 	m   tableMetrics
+	// gen counts the transactions sent on cc: a check whose dump saw a
+	// write happen meanwhile compares again.
+	gen uint64
 
 	learned chan netip.Prefix // keys of changes learned from the cluster, for Run
 	warned  *throttle.Throttle
@@ -152,6 +155,27 @@ func (t *Table) dial() error {
 	return nil
 }
 
+// reader opens a netlink socket of its own for reading the sets, so a
+// dump does not hold the table: the kernel dumps a large interval set
+// slowly (seconds at 100,000 elements).
+func (t *Table) reader() (*nftables.Conn, error) {
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(t.o.NetNS), nftables.WithSockOptions(func(c *netlink.Conn) error {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		err = rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+		})
+		return errors.Join(err, serr, c.SetDeadline(time.Now().Add(max(t.o.Timeout, rebuildTimeout))))
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("nftables: netlink: %w", err)
+	}
+	return c, nil
+}
+
 func (t *Table) deadline(d time.Duration) {
 	if t.nl != nil {
 		_ = t.nl.SetDeadline(time.Now().Add(d))
@@ -176,6 +200,7 @@ func (t *Table) Close() error {
 func (t *Table) flush(d time.Duration, now time.Time) error {
 	t.deadline(d)
 	err := t.cc.Flush()
+	t.gen++
 	t.m.writes.Inc()
 	if err == nil {
 		t.lag = max(t.lag, time.Since(now))

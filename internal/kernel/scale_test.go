@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,6 +83,7 @@ func TestRebuildAtScale(t *testing.T) {
 	}
 	took := time.Since(start)
 	grew := meminfo(t, "Slab") + meminfo(t, "VmallocUsed") - slab
+	t.Logf("%d bans: rebuild %v, kernel memory +%.0f MiB", n, took.Round(time.Millisecond), float64(grew)/(1<<20))
 	checkStart := time.Now()
 	drift, err := tb.Check(bans, time.Now())
 	if err != nil {
@@ -96,4 +99,76 @@ func TestRebuildAtScale(t *testing.T) {
 	}
 	t.Logf("%d bans: rebuild %v, check %v, kernel memory (Slab+Vmalloc) +%.0f MiB (%.0f bytes a ban)",
 		n, took.Round(time.Millisecond), checkTook.Round(time.Millisecond), float64(grew)/(1<<20), float64(grew)/float64(n))
+}
+
+// TestCheckDoesNotHoldWrites: a check of a large table dumps the sets
+// without holding the table, so bans keep being written while it runs (each
+// before its answer), and the check does not undo them.
+func TestCheckDoesNotHoldWrites(t *testing.T) {
+	ns, fd := netns(t)
+	n := 100_000
+	now := time.Now()
+	bans := mkbans(n, now)
+	tb, err := Open(Options{Name: "doorman_busy", Hooks: []string{"input"}, Ports: []uint16{80}, MinCount: 1, Max: n + 1000, NetNS: fd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	if err := tb.Rebuild(bans, now); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	current := bans
+	done := make(chan error, 1)
+	go func() {
+		_, err := tb.checkWith(func(time.Time) []decide.Ban {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(current)
+		}, time.Now())
+		done <- err
+	}()
+	written := 0
+	var added []netip.Prefix
+	for checking := true; checking && written < 500; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			checking = false
+			continue
+		default:
+		}
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(written)}), 32)
+		if written >= 256 {
+			p = netip.PrefixFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(written)}), 32)
+		}
+		b := decide.Ban{Key: p, Until: time.Now().Add(time.Hour), Count: 1}
+		mu.Lock()
+		current = append(current, b)
+		mu.Unlock()
+		if err := tb.Apply([]decide.Ban{b}, nil, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		added = append(added, p)
+		written++
+	}
+	if written < 5 {
+		t.Fatalf("%d bans written while the check ran, want the writes not to wait for it", written)
+	}
+	if written < 500 {
+		t.Logf("%d bans written while the check of %d ran", written, n)
+	} else if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	out := nft(t, ns, "list", "set", "inet", "doorman_busy", "bans4")
+	for _, p := range []netip.Prefix{added[0], added[len(added)-1]} {
+		if !strings.Contains(out, p.Addr().String()) {
+			t.Errorf("%v, written during the check, is not in the kernel after it", p)
+		}
+	}
+	if drift, err := tb.Check(current, time.Now()); err != nil || drift != 0 {
+		t.Errorf("check after the writes: drift %d, %v; want 0", drift, err)
+	}
 }
