@@ -28,7 +28,7 @@ import (
 // ledger is what the doormen acknowledged.
 type ledger struct {
 	mu       sync.Mutex
-	codes    map[int]int // answers to failures by status
+	codes    map[int]int     // answers to failures by status
 	bans     map[string]bool // ban keys acknowledged ("banned":true or 201)
 	locks    map[string]bool // accounts acknowledged locked
 	unbanned map[string]bool // acknowledged unbans (the key)
@@ -171,7 +171,7 @@ func (l *ledger) storm(t *testing.T, ds []*Doorman, batch, workers int) {
 		wg.Go(func() {
 			for i := range jobs {
 				ip := fmt.Sprintf("2001:db8:%x:%x::1", batch, i) // a unit (/64) each
-				user := fmt.Sprintf("user-%d-%d", batch, i%20)  // 20 accounts a batch
+				user := fmt.Sprintf("user-%d-%d", batch, i%20)   // 20 accounts a batch
 				for range 3 {
 					l.fail(t, ds[i%len(ds)], ip, user)
 				}
