@@ -9,7 +9,10 @@
 # (docs/nginx.md): the shipped doorman-cache.conf and
 # doorman-location-cached.conf in front of a doorman with
 # DOORMAN_NGINX_REFRESH_URLS; after the rounds, bench/cachelat times what the
-# refresh adds to a banning webhook call.
+# refresh adds to a banning webhook call. The paired variants (4p, 4fp, 5p;
+# 4abp with BENCH_DOORMAN_B) put the lean floor and doorman behind one
+# upstream, so nginx's round robin gives each half of the same wrk run: each
+# one's CPU per request is compared within the run (run_pair).
 #
 # usage: bench/run.sh [http] [ingest] [memory]      (default: all three)
 #
@@ -99,6 +102,69 @@ start_doorman() {
   wait_http "http://127.0.0.1:$api/healthz"
 }
 
+# decisions API_PORT: the decisions a doorman has answered.
+decisions() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^doorman_decisions_total/ { s += $NF } END { printf "%.0f", s }'; }
+# cpu_ns PID: the CPU time of PID's threads in ns (schedstat; Go threads do
+# not exit here, so none is lost). %.0f: mawk's %d is 32 bits.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ s += $1 } END { printf "%.0f", s }'; }
+
+# run_pair LABEL ROUND LOCATION "PID_A API_A PID_B API_B": one paired
+# variant. A and B are the two servers of one upstream: nginx's round robin
+# sends them every other auth subrequest of one wrk run, so both serve the
+# same load at the same moments and the drift between variants run one
+# after another (docs/benchmarks.md) cancels. Prints a row: requests, non-2xx,
+# each one's requests (B's and, when it has one, A's from their metrics; the
+# lean floor's as wrk's total less B's) and CPU ns.
+run_pair() {
+  local label=$1 round=$2 loc=$3 pa apia pb apib
+  read -r pa apia pb apib <<<"$4"
+  local url="http://127.0.0.1:$port/$loc/index.html" a0=0 a1=0 b0 b1 ta0 ta1 tb0 tb1 req non
+  status_of "$url" >/dev/null
+  [ "$apia" = - ] || a0=$(decisions "$apia")
+  b0=$(decisions "$apib"); ta0=$(cpu_ns "$pa"); tb0=$(cpu_ns "$pb")
+  wrk -t"${BENCH_WRK_THREADS:-2}" -c16 -d"${secs}s" "$url" >"$work/wrk.out" 2>&1 || die "wrk failed: $(cat "$work/wrk.out")"
+  ta1=$(cpu_ns "$pa"); tb1=$(cpu_ns "$pb")
+  sleep 0.2  # the subrequests wrk left in flight
+  [ "$apia" = - ] || a1=$(decisions "$apia")
+  b1=$(decisions "$apib")
+  req=$(awk '/ requests in / { print $1 }' "$work/wrk.out")
+  non=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$work/wrk.out")
+  local nb=$((b1 - b0)) na=$((a1 - a0))
+  [ "$apia" != - ] || na=$((req - nb))
+  [ "$na" -gt 0 ] && [ "$nb" -gt 0 ] || die "$label: requests split $na/$nb"
+  printf '%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n' "$label" "$round" "$req" "${non:-0}" "$na" "$nb" $((ta1 - ta0)) $((tb1 - tb0))
+}
+
+# pair_summary TSV CPU_DAT: each paired variant's B ÷ A CPU per request and
+# B − A in ns, per round and the median over rounds, with B's share of the
+# requests. Each of a pair serves half the rate, so both cost more per
+# request than alone; the last column puts the median B − A on the lean
+# floor measured alone (3l, from CPU_DAT): (3l + (B − A)) ÷ 3l.
+pair_summary() {
+  echo "### paired: A and B behind one upstream, nginx's round robin, in the same wrk run"
+  echo
+  echo "| variant | A | B | B's share of requests | A ns/req | B ns/req | B − A ns/req, median | B ÷ A, median | B ÷ A, each round | (3l + (B − A)) ÷ 3l |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|---|---:|"
+  awk -F'\t' '
+    FNR == NR { floor[$1] = $3 * 1000; next }
+    FNR == 1 { next }
+    !($1 in seen) { seen[$1] = 1; order[++n] = $1 }
+    { k = ++cnt[$1]; a = $7 / $5; b = $8 / $6; r[$1, k] = b / a; d[$1, k] = b - a
+      na[$1] += $5; nb[$1] += $6; ca[$1] += $7; cb[$1] += $8 }
+    function med(arr, v, m,   j, l, t, x) { for (j = 1; j <= m; j++) x[j] = arr[v, j]
+      for (j = 1; j <= m; j++) for (l = j + 1; l <= m; l++) if (x[l] < x[j]) { t = x[j]; x[j] = x[l]; x[l] = t }
+      return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2 }
+    END {
+      for (i = 1; i <= n; i++) { v = order[i]; m = cnt[v]; list = ""
+        for (j = 1; j <= m; j++) list = list sprintf("%s%.2f", j > 1 ? " " : "", r[v, j])
+        tr = v; sub(/^.*-/, "", tr); f = floor["3l-fasthttp-lean-204-" tr]; dm = med(d, v, m)
+        a = v ~ /^4abp/ ? "doorman" : "lean floor (3l)"; b = v ~ /^4abp/ ? "doorman B" : "doorman"
+        printf "| %s | %s | %s | %.3f | %.0f | %.0f | %.0f | %.2f | %s | **%s** |\n", v, a, b, nb[v] / (na[v] + nb[v]),
+          ca[v] / na[v], cb[v] / nb[v], dm, med(r, v, m), list, (f > 0 ? sprintf("%.2f", (f + dm) / f) : "") }
+    }' "$2" "$1"
+  echo
+}
+
 results=$out/results.md
 : >"$results"
 
@@ -126,6 +192,15 @@ run_http() {
     bin=$BENCH_DOORMAN_B start_doorman dm_b_tcp "127.0.0.1:$btcp" "$btcp_api" "${lists[@]}"
     bin=$BENCH_DOORMAN_B start_doorman dm_b_unix "unix:$work/decide-b.sock" "$bunix_api" "${lists[@]}"
     apis+=("$btcp_api" "$bunix_api"); sidecars+=(dm_b_tcp:127.0.0.1:$btcp dm_b_unix:unix:$work/decide-b.sock)
+  fi
+  # Paired variants (run_pair): NAME ADDR_A PID_A API_A ADDR_B PID_B API_B,
+  # one upstream holding A and B. A is the lean floor (no API: "-"), or with
+  # BENCH_DOORMAN_B the first doorman, B the second.
+  local pairs=("pair_tcp 127.0.0.1:$fltcp $pid_floorlean_tcp - 127.0.0.1:$dtcp $pid_dm_tcp $dtcp_api"
+    "pair_unix unix:$flsock $pid_floorlean_unix - unix:$dsock $pid_dm_unix $dunix_api")
+  if [ -n "${BENCH_DOORMAN_B:-}" ]; then
+    pairs+=("pair_ab_tcp 127.0.0.1:$dtcp $pid_dm_tcp $dtcp_api 127.0.0.1:$btcp $pid_dm_b_tcp $btcp_api"
+      "pair_ab_unix unix:$dsock $pid_dm_unix $dunix_api unix:$work/decide-b.sock $pid_dm_b_unix $bunix_api")
   fi
   # Variant 7, cached mode: its own doorman (same lists, plus 127.30.0.0/16
   # allowed for bench/cachelat's addresses), refreshing this nginx.
@@ -165,6 +240,22 @@ run_http() {
     l=$(sed -e "s|^location = /_doorman {|location = /_${name}_fa {|" -e "s|proxy_pass http://doorman/decide;|proxy_pass http://$name/forward-auth;$bind|" \
           -e "s|proxy_set_header X-Real-IP \$remote_addr;|proxy_set_header X-Forwarded-For \$remote_addr;|" "$repo/nginx/doorman-location.conf")
     grep -q "http://$name/forward-auth;" <<<"$l" && grep -q 'X-Forwarded-For \$remote_addr;' <<<"$l" || die "nginx/doorman-location.conf changed shape; update bench/run.sh"
+    locs+=$l$'\n'"location /${name}_fa/ { auth_request /_${name}_fa; alias $work/nginx/www/; }"$'\n'
+  done
+  # The pairs' upstreams: the shipped snippet with both servers; a
+  # location for /decide and one for /forward-auth on each.
+  local -A pair_of=()
+  for v in "${pairs[@]}"; do
+    local name a pa apia b pb apib u l bind=
+    read -r name a pa apia b pb apib <<<"$v"
+    pair_of[$name]="$pa $apia $pb $apib"
+    [[ $b == unix:* ]] || bind=" proxy_bind 127.0.0.2;"
+    u=$(sed -e "s|^upstream doorman {|upstream $name {|" -e "s|^\( *\)server 127.0.0.1:9180;|\1server $a;\n\1server $b;|" "$repo/nginx/doorman-upstream.conf")
+    grep -q "server $a;" <<<"$u" && grep -q "server $b;" <<<"$u" || die "nginx/doorman-upstream.conf changed shape; update bench/run.sh"
+    l=$(sed -e "s|^location = /_doorman {|location = /_$name {|" -e "s|proxy_pass http://doorman/decide;|proxy_pass http://$name/decide;$bind|" "$repo/nginx/doorman-location.conf")
+    ups+=$u$'\n'; locs+=$l$'\n'"location /$name/ { auth_request /_$name; alias $work/nginx/www/; }"$'\n'
+    l=$(sed -e "s|^location = /_doorman {|location = /_${name}_fa {|" -e "s|proxy_pass http://doorman/decide;|proxy_pass http://$name/forward-auth;$bind|" \
+          -e "s|proxy_set_header X-Real-IP \$remote_addr;|proxy_set_header X-Forwarded-For \$remote_addr;|" "$repo/nginx/doorman-location.conf")
     locs+=$l$'\n'"location /${name}_fa/ { auth_request /_${name}_fa; alias $work/nginx/www/; }"$'\n'
   done
   # BENCH_CACHE=1: doorman's allow decisions cached in nginx for 1 s per
@@ -236,7 +327,13 @@ EOF
     "4-doorman-allow-unix dm_unix $pid_dm_unix 200"
     "4f-doorman-forward-auth-allow-tcp dm_tcp_fa $pid_dm_tcp 200"
     "4f-doorman-forward-auth-allow-unix dm_unix_fa $pid_dm_unix 200"
+    "4p-paired-allow-tcp pair_tcp pair -"
+    "4p-paired-allow-unix pair_unix pair -"
+    "4fp-paired-forward-auth-allow-tcp pair_tcp_fa pair -"
+    "4fp-paired-forward-auth-allow-unix pair_unix_fa pair -"
     "5-doorman-deny-tcp dm_tcp $pid_dm_tcp 403"
+    "5p-paired-deny-tcp pair_tcp pair -"
+    "5p-paired-deny-unix pair_unix pair -"
     "5-doorman-deny-unix dm_unix $pid_dm_unix 403"
   )
   if [ "${BENCH_CACHE:-0}" = 1 ]; then
@@ -244,9 +341,11 @@ EOF
   fi
   variants+=("7-doorman-cached-mode-unix cached $pid_dm_cached 200")
   if [ -n "${BENCH_DOORMAN_B:-}" ]; then
-    variants+=("4b-doorman-B-allow-tcp dm_b_tcp $pid_dm_b_tcp 200" "4b-doorman-B-allow-unix dm_b_unix $pid_dm_b_unix 200")
+    variants+=("4b-doorman-B-allow-tcp dm_b_tcp $pid_dm_b_tcp 200" "4b-doorman-B-allow-unix dm_b_unix $pid_dm_b_unix 200"
+      "4abp-paired-A-B-allow-tcp pair_ab_tcp pair -" "4abp-paired-A-B-allow-unix pair_ab_unix pair -")
   fi
-  local raw=$out/http-raw.tsv
+  local raw=$out/http-raw.tsv pairraw=$out/http-paired.tsv
+  printf 'variant\tround\trequests\tnon2xx\trequests_a\trequests_b\tcpu_ns_a\tcpu_ns_b\n' >"$pairraw"
   printf 'variant\tround\trequests\tnon2xx\trps\tp50_us\tp99_us\tnginx_ticks\tsidecar_ticks\n' >"$raw"
   local hz; hz=$(getconf CLK_TCK)
   for r in $(seq "$rounds"); do
@@ -256,6 +355,11 @@ EOF
         for a in "${apis[@]}"; do
           [ "$(status_of -X POST -d '{"ip":"127.0.0.1","duration":"1h"}' "http://127.0.0.1:$a/v1/bans")" = 201 ] || die "ban 127.0.0.1 failed"
         done
+      fi
+      if [ "$spid" = pair ]; then
+        run_pair "$label" "$r" "$path" "${pair_of[${path%_fa}]}" >>"$pairraw"
+        tail -1 "$pairraw" | cut -f1-6 >&2
+        continue
       fi
       local url="http://127.0.0.1:$port/$path/index.html" got
       got=$(status_of "$url")
@@ -310,6 +414,8 @@ EOF
     cat "$out/http.md"
     echo
   } >>"$results"
+
+  pair_summary "$pairraw" "$out/cpu.dat" >>"$results"
 
   # What the refresh adds to a banning webhook call (variant 7's doorman).
   local res

@@ -74,6 +74,7 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("%s: %d non-2xx answers of %d, want %d", v.name, non2xx, requests, want)
 		}
 	}
+	checkPaired(t, filepath.Join(out, "http-paired.tsv"))
 	if fi, err := os.Stat(filepath.Join(out, "cpu.png")); err != nil || fi.Size() == 0 {
 		t.Errorf("chart: %v", err)
 	}
@@ -107,5 +108,55 @@ func TestBenchSmoke(t *testing.T) {
 		if atoi(m[3]) != atoi(m[1]) {
 			t.Errorf("%s: %s held after sending %s", m[2], m[3], m[1])
 		}
+	}
+}
+
+// checkPaired checks the paired variants' rows (bench/run.sh run_pair):
+// every pair ran, nginx's round robin gave each server half of the
+// requests, within 32 (wrk's count misses its 16 requests in flight at the
+// end, which doorman counts), both used CPU, and on the deny pairs
+// doorman's half, and only it, was refused.
+func checkPaired(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{ // variant: deny
+		"4p-paired-allow-tcp": false, "4p-paired-allow-unix": false,
+		"4fp-paired-forward-auth-allow-tcp": false, "4fp-paired-forward-auth-allow-unix": false,
+		"5p-paired-deny-tcp": true, "5p-paired-deny-unix": true,
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for _, line := range lines[1:] { // variant round requests non2xx requests_a requests_b cpu_ns_a cpu_ns_b
+		f := strings.Split(line, "\t")
+		if len(f) != 8 {
+			t.Fatalf("paired row %q: %d fields, want 8", line, len(f))
+		}
+		n := make([]int64, 6)
+		for i := range n {
+			if n[i], err = strconv.ParseInt(f[i+2], 10, 64); err != nil {
+				t.Fatalf("paired row %q: %v", line, err)
+			}
+		}
+		req, non, ra, rb, ca, cb := n[0], n[1], n[2], n[3], n[4], n[5]
+		deny, ok := want[f[0]]
+		if !ok {
+			t.Errorf("unexpected paired variant %q", f[0])
+			continue
+		}
+		delete(want, f[0])
+		if req == 0 || ra+rb < req || ra+rb > req+16 || ra-rb > 32 || rb-ra > 32 {
+			t.Errorf("%s: %d requests split %d/%d, want halves", f[0], req, ra, rb)
+		}
+		if ca <= 0 || cb <= 0 {
+			t.Errorf("%s: CPU %d/%d ns, want both > 0", f[0], ca, cb)
+		}
+		if wantNon := map[bool]int64{false: 0, true: rb}[deny]; non > wantNon || non < wantNon-16 {
+			t.Errorf("%s: %d non-2xx answers, want %d (doorman's half when denying)", f[0], non, wantNon)
+		}
+	}
+	for v := range want {
+		t.Errorf("no paired row for %s", v)
 	}
 }
