@@ -12,6 +12,7 @@ package requestid
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"sync"
 	"time"
 )
@@ -72,17 +73,8 @@ func (s *Seen) Len() int {
 
 func toKey(id []byte) key {
 	var k key
-	if len(id) == 32 {
-		ok := true
-		for i := range 16 {
-			hi, lo := unhex(id[2*i]), unhex(id[2*i+1])
-			if hi < 0 || lo < 0 {
-				ok = false
-				break
-			}
-			k[i] = byte(hi<<4 | lo)
-		}
-		if ok {
+	if len(id) == 2*len(k) {
+		if _, err := hex.Decode(k[:], id); err == nil {
 			return k
 		}
 	}
@@ -90,16 +82,4 @@ func toKey(id []byte) key {
 	copy(k[:], sum[:16])
 	k[0] ^= 0x80 // hashed ids apart from decoded ones (best effort)
 	return k
-}
-
-func unhex(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'a' && c <= 'f':
-		return int(c - 'a' + 10)
-	case c >= 'A' && c <= 'F':
-		return int(c - 'A' + 10)
-	}
-	return -1
 }
