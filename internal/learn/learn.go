@@ -25,8 +25,6 @@ package learn
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -41,6 +39,7 @@ import (
 	"github.com/doorman/doorman/internal/api"
 	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/requestid"
+	"github.com/doorman/doorman/internal/sockfile"
 	"github.com/doorman/doorman/internal/throttle"
 )
 
@@ -143,15 +142,7 @@ func Listen(o Options) (*Listener, error) {
 // listenUnixgram binds path, mode 0666: who may write is decided by the
 // directory (docs/learn.md), as for the decision socket.
 func listenUnixgram(path string) (net.PacketConn, error) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
-		if c, err := net.Dial("unixgram", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s: another process is listening", path)
-		}
-		os.Remove(path)
-	} else if err == nil {
-		return nil, fmt.Errorf("%s exists and is not a socket", path)
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	if err := sockfile.Clear("unixgram", path); err != nil {
 		return nil, err
 	}
 	c, err := net.ListenPacket("unixgram", path)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/doorman/doorman/internal/sockfile"
 )
 
 // Listen opens a TCP address (network "tcp") or a unix socket at path
@@ -20,15 +21,7 @@ func Listen(network, path string, perm fs.FileMode) (net.Listener, error) {
 	if network != "unix" {
 		return net.Listen(network, path)
 	}
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSocket != 0 {
-		if c, err := net.DialTimeout("unix", path, 100*time.Millisecond); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s: another process is listening", path)
-		}
-		os.Remove(path)
-	} else if err == nil {
-		return nil, fmt.Errorf("%s exists and is not a socket", path)
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	if err := sockfile.Clear("unix", path); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("unix", path)
