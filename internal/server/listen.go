@@ -47,7 +47,10 @@ const IdleTimeout = 75 * time.Second
 var DecideLimits = Limits{Idle: IdleTimeout, Read: 10 * time.Second, Write: 10 * time.Second}
 
 // NewDecideServer returns the decision listener's server. Limits are set for
-// nginx as the only client: small headers, no body. It sets no timeouts:
+// nginx as the only client: small headers, no body. Its answers carry no
+// Server, Date or Content-Type header: the proxy reads the status and
+// doorman's own headers, and a forward-auth proxy copies a denial's headers
+// to the client. It sets no timeouts:
 // serve it on a listener from Watch with DecideLimits, which bounds slow
 // and idle clients at less cost per request. LazyRequestTime: no handler
 // reads the request time, so none is taken.
@@ -55,8 +58,7 @@ func NewDecideServer(d *Decider, log *slog.Logger) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:                      d.Handle,
 		ErrorHandler:                 DecideError,
-		Name:                         "doorman",
-		NoDefaultServerHeader:        true,
+		NoDefaultServerHeader:        true, // and no Name: no Server header at all
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
