@@ -47,9 +47,7 @@ func (t *Table) Committed(_ context.Context, ch engine.Change, now time.Time) en
 	}
 	if ch.Source == engine.SourceCluster {
 		for _, k := range keys {
-			select {
-			case t.learned <- k:
-			default:
+			if !t.learned.Put(k) {
 				t.warn("queue", fmt.Errorf("%d changes learned from the cluster wait already; %s waits for the next check", learnedQueue, k))
 			}
 		}
@@ -93,27 +91,15 @@ func (t *Table) Run(ctx context.Context) {
 	tick := time.NewTicker(t.o.Check)
 	defer tick.Stop()
 	for {
-		var batch []netip.Prefix
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 			t.check1(time.Now())
-			continue
 		case k := <-t.learned:
-			batch = append(batch, k)
-		}
-	more:
-		for len(batch) < 256 {
-			select {
-			case k := <-t.learned:
-				batch = append(batch, k)
-			default:
-				break more
+			if err := t.Sync(t.learned.Batch(k, 256), time.Now()); err != nil {
+				t.warn("write", err)
 			}
-		}
-		if err := t.Sync(batch, time.Now()); err != nil {
-			t.warn("write", err)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/throttle"
 )
 
@@ -69,7 +70,7 @@ type Table struct {
 	// write happen meanwhile compares again.
 	gen uint64
 
-	learned chan netip.Prefix // keys of changes learned from the cluster, for Run
+	learned engine.LearnedKeys // keys of changes learned from the cluster, for Run
 	warned  *throttle.Throttle
 }
 
@@ -93,7 +94,7 @@ func Open(o Options) (*Table, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	t := &Table{o: o, r: newRuleset(&o), want: new(bart.Table[int64]), have: new(bart.Table[int64]), failed: map[netip.Prefix]bool{},
-		learned: make(chan netip.Prefix, learnedQueue), warned: throttle.New(time.Minute)}
+		learned: engine.NewLearnedKeys(learnedQueue), warned: throttle.New(time.Minute)}
 	t.m = tableMetrics{
 		writes:      o.Metrics.NewCounter("doorman_nft_writes_total"),
 		writeErrors: o.Metrics.NewCounter("doorman_nft_write_errors_total"),

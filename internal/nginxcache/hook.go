@@ -38,9 +38,7 @@ func (r *Refresher) Committed(ctx context.Context, ch engine.Change, now time.Ti
 	}
 	if ch.Source == engine.SourceCluster {
 		for _, p := range changed {
-			select {
-			case r.learned <- p:
-			default:
+			if !r.learned.Put(p) {
 				r.failed("", Key{}, fmt.Errorf("%d changes learned from the cluster wait already; %s not refreshed", learnedQueue, p))
 			}
 		}

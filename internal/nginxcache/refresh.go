@@ -14,6 +14,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/engine"
 	"github.com/doorman/doorman/internal/throttle"
 )
 
@@ -41,7 +42,7 @@ type Refresher struct {
 	grace   time.Time // see RefresherOptions.TTL
 	sent    *metrics.Counter
 	errors  *metrics.Counter
-	learned chan netip.Prefix
+	learned engine.LearnedKeys
 
 	warn *throttle.Throttle // failure lines: one a second
 }
@@ -66,7 +67,7 @@ type RefresherOptions struct {
 func NewRefresher(o RefresherOptions) *Refresher {
 	r := &Refresher{urls: o.URLs, warn: throttle.New(time.Second), set: o.Set, now: o.Now, log: o.Log, verdict: o.Verdict,
 		grace:   o.Now().Add(o.TTL + Margin),
-		learned: make(chan netip.Prefix, learnedQueue),
+		learned: engine.NewLearnedKeys(learnedQueue),
 		client: &http.Client{Transport: &http.Transport{
 			Proxy:               nil, // the refresh URLs are nginx's own, never reached through a proxy
 			MaxIdleConnsPerHost: refreshWorkers,
@@ -132,16 +133,7 @@ func (r *Refresher) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case p := <-r.learned:
-			batch = append(batch, p)
-		}
-	more:
-		for len(batch) < 256 {
-			select {
-			case p := <-r.learned:
-				batch = append(batch, p)
-			default:
-				break more
-			}
+			batch = r.learned.Batch(p, 256)
 		}
 		c, cancel := context.WithTimeout(ctx, 10*time.Second)
 		r.Refresh(c, batch)
