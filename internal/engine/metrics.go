@@ -2,6 +2,8 @@ package engine
 
 import (
 	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -13,7 +15,9 @@ import (
 // the decision path are created up front, so counting is one atomic add.
 type Metrics struct {
 	set          *metrics.Set
-	decisions    [decide.NumReasons]*metrics.Counter
+	decisions    [decide.NumReasons]*metrics.Counter // set from shards at each Write
+	shards       [decisionShards]decisionShard
+	setting      sync.Mutex // orders Writes' sums, so the counters never go back
 	Failures     *metrics.Counter
 	Successes    *metrics.Counter
 	BansFailures *metrics.Counter
@@ -71,14 +75,45 @@ func NewMetrics(stats func(now time.Time) decide.Stats, dryRun bool, now func() 
 	return m
 }
 
-// Decision counts one verdict (the would-be verdict in dry-run mode).
-func (m *Metrics) Decision(r decide.Reason) { m.decisions[r].Inc() }
+// decisionShards spread the decision counts over cache lines: one shared
+// counter, added to by every decision on every core, made each add a
+// transfer of its line between cores (BenchmarkHandleParallel -cpu 2: 576
+// ns/op with one counter, 379 with shards).
+const decisionShards = 16
+
+type decisionShard struct {
+	n [decide.NumReasons]atomic.Uint64
+	_ [128 - decide.NumReasons*8%128]byte // a shard per 128 bytes: two lines, as CPUs prefetch
+}
+
+// Decision counts one verdict (the would-be verdict in dry-run mode) in the
+// shard of conn, an id of the connection it was asked on: requests on one
+// connection are served one at a time, so shards touched from two cores at
+// once are rare.
+func (m *Metrics) Decision(r decide.Reason, conn uint64) {
+	m.shards[conn%decisionShards].n[r].Add(1)
+}
+
+// decisionCounts sums the shards.
+func (m *Metrics) decisionCounts() (n [decide.NumReasons]uint64) {
+	for i := range m.shards {
+		for r := range n {
+			n[r] += m.shards[i].n[r].Load()
+		}
+	}
+	return n
+}
 
 // Set returns the underlying set, for the series of other parts (cluster mode).
 func (m *Metrics) Set() *metrics.Set { return m.set }
 
 // Write writes the Prometheus text format.
 func (m *Metrics) Write(w io.Writer) {
+	m.setting.Lock()
+	for r, n := range m.decisionCounts() {
+		m.decisions[r].Set(n)
+	}
+	m.setting.Unlock()
 	m.set.WritePrometheus(w)
 	metrics.WriteProcessMetrics(w)
 }

@@ -200,3 +200,28 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkHandleParallel is BenchmarkHandle's allow case asked from
+// GOMAXPROCS goroutines at once, each on a connection of its own: what
+// the decision path shares between cores (BenchmarkHandle -cpu 1,2 …).
+func BenchmarkHandleParallel(b *testing.B) {
+	d := benchDecider(b)
+	peer := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var req fasthttp.Request
+		req.SetRequestURI("/decide")
+		req.Header.Set("X-Real-IP", "127.0.0.1")
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, peer, nil) // a connection id of its own
+		ran := false
+		for pb.Next() {
+			ctx.Response.Reset()
+			d.Handle(&ctx)
+			ran = true
+		}
+		if got := ctx.Response.StatusCode(); ran && got != 204 {
+			b.Errorf("status %d, want 204", got)
+		}
+	})
+}

@@ -115,7 +115,7 @@ func (d *Decider) judge(ctx *fasthttp.RequestCtx, a netip.Addr, ok bool) (decide
 	if ok {
 		v = d.Core.Decide(a, now)
 	}
-	d.Metrics.Decision(v.Reason)
+	d.Metrics.Decision(v.Reason, ctx.ConnID())
 	if d.DryRun && !v.Allow {
 		d.Log.Info("dry-run deny", "reason", v.Reason.String(), "peer", ctx.RemoteAddr().String())
 	}
