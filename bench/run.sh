@@ -27,6 +27,8 @@
 #                       to nginx and the sidecar
 #   BENCH_BANS=N        active bans loaded into each doorman (default 100000,
 #                       10000 with BENCH_QUICK)
+#   BENCH_VARIANTS=RE   run only the http variants whose label matches the
+#                       extended regex RE (e.g. '^4p|^4abp' for the pairs)
 #
 # Needs nginx, wrk, gnuplot (Debian: nginx, wrk, gnuplot-nox), python3 and Go.
 # Traffic goes to loopback only. Every process started here is stopped on exit.
@@ -146,7 +148,7 @@ pair_summary() {
   echo "| variant | A | B | B's share of requests | A ns/req | B ns/req | B − A ns/req, median | B ÷ A, median | B ÷ A, each round | (3l + (B − A)) ÷ 3l |"
   echo "|---|---|---|---:|---:|---:|---:|---:|---|---:|"
   awk -F'\t' '
-    FNR == NR { floor[$1] = $3 * 1000; next }
+    FILENAME == ARGV[1] { floor[$1] = $3 * 1000; next }
     FNR == 1 { next }
     !($1 in seen) { seen[$1] = 1; order[++n] = $1 }
     { k = ++cnt[$1]; a = $7 / $5; b = $8 / $6; r[$1, k] = b / a; d[$1, k] = b - a
@@ -159,8 +161,8 @@ pair_summary() {
         for (j = 1; j <= m; j++) list = list sprintf("%s%.2f", j > 1 ? " " : "", r[v, j])
         tr = v; sub(/^.*-/, "", tr); f = floor["3l-fasthttp-lean-204-" tr]; dm = med(d, v, m)
         a = v ~ /^4abp/ ? "doorman" : "lean floor (3l)"; b = v ~ /^4abp/ ? "doorman B" : "doorman"
-        printf "| %s | %s | %s | %.3f | %.0f | %.0f | %.0f | %.2f | %s | **%s** |\n", v, a, b, nb[v] / (na[v] + nb[v]),
-          ca[v] / na[v], cb[v] / nb[v], dm, med(r, v, m), list, (f > 0 ? sprintf("%.2f", (f + dm) / f) : "") }
+        printf "| %s | %s | %s | %.3f | %.0f | %.0f | %.0f | %.2f | %s | %s |\n", v, a, b, nb[v] / (na[v] + nb[v]),
+          ca[v] / na[v], cb[v] / nb[v], dm, med(r, v, m), list, (f > 0 ? sprintf("**%.2f**", (f + dm) / f) : "") }
     }' "$2" "$1"
   echo
 }
@@ -348,13 +350,28 @@ EOF
   printf 'variant\tround\trequests\tnon2xx\trequests_a\trequests_b\tcpu_ns_a\tcpu_ns_b\n' >"$pairraw"
   printf 'variant\tround\trequests\tnon2xx\trps\tp50_us\tp99_us\tnginx_ticks\tsidecar_ticks\n' >"$raw"
   local hz; hz=$(getconf CLK_TCK)
+  # ban_source POST 201 | DELETE 204: ban 127.0.0.1 in every doorman, or lift it.
+  ban_source() {
+    local a url
+    for a in "${apis[@]}"; do
+      url=http://127.0.0.1:$a/v1/bans
+      if [ "$1" = POST ]; then
+        [ "$(status_of -X POST -d '{"ip":"127.0.0.1","duration":"1h"}' "$url")" = "$2" ] || die "ban 127.0.0.1 failed"
+      else
+        [ "$(status_of -X DELETE "$url/127.0.0.1")" = "$2" ] || die "unban 127.0.0.1 failed"
+      fi
+    done
+  }
   for r in $(seq "$rounds"); do
     for v in "${variants[@]}"; do
       read -r label path spid want <<<"$v"
-      if [[ $label == 5-* && $label == *-tcp ]]; then  # the deny path: ban the bench source
-        for a in "${apis[@]}"; do
-          [ "$(status_of -X POST -d '{"ip":"127.0.0.1","duration":"1h"}' "http://127.0.0.1:$a/v1/bans")" = 201 ] || die "ban 127.0.0.1 failed"
-        done
+      # The deny variants (5-…-tcp, the 5p pairs, 5-…-unix) run with the
+      # bench source banned: the first bans it, the last lifts the ban
+      # after its run, or at once when BENCH_VARIANTS leaves it out.
+      [[ $label == 5-* && $label == *-tcp ]] && ban_source POST 201
+      if [ -n "${BENCH_VARIANTS:-}" ] && ! grep -Eq -- "${BENCH_VARIANTS}" <<<"$label"; then
+        [[ $label == 5-* && $label == *-unix ]] && ban_source DELETE 204
+        continue
       fi
       if [ "$spid" = pair ]; then
         run_pair "$label" "$r" "$path" "${pair_of[${path%_fa}]}" >>"$pairraw"
@@ -378,11 +395,7 @@ EOF
         /^Requests\/sec:/ { rps = $2 }
         END { printf "%s\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%d\t%d\n", label, round, req, non, rps, p50, p99, nt, st }
       ' "$work/wrk.out" >>"$raw"
-      if [[ $label == 5-* && $label == *-unix ]]; then
-        for a in "${apis[@]}"; do
-          [ "$(status_of -X DELETE "http://127.0.0.1:$a/v1/bans/127.0.0.1")" = 204 ] || die "unban 127.0.0.1 failed"
-        done
-      fi
+      [[ $label == 5-* && $label == *-unix ]] && ban_source DELETE 204
       tail -1 "$raw" | cut -f1-7 >&2
     done
   done
@@ -396,6 +409,7 @@ EOF
     function med(a, v,   i, j, m, t, x) { m = cnt[v]; for (i = 1; i <= m; i++) x[i] = a[v, i]
       for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
       return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2 }
+    function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "" }
     END {
       for (i = 1; i <= n; i++) { v = order[i]
         ng[v] = nt[v] / hz * 1e6 / req[v]; sc[v] = st[v] / hz * 1e6 / req[v]; tot[v] = ng[v] + sc[v] }
@@ -405,7 +419,7 @@ EOF
       for (i = 1; i <= n; i++) { v = order[i]; tr = v; sub(/^.*-/, "", tr)
         f3 = sc["3-fasthttp-204-" tr]; r3 = (v ~ /^[456]/ && f3 > 0) ? sprintf("%.2f", sc[v] / f3) : ""
         f3l = sc["3l-fasthttp-lean-204-" tr]; r3l = (v ~ /^[456]/ && f3l > 0) ? sprintf("%.2f", sc[v] / f3l) : ""
-        printf "| %s | %.0f | %.0f | %.0f | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %s | %s |\n", v, med(rps, v), med(p50, v), med(p99, v), req[v], non[v], ng[v], sc[v], tot[v], tot[v] / floor1, tot[v] / floor2, r3, r3l
+        printf "| %s | %.0f | %.0f | %.0f | %d | %d | %.1f | %.1f | %.1f | %s | %s | %s | %s |\n", v, med(rps, v), med(p50, v), med(p99, v), req[v], non[v], ng[v], sc[v], tot[v], ratio(tot[v], floor1), ratio(tot[v], floor2), r3, r3l
         printf "%s\t%.2f\t%.2f\n", v, ng[v], sc[v] > "/dev/stderr" }
     }' "$raw" >"$out/http.md" 2>"$out/cpu.dat"
   {
@@ -431,7 +445,7 @@ EOF
     echo
   } >>"$results"
 
-  gnuplot <<EOF
+  [ -s "$out/cpu.dat" ] && gnuplot <<EOF
 set terminal pngcairo size 1000,520 font "DejaVu Sans,10" noenhanced
 set output "$chart"
 set title "CPU per protected request (nginx + sidecar), one run, $rounds × ${secs} s per variant"
@@ -448,7 +462,7 @@ set yrange [0:*]
 plot "$out/cpu.dat" using 2:xtic(1) title "nginx" lc rgb "#4a7ab0", \
      "" using 3 title "sidecar" lc rgb "#d9822b"
 EOF
-  log "chart: $chart"
+  [ -s "$out/cpu.dat" ] && log "chart: $chart"
   for p in "$nginx_master" "$pid_floor_tcp" "$pid_floor_unix" "$pid_floorlean_tcp" "$pid_floorlean_unix" "$pid_dm_tcp" "$pid_dm_unix" ${pid_dm_b_tcp:-} ${pid_dm_b_unix:-}; do kill "$p" 2>/dev/null || true; done
 }
 
