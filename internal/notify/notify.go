@@ -106,8 +106,8 @@ type Notifier struct {
 // The variables behind URL, Format and Proxy are checked by config.Validate,
 // before any file is opened; these checks catch a caller's mistake.
 func New(o Options) (*Notifier, error) {
-	if err := CheckURL(o.URL); err != nil {
-		return nil, fmt.Errorf("notify: Options.URL %q %v", redact(o.URL), err)
+	if _, err := ParseURL(o.URL); err != nil {
+		return nil, fmt.Errorf("notify: Options.URL %q %v", Redact(o.URL), err)
 	}
 	switch o.Format {
 	case "":
@@ -117,8 +117,8 @@ func New(o Options) (*Notifier, error) {
 		return nil, fmt.Errorf("notify: Options.Format %q is not json or slack", o.Format)
 	}
 	if o.Proxy != nil {
-		if err := CheckURL(o.Proxy.String()); err != nil {
-			return nil, fmt.Errorf("notify: Options.Proxy %q %v", redact(o.Proxy.String()), err)
+		if _, err := ParseURL(o.Proxy.String()); err != nil {
+			return nil, fmt.Errorf("notify: Options.Proxy %q %v", Redact(o.Proxy.String()), err)
 		}
 	}
 	if o.Dropped == nil {
@@ -171,18 +171,21 @@ func newClient(proxy *url.URL, timeout time.Duration) *http.Client {
 	}
 }
 
-// CheckURL accepts an absolute http or https URL with a host.
-func CheckURL(s string) error {
+// ParseURL parses an absolute http or https URL with a host: what
+// DOORMAN_NOTIFY_URL and DOORMAN_NOTIFY_PROXY must be (config.Validate
+// checks them with it).
+func ParseURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("is not an http:// or https:// URL")
+		return nil, errors.New("is not an http:// or https:// URL")
 	}
-	return nil
+	return u, nil
 }
 
-// redact hides a URL's user, password and query (Slack puts its secret in the path,
-// which is kept only up to the host).
-func redact(s string) string {
+// Redact keeps a URL's scheme and host and hides the rest: its user,
+// password, path and query (Slack puts its secret in the path). What cannot
+// be parsed as a URL is cut after 16 bytes.
+func Redact(s string) string {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
 		if len(s) > 16 {
@@ -378,7 +381,7 @@ func (n *Notifier) logError(msg string, err error, events int, retryIn time.Dura
 	if !ok {
 		return
 	}
-	attrs := []any{"url", redact(n.o.URL), "err", err, "events", events, "queued", n.Queued(), "since_last_logged", skipped}
+	attrs := []any{"url", Redact(n.o.URL), "err", err, "events", events, "queued", n.Queued(), "since_last_logged", skipped}
 	if retryIn > 0 {
 		attrs = append(attrs, "retry_in", retryIn.String())
 	}
