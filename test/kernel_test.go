@@ -2,7 +2,6 @@ package test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,54 +13,23 @@ import (
 	"github.com/doorman/doorman/internal/testproc"
 )
 
-// kernelElements lists a ban set of the site's table as prefixes.
+// kernelElements lists a ban set of the site's table as prefixes
+// ("192.0.2.1/32").
 func (s *kernelSite) kernelElements(t *testing.T, set string) []string {
 	t.Helper()
-	var doc struct {
-		Nftables []struct {
-			Set *struct {
-				Elem []json.RawMessage `json:"elem"`
-			} `json:"set"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal([]byte(s.srv.run(t, "nft", "-j", "list", "set", "inet", s.table, set)), &doc); err != nil {
+	els, err := testproc.NftSet([]byte(s.srv.run(t, "nft", "-j", "list", "set", "inet", s.table, set)))
+	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, o := range doc.Nftables {
-		if o.Set == nil {
-			continue
+	out := make([]string, 0, len(els))
+	for _, e := range els {
+		if a, err := netip.ParseAddr(e); err == nil {
+			e = netip.PrefixFrom(a, a.BitLen()).String()
 		}
-		for _, e := range o.Set.Elem {
-			out = append(out, nftElem(e))
-		}
+		out = append(out, e)
 	}
 	slices.Sort(out)
 	return out
-}
-
-// nftElem is one element of nft's JSON as a prefix: "192.0.2.1/32".
-func nftElem(raw json.RawMessage) string {
-	var v any
-	_ = json.Unmarshal(raw, &v)
-	for {
-		switch m := v.(type) {
-		case string:
-			a := netip.MustParseAddr(m)
-			return netip.PrefixFrom(a, a.BitLen()).String()
-		case map[string]any:
-			if e, ok := m["elem"].(map[string]any); ok {
-				v = e["val"]
-				continue
-			}
-			if p, ok := m["prefix"].(map[string]any); ok {
-				return fmt.Sprintf("%v/%v", p["addr"], p["len"])
-			}
-			return fmt.Sprint(m)
-		default:
-			return fmt.Sprint(m)
-		}
-	}
 }
 
 // banKeys are the keys of the bans in force, from the API.

@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/doorman/doorman/decide"
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // netns creates a network namespace for one test and returns an open fd of
@@ -60,51 +60,11 @@ func nft(t *testing.T, ns string, args ...string) string {
 // "198.51.100.0/24", "192.0.2.2-192.0.2.3").
 func setElements(t *testing.T, ns, table, set string) []string {
 	t.Helper()
-	var doc struct {
-		Nftables []struct {
-			Set *struct {
-				Elem []json.RawMessage `json:"elem"`
-			} `json:"set"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal([]byte(nft(t, ns, "-j", "list", "set", "inet", table, set)), &doc); err != nil {
+	out, err := testproc.NftSet([]byte(nft(t, ns, "-j", "list", "set", "inet", table, set)))
+	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, o := range doc.Nftables {
-		if o.Set == nil {
-			continue
-		}
-		for _, e := range o.Set.Elem {
-			out = append(out, elemString(e))
-		}
-	}
-	slices.Sort(out)
 	return out
-}
-
-func elemString(raw json.RawMessage) string {
-	var v any
-	_ = json.Unmarshal(raw, &v)
-	for {
-		m, ok := v.(map[string]any)
-		if !ok {
-			break
-		}
-		switch {
-		case m["elem"] != nil:
-			v = m["elem"].(map[string]any)["val"]
-		case m["prefix"] != nil:
-			p := m["prefix"].(map[string]any)
-			return fmt.Sprintf("%v/%v", p["addr"], p["len"])
-		case m["range"] != nil:
-			r := m["range"].([]any)
-			return fmt.Sprintf("%v-%v", r[0], r[1])
-		default:
-			return fmt.Sprint(m)
-		}
-	}
-	return fmt.Sprint(v)
 }
 
 func ban(key string, d time.Duration, count int, now time.Time) decide.Ban {
