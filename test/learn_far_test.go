@@ -83,12 +83,7 @@ func TestLearnFarClient(t *testing.T) {
 	requireTool(t, "nginx", "nginx")
 	lockFixedPorts(t)
 	sock := filepath.Join(t.TempDir(), "learn.sock")
-	d := startDoorman(t, map[string]string{
-		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180",
-		"DOORMAN_MAX_FAILURES": "1",
-		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
-		"DOORMAN_LEARN_RULES":  "django /admin/login/",
-	})
+	d := learnDoorman(t, sock, "1", nil)
 	n := learnNginx(t, sock, loginApp(t))
 	const client = "127.0.3.5"
 	link := slowLink(t, fmt.Sprintf("127.0.0.1:%d", n.Port), client, 500*time.Microsecond)
@@ -142,12 +137,7 @@ func TestLearnAfterDoormanRestart(t *testing.T) {
 	requireTool(t, "nginx", "nginx")
 	lockFixedPorts(t)
 	sock := filepath.Join(t.TempDir(), "learn.sock")
-	d := startDoorman(t, map[string]string{
-		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180",
-		"DOORMAN_MAX_FAILURES": "3",
-		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
-		"DOORMAN_LEARN_RULES":  "django /admin/login/",
-	})
+	d := learnDoorman(t, sock, "3", nil)
 	n := learnNginx(t, sock, loginApp(t))
 	c := clientFrom("127.0.0.50")
 	post := func() {

@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -35,6 +36,21 @@ func loginApp(t *testing.T) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// learnDoorman starts a doorman for the learn tests: the shipped
+// upstream's decision address, records read from the unixgram socket sock,
+// the django rule on /admin/login/, a ban after maxFailures, and extra.
+func learnDoorman(t *testing.T, sock, maxFailures string, extra map[string]string) *Doorman {
+	t.Helper()
+	env := map[string]string{
+		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180",
+		"DOORMAN_MAX_FAILURES": maxFailures,
+		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
+		"DOORMAN_LEARN_RULES":  "django /admin/login/",
+	}
+	maps.Copy(env, extra)
+	return startDoorman(t, env)
 }
 
 // learnNginx starts nginx with doorman-learn.conf at http level, a server
@@ -95,12 +111,8 @@ func TestLearnFigures(t *testing.T) {
 		samples, records = 1000, 200000
 	}
 	sock := filepath.Join(t.TempDir(), "learn.sock")
-	d := startDoorman(t, map[string]string{
-		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180",
-		"DOORMAN_MAX_FAILURES": "1",
-		"DOORMAN_MAX_TRACKED":  "1000000",
-		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
-		"DOORMAN_LEARN_RULES":  "django /admin/login/",
+	d := learnDoorman(t, sock, "1", map[string]string{
+		"DOORMAN_MAX_TRACKED": "1000000",
 	})
 	n := learnNginx(t, sock, loginApp(t))
 	decide := &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}}

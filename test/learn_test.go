@@ -145,12 +145,8 @@ func TestLearnAndWebhookCountOnce(t *testing.T) {
 	lockFixedPorts(t)
 	const token = "learn-e2e-token"
 	sock := filepath.Join(t.TempDir(), "learn.sock")
-	d := startDoorman(t, map[string]string{
-		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180",
-		"DOORMAN_MAX_FAILURES": "10",
-		"DOORMAN_API_TOKEN":    token,
-		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
-		"DOORMAN_LEARN_RULES":  "django /admin/login/",
+	d := learnDoorman(t, sock, "10", map[string]string{
+		"DOORMAN_API_TOKEN": token,
 	})
 	demo := startDjangoDemo(t, map[string]string{
 		"DOORMAN_API_URL":         "http://" + d.APIAddr,
@@ -189,12 +185,7 @@ func TestLearnDjangoAdminBehindNginx(t *testing.T) {
 	lockFixedPorts(t)
 	sockDir := t.TempDir()
 	sock := filepath.Join(sockDir, "learn.sock")
-	d := startDoorman(t, map[string]string{
-		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180", // the shipped upstream
-		"DOORMAN_MAX_FAILURES": "5",
-		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
-		"DOORMAN_LEARN_RULES":  "django /admin/login/",
-	})
+	d := learnDoorman(t, sock, "5", nil)
 	demo := startDjangoDemo(t, map[string]string{"DEMO_DOORMAN_APP": "0"})
 	n := learnDjangoSite(t, sock, demo)
 	base := n.URL("")
@@ -279,12 +270,7 @@ func TestLearnHostileInput(t *testing.T) {
 	requireTool(t, "nginx", "nginx")
 	lockFixedPorts(t)
 	sock := filepath.Join(t.TempDir(), "learn.sock")
-	d := startDoorman(t, map[string]string{
-		"DOORMAN_DECIDE_ADDR":  "127.0.0.1:9180",
-		"DOORMAN_MAX_FAILURES": "1",
-		"DOORMAN_LEARN_ADDR":   "unixgram:" + sock,
-		"DOORMAN_LEARN_RULES":  "django /admin/login/",
-	})
+	d := learnDoorman(t, sock, "1", nil)
 	n := learnNginx(t, sock, loginApp(t))
 	const attacker, victim = "127.0.0.30", "127.0.0.31"
 	c := clientFrom(attacker)
