@@ -146,15 +146,12 @@ func (f *fields) once(bit uint16) bool {
 // top reads one member of the record's object. Members of either format are
 // accepted at the top; Parse checks that one format's are all there.
 func (p *Parser) top(name []byte, f *fields, r *Record) bool {
+	if ok, known := p.requestMember(name, f, r); known {
+		return ok
+	}
 	switch string(name) {
 	case "client":
 		return f.once(fClient) && p.strInto(&f.client)
-	case "method":
-		return f.once(fMethod) && p.strInto(&r.Method)
-	case "host":
-		return f.once(fHost) && p.strInto(&r.Host)
-	case "uri":
-		return f.once(fURI) && p.strInto(&r.URI)
 	case "request_id":
 		return f.once(fRequestID) && p.strInto(&r.RequestID)
 	case "status":
@@ -167,15 +164,12 @@ func (p *Parser) top(name []byte, f *fields, r *Record) bool {
 
 // caddyRequest reads one member of a Caddy entry's "request".
 func (p *Parser) caddyRequest(name []byte, f *fields, r *Record) bool {
+	if ok, known := p.requestMember(name, f, r); known {
+		return ok
+	}
 	switch string(name) {
 	case "remote_ip":
 		return f.once(fRemote) && p.strInto(&f.client)
-	case "method":
-		return f.once(fMethod) && p.strInto(&r.Method)
-	case "host":
-		return f.once(fHost) && p.strInto(&r.Host)
-	case "uri":
-		return f.once(fURI) && p.strInto(&r.URI)
 	case "headers":
 		return f.once(fHeaders) && p.s.object(func(name []byte) bool {
 			// Go's canonical form, as Caddy logs header names.
@@ -190,6 +184,21 @@ func (p *Parser) caddyRequest(name []byte, f *fields, r *Record) bool {
 		})
 	}
 	return p.s.skip()
+}
+
+// requestMember reads a member both formats name alike (method, host, uri:
+// at the top of a flat record, in a Caddy entry's "request"); known is false
+// for any other name.
+func (p *Parser) requestMember(name []byte, f *fields, r *Record) (ok, known bool) {
+	switch string(name) {
+	case "method":
+		return f.once(fMethod) && p.strInto(&r.Method), true
+	case "host":
+		return f.once(fHost) && p.strInto(&r.Host), true
+	case "uri":
+		return f.once(fURI) && p.strInto(&r.URI), true
+	}
+	return false, false
 }
 
 func (p *Parser) strInto(dst *[]byte) bool {
