@@ -29,6 +29,9 @@
 #                       10000 with BENCH_QUICK)
 #   BENCH_VARIANTS=RE   run only the http variants whose label matches the
 #                       extended regex RE (e.g. '^4p|^4abp' for the pairs)
+#   BENCH_PERF=1        after the rounds, profile the allow pairs (4p, 4abp)
+#                       once more with perf(1) (Debian: linux-perf): each
+#                       symbol's CPU per request for A and B, in results.md
 #
 # Needs nginx, wrk, gnuplot (Debian: nginx, wrk, gnuplot-nox), python3 and Go.
 # Traffic goes to loopback only. Every process started here is stopped on exit.
@@ -135,6 +138,38 @@ run_pair() {
   [ "$apia" != - ] || na=$((req - nb))
   [ "$na" -gt 0 ] && [ "$nb" -gt 0 ] || die "$label: requests split $na/$nb"
   printf '%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n' "$label" "$round" "$req" "${non:-0}" "$na" "$nb" $((ta1 - ta0)) $((tb1 - tb0))
+}
+
+# perf_pair LABEL LOCATION "PID_A API_A PID_B API_B": one more wrk run of a
+# paired variant under perf record (no call graphs: self time only), then a
+# table of the symbols whose CPU per request differs most between A and B.
+# A symbol's ns per request is its share of its process's samples times that
+# process's CPU ns over its requests; kernel symbols are the process's own
+# system time.
+perf_pair() {
+  local label=$1 loc=$2 pa apia pb apib row
+  read -r pa apia pb apib <<<"$3"
+  row=$(run_pair "$label" 0 "$loc" "$3" &
+    sleep 0.5
+    perf record -q -F 2000 -p "$pa" -o "$work/perf-a.data" -- sleep "$((secs - 1))" >/dev/null 2>&1 &
+    perf record -q -F 2000 -p "$pb" -o "$work/perf-b.data" -- sleep "$((secs - 1))" >/dev/null 2>&1
+    wait)
+  [ -s "$work/perf-a.data" ] && [ -s "$work/perf-b.data" ] || die "$label: perf recorded nothing"
+  echo "#### $label under perf: ns per request by symbol, the 15 that differ most (B − A)"
+  echo
+  echo "| symbol | A ns/req | B ns/req | B − A |"
+  echo "|---|---:|---:|---:|"
+  { perf report -i "$work/perf-a.data" --no-children --sort sym --stdio 2>/dev/null | sed 's/^/A /'
+    perf report -i "$work/perf-b.data" --no-children --sort sym --stdio 2>/dev/null | sed 's/^/B /'
+  } | awk -v row="$row" '
+    BEGIN { split(row, f, "\t"); per["A"] = f[7] / f[5]; per["B"] = f[8] / f[6] }
+    $2 ~ /^[0-9.]+%$/ { w = $1; pct = $2 + 0; sym = $0; sub(/^[AB] +[0-9.]+% +/, "", sym)
+      tot[w] += pct; s[w, sym] += pct; syms[sym] = 1 }
+    END {
+      for (x in syms) { a = tot["A"] ? s["A", x] / tot["A"] * per["A"] : 0; b = tot["B"] ? s["B", x] / tot["B"] * per["B"] : 0
+        d = b - a; printf "%.1f\t| `%s` | %.0f | %.0f | %+.0f |\n", (d < 0 ? -d : d), x, a, b, d }
+    }' | sort -t$'\t' -k1,1 -rn | awk -F'\t' 'NR <= 15 { print $2 }'
+  awk -v row="$row" 'BEGIN { split(row, f, "\t"); printf "| whole process | %.0f | %.0f | %+.0f |\n\n", f[7] / f[5], f[8] / f[6], f[8] / f[6] - f[7] / f[5] }'
 }
 
 # pair_summary TSV CPU_DAT: each paired variant's B ÷ A CPU per request and
@@ -400,6 +435,16 @@ EOF
     done
   done
 
+  if [ "${BENCH_PERF:-0}" = 1 ]; then
+    command -v perf >/dev/null || die "BENCH_PERF=1 needs perf (Debian: linux-perf)"
+    local pv
+    for pv in "4p-paired-allow-tcp pair_tcp" "4p-paired-allow-unix pair_unix" \
+      ${BENCH_DOORMAN_B:+"4abp-paired-A-B-allow-tcp pair_ab_tcp" "4abp-paired-A-B-allow-unix pair_ab_unix"}; do
+      read -r label path <<<"$pv"
+      perf_pair "$label" "$path" "${pair_of[$path]}" >>"$work/perf.md"
+    done
+  fi
+
   # Sum requests and CPU over rounds; medians of rate and latency.
   awk -F'\t' -v hz="$hz" '
     NR == 1 { next }
@@ -430,6 +475,7 @@ EOF
   } >>"$results"
 
   pair_summary "$pairraw" "$out/cpu.dat" >>"$results"
+  [ ! -s "$work/perf.md" ] || cat "$work/perf.md" >>"$results"
 
   # What the refresh adds to a banning webhook call (variant 7's doorman).
   local res
