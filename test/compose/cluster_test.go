@@ -1,14 +1,11 @@
 package compose
 
 import (
-	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +20,6 @@ func TestComposeClusterProfile(t *testing.T) {
 	start := time.Now()
 	dc, root, images := prepare(t)
 
-	project := fmt.Sprintf("doormancluster%d%04d", os.Getpid(), rand.IntN(10000))
 	subnet := freeSubnet(t)
 	portA, portB := freePort(t), freePort(t)
 	env := append(os.Environ(), images...)
@@ -34,25 +30,7 @@ func TestComposeClusterProfile(t *testing.T) {
 		"DOORMAN_SUBNET="+subnet.String(),
 		"DOORMAN_API_TOKEN="+token,
 	)
-	compose := func(timeout time.Duration, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		full := append(append([]string{}, dc[1:]...),
-			append([]string{"-p", project, "-f", filepath.Join(root, "docker-compose.yml"), "--profile", "cluster"}, args...)...)
-		cmd := exec.CommandContext(ctx, dc[0], full...)
-		cmd.Dir, cmd.Env = root, env
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := compose(time.Minute, "logs", "--no-color", "--tail", "60", "redis", "doorman-a", "doorman-b", "nginx-a", "nginx-b")
-			t.Logf("compose logs:\n%s", out)
-		}
-		if out, err := compose(3*time.Minute, "down", "-v", "--remove-orphans", "-t", "5"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
-		}
-	})
+	compose := newProject(t, dc, root, "doormancluster", "cluster", env, "redis", "doorman-a", "doorman-b", "nginx-a", "nginx-b")
 	if out, err := compose(15*time.Minute, "up", "-d", "--build"); err != nil {
 		t.Fatalf("compose up --profile cluster: %v\n%s", err, lastLines([]byte(out), 40))
 	}

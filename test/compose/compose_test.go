@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,6 +48,39 @@ func prepare(t *testing.T) (dc []string, root string, images []string) {
 	return dc, root, images
 }
 
+// newProject returns a runner of docker-compose (dc) on the repository's
+// file, as a new project named after prefix, the test's process and a random
+// number, with profile (none when "") and env. The runner takes a timeout
+// and compose's arguments. At cleanup, when the test failed, it logs the
+// last lines of logServices (every service when none is named), then takes
+// the project down.
+func newProject(t *testing.T, dc []string, root, prefix, profile string, env []string, logServices ...string) func(time.Duration, ...string) (string, error) {
+	t.Helper()
+	project := fmt.Sprintf("%s%d%04d", prefix, os.Getpid(), rand.IntN(10000))
+	base := append(slices.Clone(dc[1:]), "-p", project, "-f", filepath.Join(root, "docker-compose.yml"))
+	if profile != "" {
+		base = append(base, "--profile", profile)
+	}
+	compose := func(timeout time.Duration, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, dc[0], append(slices.Clone(base), args...)...)
+		cmd.Dir, cmd.Env = root, env
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := compose(time.Minute, append([]string{"logs", "--no-color", "--tail", "100"}, logServices...)...)
+			t.Logf("compose logs:\n%s", out)
+		}
+		if out, err := compose(3*time.Minute, "down", "-v", "--remove-orphans", "-t", "5"); err != nil {
+			t.Errorf("compose down: %v\n%s", err, out)
+		}
+	})
+	return compose
+}
+
 func TestComposeStack(t *testing.T) {
 	start := time.Now()
 	dc, root, images := prepare(t)
@@ -63,7 +97,6 @@ func TestComposeStack(t *testing.T) {
 		t.Errorf("nginx -t of site.conf.example in %s: %v\n%s", nginxImage, err, out)
 	}
 
-	project := fmt.Sprintf("doormantest%d%04d", os.Getpid(), rand.IntN(10000))
 	subnet := freeSubnet(t)
 	port := freePort(t)
 	env := append(os.Environ(), images...)
@@ -72,24 +105,7 @@ func TestComposeStack(t *testing.T) {
 		"DOORMAN_SUBNET="+subnet.String(),
 		"DOORMAN_API_TOKEN="+token,
 	)
-	compose := func(timeout time.Duration, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		full := append(append([]string{}, dc[1:]...), append([]string{"-p", project, "-f", filepath.Join(root, "docker-compose.yml")}, args...)...)
-		cmd := exec.CommandContext(ctx, dc[0], full...)
-		cmd.Dir, cmd.Env = root, env
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := compose(time.Minute, "logs", "--no-color", "--tail", "100")
-			t.Logf("compose logs:\n%s", out)
-		}
-		if out, err := compose(3*time.Minute, "down", "-v", "--remove-orphans", "-t", "5"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
-		}
-	})
+	compose := newProject(t, dc, root, "doormantest", "", env)
 	upStart := time.Now()
 	if out, err := compose(15*time.Minute, "up", "-d", "--build"); err != nil {
 		t.Fatalf("compose up: %v\n%s", err, lastLines([]byte(out), 40))

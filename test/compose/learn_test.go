@@ -1,15 +1,12 @@
 package compose
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -28,7 +25,6 @@ func TestComposeLearnProfile(t *testing.T) {
 	sameAccessLog(t)
 	dc, root, images := prepare(t)
 
-	project := fmt.Sprintf("doormanlearn%d%04d", os.Getpid(), rand.IntN(10000))
 	subnet := freeSubnet(t)
 	port := freePort(t)
 	env := append(os.Environ(), images...)
@@ -39,25 +35,7 @@ func TestComposeLearnProfile(t *testing.T) {
 		"DOORMAN_API_TOKEN="+token,
 		"DEMO_ADMIN_PASSWORD="+adminPassword,
 	)
-	compose := func(timeout time.Duration, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		full := append(append([]string{}, dc[1:]...),
-			append([]string{"-p", project, "-f", filepath.Join(root, "docker-compose.yml"), "--profile", "learn"}, args...)...)
-		cmd := exec.CommandContext(ctx, dc[0], full...)
-		cmd.Dir, cmd.Env = root, env
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := compose(time.Minute, "logs", "--no-color", "--tail", "60", "doorman-learn", "nginx-learn", "app-learn")
-			t.Logf("compose logs:\n%s", out)
-		}
-		if out, err := compose(3*time.Minute, "down", "-v", "--remove-orphans", "-t", "5"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
-		}
-	})
+	compose := newProject(t, dc, root, "doormanlearn", "learn", env, "doorman-learn", "nginx-learn", "app-learn")
 	if out, err := compose(15*time.Minute, "up", "-d", "--build", "nginx-learn"); err != nil {
 		t.Fatalf("compose up --profile learn nginx-learn: %v\n%s", err, lastLines([]byte(out), 40))
 	}
