@@ -437,6 +437,7 @@ EOF
 
   if [ "${BENCH_PERF:-0}" = 1 ]; then
     command -v perf >/dev/null || die "BENCH_PERF=1 needs perf (Debian: linux-perf)"
+    [ "$secs" -ge 3 ] || die "BENCH_PERF=1 needs BENCH_SECONDS of 3 or more (perf records all but the first and last half second)"
     local pv
     for pv in "4p-paired-allow-tcp pair_tcp" "4p-paired-allow-unix pair_unix" \
       ${BENCH_DOORMAN_B:+"4abp-paired-A-B-allow-tcp pair_ab_tcp" "4abp-paired-A-B-allow-unix pair_ab_unix"}; do
