@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // overlayRoot makes a chroot that is a copy-on-write view of this machine's
@@ -15,10 +17,7 @@ import (
 func overlayRoot(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		if os.Getenv("DOORMAN_TEST_REQUIRE_ALL") == "1" {
-			t.Fatal("an overlay chroot needs root (DOORMAN_TEST_REQUIRE_ALL=1)")
-		}
-		t.Skip("an overlay chroot needs root")
+		testproc.Require(t, "an overlay chroot needs root")
 	}
 	dir := t.TempDir()
 	for _, d := range []string{"upper", "work", "root"} {

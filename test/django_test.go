@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // The Django example (examples/django): its own unit tests, and the real
@@ -34,11 +36,7 @@ func requireDjango(t *testing.T) {
 	if check.Run() == nil {
 		return
 	}
-	msg := "Django >= 3.2 for " + djangoPython + " not found; install with: apt-get install python3-django"
-	if os.Getenv("DOORMAN_TEST_REQUIRE_ALL") == "1" {
-		t.Fatal(msg + " (DOORMAN_TEST_REQUIRE_ALL=1)")
-	}
-	t.Skip(msg)
+	testproc.Require(t, "Django >= 3.2 for "+djangoPython+" not found; install with: apt-get install python3-django")
 }
 
 // pythonEnv is the environment for the Django processes: the test's own,

@@ -54,11 +54,7 @@ func requireTool(t *testing.T, name, install string) {
 	if !strings.Contains(install, " ") {
 		install = "apt-get install " + install
 	}
-	msg := fmt.Sprintf("%s not found; install with: %s", name, install)
-	if os.Getenv("DOORMAN_TEST_REQUIRE_ALL") == "1" {
-		t.Fatal(msg + " (DOORMAN_TEST_REQUIRE_ALL=1)")
-	}
-	t.Skip(msg)
+	testproc.Require(t, fmt.Sprintf("%s not found; install with: %s", name, install))
 }
 
 // lookTool finds an executable in PATH or in the sbin directories, which a

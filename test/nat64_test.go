@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/doorman/doorman/internal/testproc"
 )
 
 // netns is a network namespace joined to this one by a veth pair, made by
@@ -20,10 +22,7 @@ type netns struct {
 func newNetns(t *testing.T, inner, outer string) *netns {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		if os.Getenv("DOORMAN_TEST_REQUIRE_ALL") == "1" {
-			t.Fatal("network namespaces need root (DOORMAN_TEST_REQUIRE_ALL=1)")
-		}
-		t.Skip("network namespaces need root")
+		testproc.Require(t, "network namespaces need root")
 	}
 	requireTool(t, "ip", "iproute2")
 	id := strconv.Itoa(os.Getpid() % 100000)

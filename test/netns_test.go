@@ -31,10 +31,7 @@ func newNetNS(t *testing.T, name string) *netNS {
 	requireTool(t, "ip", "iproute2")
 	requireTool(t, "nft", "nftables")
 	if os.Geteuid() != 0 {
-		if os.Getenv("DOORMAN_TEST_REQUIRE_ALL") == "1" {
-			t.Fatal("network namespaces need root (DOORMAN_TEST_REQUIRE_ALL=1)")
-		}
-		t.Skip("network namespaces need root")
+		testproc.Require(t, "network namespaces need root")
 	}
 	name = fmt.Sprintf("dm-%s-%d", name, os.Getpid())
 	_ = exec.Command("ip", "netns", "del", name).Run() // a leftover of a killed run

@@ -20,11 +20,11 @@ func netns(t *testing.T) (name string, fd int) {
 	t.Helper()
 	for _, tool := range []string{"ip", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skipOrFail(t, tool+" not found; install with: apt-get install iproute2 nftables")
+			testproc.Require(t, tool+" not found; install with: apt-get install iproute2 nftables")
 		}
 	}
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "network namespaces need root")
+		testproc.Require(t, "network namespaces need root")
 	}
 	name = fmt.Sprintf("doorman-k%d", os.Getpid())
 	if b, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
@@ -37,14 +37,6 @@ func netns(t *testing.T) (name string, fd int) {
 	}
 	t.Cleanup(func() { f.Close() })
 	return name, int(f.Fd())
-}
-
-func skipOrFail(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("DOORMAN_TEST_REQUIRE_ALL") == "1" || os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 func nft(t *testing.T, ns string, args ...string) string {

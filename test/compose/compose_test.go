@@ -36,7 +36,7 @@ func prepare(t *testing.T) (dc []string, root string, images []string) {
 	dc = composeTool(t)
 	requireTool(t, "debootstrap", "debootstrap")
 	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
-		require(t, fmt.Sprintf("docker engine not reachable (start dockerd): %v\n%s", err, lastLines(out, 5)))
+		testproc.Require(t, fmt.Sprintf("docker engine not reachable (start dockerd): %v\n%s", err, lastLines(out, 5)))
 	}
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -370,16 +370,7 @@ func requireTool(t *testing.T, name, pkg string) {
 	if _, err := os.Stat(filepath.Join("/usr/sbin", name)); err == nil {
 		return
 	}
-	require(t, fmt.Sprintf("%s not found; install with: apt-get install %s", name, pkg))
-}
-
-// require skips with msg, or fails when DOORMAN_TEST_REQUIRE_ALL=1.
-func require(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("DOORMAN_TEST_REQUIRE_ALL") == "1" {
-		t.Fatal(msg + " (DOORMAN_TEST_REQUIRE_ALL=1)")
-	}
-	t.Skip(msg)
+	testproc.Require(t, fmt.Sprintf("%s not found; install with: apt-get install %s", name, pkg))
 }
 
 func lastLines(b []byte, n int) string {
