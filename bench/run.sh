@@ -147,8 +147,8 @@ run_pair() {
 # process's CPU ns over its requests; kernel symbols are the process's own
 # system time.
 perf_pair() {
-  local label=$1 loc=$2 pa apia pb apib row
-  read -r pa apia pb apib <<<"$3"
+  local label=$1 loc=$2 pa pb row
+  read -r pa _ pb _ <<<"$3"
   row=$(run_pair "$label" 0 "$loc" "$3" &
     sleep 0.5
     perf record -q -F 2000 -p "$pa" -o "$work/perf-a.data" -- sleep "$((secs - 1))" >/dev/null 2>&1 &
